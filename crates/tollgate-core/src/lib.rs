@@ -1,0 +1,339 @@
+//! Domain types shared by every Tollgate crate.
+//!
+//! Nothing here touches sockets, a runtime or a database: protocol crates turn bytes into
+//! [`Command`]s and [`Event`]s, the gateway decides with an [`Gatekeeper`], and a [`Recorder`]
+//! persists the ordered event stream of each session.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+mod time_fmt;
+pub use time_fmt::{format_rfc3339, now_micros, parse_duration};
+
+/// Errors raised by the helpers of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A duration such as `8h` or `30m` could not be read.
+    #[error("invalid duration {0:?}: expected a number followed by s, m, h or d (e.g. 8h)")]
+    InvalidDuration(String),
+}
+
+/// A secret value (password, token) that never prints itself.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is sent to its one destination.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    /// Stable name of the caller (the API key's name, later an OIDC subject).
+    pub subject: String,
+    /// How the caller proved who they are.
+    pub via: AuthMethod,
+    /// The API key id, when the caller used a key.
+    pub key_id: Option<String>,
+    /// Groups that grant access to connections.
+    pub groups: Vec<String>,
+    /// Whether the caller may administer the gateway (keys, all sessions).
+    pub admin: bool,
+    /// When the credential stops being valid, in microseconds since the Unix epoch.
+    pub expires_at: Option<i64>,
+}
+
+/// How an identity was established.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A Tollgate API key.
+    ApiKey,
+}
+
+/// The wire protocol a session speaks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// PostgreSQL frontend/backend protocol 3.0.
+    Postgres,
+}
+
+/// How a client reached the gateway.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// The protocol's own listener (psql, drivers).
+    Native,
+    /// `tollgate exec` through the REST API.
+    Api,
+}
+
+/// A declared target.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The name clients ask for.
+    pub name: String,
+    /// Which protocol the target speaks.
+    pub protocol: Protocol,
+    /// Upstream address in URL form, without the password.
+    pub url: String,
+    /// The credential the gateway holds for the target.
+    pub password: Option<Secret>,
+    /// Groups whose members may use the connection.
+    pub groups: Vec<String>,
+}
+
+/// Why a caller or a command was turned away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// Machine-readable reason.
+    pub code: RefusalCode,
+    /// A sentence a person can act on. Never contains a secret.
+    pub message: String,
+}
+
+impl Refusal {
+    /// Builds a refusal.
+    pub fn new(code: RefusalCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Machine-readable refusal reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    /// The token matches no key.
+    BadCredentials,
+    /// The key was revoked.
+    Revoked,
+    /// The key has expired.
+    Expired,
+    /// No connection of that name.
+    UnknownConnection,
+    /// The identity shares no group with the connection.
+    AccessDenied,
+    /// The client broke the protocol.
+    ProtocolViolation,
+    /// TLS is required on this listener.
+    TlsRequired,
+    /// The target could not be reached or refused the gateway's credential.
+    UpstreamUnavailable,
+    /// The operation needs an administrator.
+    AdminRequired,
+}
+
+/// Decides who may do what. Implemented by the gateway; protocol crates only call it.
+pub trait Gatekeeper: Send + Sync {
+    /// Turns a presented token into an identity.
+    fn authenticate(&self, token: &str) -> Result<Identity, Refusal>;
+    /// Checks that the identity may use the named connection and returns it.
+    fn authorize(&self, identity: &Identity, connection: &str) -> Result<Arc<Connection>, Refusal>;
+    /// Re-checks, cheaply, that the identity is still valid (not revoked, not expired).
+    fn still_valid(&self, identity: &Identity) -> Result<(), Refusal>;
+}
+
+/// The step of the wire protocol that carried a command.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolStep {
+    /// PostgreSQL simple Query message.
+    SimpleQuery,
+    /// PostgreSQL extended protocol Execute (text from Parse, parameters from Bind).
+    Execute,
+    /// PostgreSQL FunctionCall message.
+    FunctionCall,
+}
+
+/// One command a client asked the target to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Command {
+    /// Which protocol step carried it.
+    pub step: ProtocolStep,
+    /// The statement text.
+    pub text: Arc<str>,
+    /// Bound parameters, rendered as text (`\x…` hex for binary values), `None` for NULL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<Option<String>>,
+    /// Prepared statement name, when the extended protocol used a named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+}
+
+/// What became of a command.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Outcome {
+    /// Command tags in order (`SELECT 3`, `INSERT 0 1`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Rows sent back to the client.
+    pub rows: u64,
+    /// Time from forwarding to completion, in microseconds.
+    pub duration_us: u64,
+    /// The target's error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CommandError>,
+    /// How the command ended.
+    pub status: CommandStatus,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// It completed.
+    #[default]
+    Ok,
+    /// The target reported an error.
+    Error,
+    /// It was skipped because an earlier command of the same pipeline failed.
+    Skipped,
+    /// The session ended before the target answered.
+    Interrupted,
+    /// The portal was suspended (row limit reached); a later Execute continues it.
+    Suspended,
+}
+
+/// An error reported by the target for a command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandError {
+    /// SQLSTATE or the protocol's own error code.
+    pub code: String,
+    /// The target's message.
+    pub message: String,
+}
+
+/// Session identifier, unique per gateway data dir.
+pub type SessionId = String;
+
+/// One entry of a session's ordered, append-only event stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    /// The session this event belongs to.
+    pub session: SessionId,
+    /// Position in the session's stream, starting at 0.
+    pub seq: u64,
+    /// When it happened, microseconds since the Unix epoch.
+    pub at: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an event records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A client opened a session (recorded once it is authenticated and authorized, or refused).
+    SessionStart(SessionInfo),
+    /// A command and its outcome.
+    Command {
+        /// The command.
+        command: Command,
+        /// Its outcome.
+        outcome: Outcome,
+    },
+    /// The gateway turned something away: a bad token, no access, a broken protocol.
+    Refusal(Refusal),
+    /// The session ended.
+    SessionEnd {
+        /// Why it ended.
+        reason: String,
+    },
+}
+
+/// Who opened a session, from where, to what.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionInfo {
+    /// The caller, once known.
+    pub identity: Option<Identity>,
+    /// Connection name the client asked for.
+    pub connection: String,
+    /// The protocol spoken.
+    pub protocol: Protocol,
+    /// How the client reached the gateway.
+    pub channel: Channel,
+    /// Client socket address.
+    pub client_addr: String,
+    /// Whether the client side used TLS.
+    pub tls: bool,
+    /// The user name the client sent (informational; identity comes from the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_user: Option<String>,
+    /// The client's application name, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+}
+
+/// Persists events. Implementations must keep per-session order and must not lose events.
+pub trait Recorder: Send + Sync {
+    /// Appends one event. Never blocks on I/O.
+    fn record(&self, event: Event);
+}
+
+/// Writes a session's events in order, numbering them.
+pub struct SessionLog {
+    session: SessionId,
+    next_seq: u64,
+    recorder: Arc<dyn Recorder>,
+}
+
+impl SessionLog {
+    /// Starts a log for a new session.
+    pub fn new(session: SessionId, recorder: Arc<dyn Recorder>) -> Self {
+        Self {
+            session,
+            next_seq: 0,
+            recorder,
+        }
+    }
+    /// The session id.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+    /// Appends an event stamped now.
+    pub fn append(&mut self, kind: EventKind) {
+        let event = Event {
+            session: self.session.clone(),
+            seq: self.next_seq,
+            at: now_micros(),
+            kind,
+        };
+        self.next_seq += 1;
+        self.recorder.record(event);
+    }
+}
+
+/// A fresh random-looking session id: time-ordered prefix plus randomness from the caller.
+pub fn new_session_id(random: u64) -> SessionId {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    format!("{micros:013x}{:08x}", random as u32)
+}

@@ -1,0 +1,368 @@
+//! The TOML configuration: shape, defaults, validation with errors that name the file, the key
+//! and what was expected. Credentials are only referenced (`password_env`, `password_file`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_core::{Connection, Protocol, Secret, parse_duration};
+use tollgate_pg::PgTarget;
+
+use crate::GatewayError;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where the store, keys and certificates live (the `--data-dir` flag wins).
+    pub data_dir: Option<PathBuf>,
+    /// Listener addresses.
+    #[serde(default)]
+    pub listen: ListenSection,
+    /// TLS material for the listeners; generated in the data dir when absent.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// PostgreSQL front settings.
+    #[serde(default)]
+    pub postgres: PostgresSection,
+    /// Declared targets.
+    #[serde(default)]
+    pub connections: Vec<ConnectionSection>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// REST API address.
+    #[serde(default = "default_api")]
+    pub api: String,
+    /// PostgreSQL front address.
+    #[serde(default = "default_postgres")]
+    pub postgres: String,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        Self {
+            api: default_api(),
+            postgres: default_postgres(),
+        }
+    }
+}
+
+fn default_api() -> String {
+    "127.0.0.1:8009".into()
+}
+fn default_postgres() -> String {
+    "127.0.0.1:15432".into()
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[postgres]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// Refuse clients without TLS. Default: true unless the listener is on loopback.
+    pub require_tls: Option<bool>,
+    /// Largest frontend message accepted, in bytes (default 64 MiB; CopyData is streamed).
+    pub max_message_bytes: Option<usize>,
+    /// Time allowed to reach a target (default "10s").
+    pub connect_timeout: Option<String>,
+}
+
+/// `[[connections]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSection {
+    /// What clients ask for.
+    pub name: String,
+    /// Target kind; `postgres` for now.
+    pub kind: String,
+    /// Upstream URL, without password.
+    pub url: String,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Groups allowed to use it.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Source file, for messages.
+    pub source: Option<PathBuf>,
+    /// Data dir from the file.
+    pub data_dir: Option<PathBuf>,
+    /// API address.
+    pub api_addr: SocketAddr,
+    /// PostgreSQL front address.
+    pub postgres_addr: SocketAddr,
+    /// TLS files.
+    pub tls: TlsSection,
+    /// Whether the PostgreSQL front requires TLS.
+    pub pg_require_tls: bool,
+    /// PostgreSQL message cap.
+    pub pg_max_message_bytes: usize,
+    /// Target connect timeout.
+    pub connect_timeout: Duration,
+    /// Connections by declaration order.
+    pub connections: Vec<Arc<Connection>>,
+}
+
+impl Config {
+    /// Reads and validates a file; `None` gives the embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, GatewayError> {
+        let (file, source) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| GatewayError::Config {
+                    file: p.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                })?;
+                (Self::parse_text(&text, p)?, Some(p.to_path_buf()))
+            }
+            None => (ConfigFile::default(), None),
+        };
+        Self::validate(file, source)
+    }
+
+    fn parse_text(text: &str, path: &Path) -> Result<ConfigFile, GatewayError> {
+        toml::from_str(text).map_err(|e| GatewayError::Config {
+            file: path.display().to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Parses config text (for tests and tooling).
+    pub fn from_text(text: &str) -> Result<Self, GatewayError> {
+        let file = Self::parse_text(text, Path::new("<inline>"))?;
+        Self::validate(file, Some(PathBuf::from("<inline>")))
+    }
+
+    fn validate(file: ConfigFile, source: Option<PathBuf>) -> Result<Self, GatewayError> {
+        let name = source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into());
+        let err = |key: &str, message: String| GatewayError::Config {
+            file: name.clone(),
+            message: format!("{key}: {message}"),
+        };
+        let addr = |key: &str, v: &str| {
+            v.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    key,
+                    format!("expected an address like 127.0.0.1:8009, got {v:?}"),
+                )
+            })
+        };
+        let api_addr = addr("listen.api", &file.listen.api)?;
+        let postgres_addr = addr("listen.postgres", &file.listen.postgres)?;
+        if file.tls.cert_file.is_some() != file.tls.key_file.is_some() {
+            return Err(err(
+                "tls",
+                "set both cert_file and key_file, or neither".into(),
+            ));
+        }
+        if !api_addr.ip().is_loopback() {
+            return Err(err(
+                "listen.api",
+                format!(
+                    "{api_addr} is not a loopback address; the REST API speaks plain HTTP and only listens on loopback (put a TLS-terminating proxy in front to expose it)"
+                ),
+            ));
+        }
+        let pg_max_message_bytes = file.postgres.max_message_bytes.unwrap_or(64 * 1024 * 1024);
+        if !(1024..=1 << 30).contains(&pg_max_message_bytes) {
+            return Err(err(
+                "postgres.max_message_bytes",
+                "expected a size between 1024 and 1073741824 bytes".into(),
+            ));
+        }
+        let connect_timeout = match &file.postgres.connect_timeout {
+            Some(t) => {
+                parse_duration(t).map_err(|e| err("postgres.connect_timeout", e.to_string()))?
+            }
+            None => Duration::from_secs(10),
+        };
+        let mut seen = HashSet::new();
+        let mut connections = Vec::new();
+        for (i, c) in file.connections.into_iter().enumerate() {
+            let key = |k: &str| format!("connections[{i}].{k}");
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            {
+                return Err(err(
+                    &key("name"),
+                    format!(
+                        "expected letters, digits, '-', '_' or '.', got {:?}",
+                        c.name
+                    ),
+                ));
+            }
+            if !seen.insert(c.name.clone()) {
+                return Err(err(&key("name"), format!("{:?} is declared twice", c.name)));
+            }
+            let protocol = match c.kind.as_str() {
+                "postgres" => Protocol::Postgres,
+                other => {
+                    return Err(err(
+                        &key("kind"),
+                        format!("expected \"postgres\", got {other:?}"),
+                    ));
+                }
+            };
+            let password = match (&c.password_env, &c.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        &key("password_env"),
+                        "set password_env or password_file, not both".into(),
+                    ));
+                }
+                (Some(var), None) => Some(Secret::new(std::env::var(var).map_err(|_| {
+                    err(
+                        &key("password_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?)),
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        err(
+                            &key("password_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_string()))
+                }
+                (None, None) => None,
+            };
+            PgTarget::from_url(&c.url, password.clone())
+                .map_err(|e| err(&key("url"), e.to_string()))?;
+            if c.groups.iter().any(String::is_empty) {
+                return Err(err(&key("groups"), "group names must not be empty".into()));
+            }
+            connections.push(Arc::new(Connection {
+                name: c.name,
+                protocol,
+                url: c.url,
+                password,
+                groups: c.groups,
+            }));
+        }
+        Ok(Self {
+            source,
+            data_dir: file.data_dir,
+            api_addr,
+            postgres_addr,
+            pg_require_tls: file
+                .postgres
+                .require_tls
+                .unwrap_or(!postgres_addr.ip().is_loopback()),
+            tls: file.tls,
+            pg_max_message_bytes,
+            connect_timeout,
+            connections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> String {
+        match Config::from_text(text) {
+            Ok(_) => String::from("ok"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_loopback() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:8009");
+        assert_eq!(c.postgres_addr.to_string(), "127.0.0.1:15432");
+        assert!(!c.pg_require_tls);
+        assert!(c.connections.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let m = msg("[listen]\napi = \"nowhere\"\n");
+        assert!(
+            m.contains("<inline>") && m.contains("listen.api") && m.contains("expected an address"),
+            "{m}"
+        );
+        let m = msg("[listen]\nbogus = 1\n");
+        assert!(m.contains("unknown field") && m.contains("bogus"), "{m}");
+        let m =
+            msg("[[connections]]\nname = \"a\"\nkind = \"mongo\"\nurl = \"postgres://u@h/d\"\n");
+        assert!(
+            m.contains("connections[0].kind") && m.contains("postgres"),
+            "{m}"
+        );
+        let m = msg(
+            "[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u:pw@h/d\"\n",
+        );
+        assert!(
+            m.contains("connections[0].url") && m.contains("must not contain a password"),
+            "{m}"
+        );
+        assert!(!m.contains("pw@"), "{m}");
+        let m = msg(
+            "[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d\"\npassword_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n",
+        );
+        assert!(
+            m.contains("connections[0].password_env") && m.contains("is not set"),
+            "{m}"
+        );
+        let m = msg(
+            "[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d\"\n[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d\"\n",
+        );
+        assert!(
+            m.contains("connections[1].name") && m.contains("twice"),
+            "{m}"
+        );
+        let m = msg("[postgres]\nconnect_timeout = \"soon\"\n");
+        assert!(m.contains("postgres.connect_timeout"), "{m}");
+        let m = msg("[listen]\napi = \"0.0.0.0:8009\"\n");
+        assert!(m.contains("listen.api") && m.contains("loopback"), "{m}");
+        let m = msg(
+            "[[connections]]\nname = \"a b\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d\"\n",
+        );
+        assert!(m.contains("connections[0].name"), "{m}");
+        let m = msg(
+            "[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d?sslmode=verify-full\"\n",
+        );
+        assert!(m.contains("sslmode"), "{m}");
+    }
+
+    #[test]
+    fn non_loopback_postgres_requires_tls_by_default() {
+        let c = Config::from_text("[listen]\npostgres = \"0.0.0.0:15432\"\n").unwrap();
+        assert!(c.pg_require_tls);
+        let c = Config::from_text(
+            "[listen]\npostgres = \"0.0.0.0:15432\"\n[postgres]\nrequire_tls = false\n",
+        )
+        .unwrap();
+        assert!(!c.pg_require_tls);
+    }
+}

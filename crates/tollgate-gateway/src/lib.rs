@@ -1,0 +1,185 @@
+//! The gateway: reads the configuration, opens the store and key material, binds the
+//! listeners, and wires identity, access, protocol fronts, recording and the REST API together.
+
+pub mod api;
+pub mod config;
+pub mod keys;
+pub mod material;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_core::Recorder;
+use tollgate_pg::{PgFront, PgFrontConfig};
+use tollgate_store::{EventWriter, Store};
+
+pub use config::Config;
+pub use keys::Keys;
+
+/// Errors of the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is wrong.
+    #[error("config {file}: {message}")]
+    Config {
+        /// The file.
+        file: String,
+        /// Key and what was expected.
+        message: String,
+    },
+    /// The data dir cannot be used.
+    #[error("data dir: {0}")]
+    DataDir(String),
+    /// Key material problem.
+    #[error("crypto: {0}")]
+    Crypto(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] tollgate_store::StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A request was invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A lock was poisoned.
+    #[error("internal state poisoned")]
+    Poisoned,
+}
+
+/// Options of `tollgate up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Config file, if any.
+    pub config: Option<PathBuf>,
+    /// Data dir override.
+    pub data_dir: Option<PathBuf>,
+    /// Bootstrap admin key (`TOLLGATE_ADMIN_KEY`).
+    pub admin_key: Option<String>,
+}
+
+/// A started gateway.
+pub struct Gateway {
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where PostgreSQL clients connect.
+    pub postgres_addr: SocketAddr,
+    /// The data dir in use.
+    pub data_dir: PathBuf,
+    /// The admin key generated on this start, to print once.
+    pub generated_admin_key: Option<String>,
+    shutdown_tx: watch::Sender<bool>,
+    pg: Arc<PgFront>,
+    writer: Arc<EventWriter>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Loads everything and binds the listeners; serving starts at once in background tasks.
+    pub async fn start(opts: UpOptions) -> Result<Self, GatewayError> {
+        let config = Config::load(opts.config.as_deref())?;
+        let data_dir = opts
+            .data_dir
+            .or_else(|| config.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".tollgate"));
+        material::ensure_data_dir(&data_dir)?;
+        let _signing = material::signing_key(&data_dir)?;
+        let tls = material::tls_config(&data_dir, &config.tls)?;
+        let store = Store::open(&data_dir.join("tollgate.db"))?;
+        let writer = Arc::new(store.event_writer()?);
+        let keys = Arc::new(Keys::load(store.clone(), &config.connections)?);
+        let generated_admin_key = keys.bootstrap_admin(opts.admin_key.as_deref())?;
+
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind { what, addr, source })
+        };
+        let pg_listener = bind("postgres", config.postgres_addr).await?;
+        let api_listener = bind("api", config.api_addr).await?;
+        let postgres_addr = local(&pg_listener, config.postgres_addr);
+        let api_addr = local(&api_listener, config.api_addr);
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let recorder: Arc<dyn Recorder> = writer.clone();
+        let pg = PgFront::new(
+            keys.clone(),
+            recorder,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            PgFrontConfig {
+                require_tls: config.pg_require_tls,
+                max_message_bytes: config.pg_max_message_bytes,
+                connect_timeout: config.connect_timeout,
+                ..PgFrontConfig::default()
+            },
+            shutdown_rx.clone(),
+        );
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(Arc::clone(&pg).serve(pg_listener)));
+        let state = Arc::new(api::ApiState {
+            keys,
+            store,
+            pg: Arc::clone(&pg),
+            postgres_addr,
+        });
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let mut api_shutdown = shutdown_rx;
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(api_listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = api_shutdown.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "api server stopped");
+            }
+        }));
+        Ok(Self {
+            api_addr,
+            postgres_addr,
+            data_dir,
+            generated_admin_key,
+            shutdown_tx,
+            pg,
+            writer,
+            tasks,
+        })
+    }
+
+    /// Ends every session with a clean protocol error, records their end, flushes the store.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        if !self.pg.wait_idle(Duration::from_secs(10)).await {
+            tracing::warn!(
+                sessions = self.pg.active_sessions(),
+                "sessions still open at shutdown"
+            );
+        }
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = writer.flush() {
+                tracing::error!(error = %e, "final flush of the event store failed");
+            }
+            writer.close();
+        })
+        .await;
+    }
+}
+
+fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(fallback)
+}

@@ -1,0 +1,484 @@
+//! The client-facing PostgreSQL listener: TLS negotiation, startup, token authentication,
+//! authorization, the upstream connection, then the relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
+use tollgate_core::{
+    Channel, EventKind, Gatekeeper, Identity, Protocol, Recorder, Refusal, RefusalCode,
+    SessionInfo, SessionLog, new_session_id,
+};
+
+use crate::cancel::{CancelRegistry, CancelTarget};
+use crate::codec::{self, Startup};
+use crate::stream::{PgStream, read_message};
+use crate::upstream::{self, PgTarget};
+use crate::{PgError, relay, sqlstate_for};
+
+/// Settings of the PostgreSQL front.
+#[derive(Debug, Clone)]
+pub struct PgFrontConfig {
+    /// Refuse clients that do not negotiate TLS.
+    pub require_tls: bool,
+    /// Largest frontend message accepted (CopyData is streamed and exempt).
+    pub max_message_bytes: usize,
+    /// How long to wait for the target to accept a connection.
+    pub connect_timeout: Duration,
+    /// How long a client may take to finish startup and authentication.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for PgFrontConfig {
+    fn default() -> Self {
+        Self {
+            require_tls: false,
+            max_message_bytes: 64 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL front: shared by every session of the listener.
+pub struct PgFront {
+    pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
+    pub(crate) recorder: Arc<dyn Recorder>,
+    tls: Option<TlsAcceptor>,
+    pub(crate) config: PgFrontConfig,
+    cancels: CancelRegistry,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts a live session; wakes shutdown waiters when the last one ends.
+struct ActiveGuard<'a>(&'a PgFront);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// How a session came to the front.
+pub(crate) enum Entry {
+    /// A client that must present a token.
+    Token,
+    /// A caller the gateway already authenticated (the REST API).
+    Preauthenticated(Identity),
+}
+
+impl PgFront {
+    /// Builds the front. `shutdown` turning true ends every session with a clean error.
+    pub fn new(
+        gatekeeper: Arc<dyn Gatekeeper>,
+        recorder: Arc<dyn Recorder>,
+        tls: Option<TlsAcceptor>,
+        config: PgFrontConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            gatekeeper,
+            recorder,
+            tls,
+            config,
+            cancels: CancelRegistry::default(),
+            shutdown,
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Sessions in progress.
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no session is left, or the timeout passes.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            if self.active_sessions() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active_sessions() == 0;
+            }
+        }
+    }
+
+    fn enter(&self) -> ActiveGuard<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(self)
+    }
+
+    /// Accepts clients until shutdown.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let front = Arc::clone(&self);
+                        tokio::spawn(async move { front.handle_tcp(tcp, peer).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "postgres accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn handle_tcp(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        let _guard = self.enter();
+        let _ = tcp.set_nodelay(true);
+        let mut log = SessionLog::new(new_session_id(random_u64()), Arc::clone(&self.recorder));
+        let mut info = SessionInfo {
+            identity: None,
+            connection: String::new(),
+            protocol: Protocol::Postgres,
+            channel: Channel::Native,
+            client_addr: peer.to_string(),
+            tls: false,
+            client_user: None,
+            application: None,
+        };
+        let mut stream = PgStream::Plain(tcp);
+        let handshake = tokio::time::timeout(
+            self.config.handshake_timeout,
+            self.negotiate(&mut stream, &mut info),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(PgError::Refused(Refusal::new(
+                RefusalCode::ProtocolViolation,
+                "startup not completed in time",
+            )))
+        });
+        let startup = match handshake {
+            Ok(Some(startup)) => startup,
+            Ok(None) => return, // cancel request handled, or client left before saying anything
+            Err(e) => {
+                self.refuse(&mut stream, &mut log, info, &e).await;
+                return;
+            }
+        };
+        self.session(stream, startup, info, log, Entry::Token).await;
+    }
+
+    /// TLS negotiation and the startup packet. `Ok(None)` when the connection needs nothing more.
+    async fn negotiate(
+        &self,
+        stream: &mut PgStream,
+        info: &mut SessionInfo,
+    ) -> Result<Option<Startup>, PgError> {
+        for _ in 0..4 {
+            let len = match stream.read_i32().await {
+                Ok(len) => len,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(PgError::Io(e)),
+            };
+            if !(8..=codec::MAX_STARTUP_BYTES as i32).contains(&len) {
+                return Err(PgError::protocol(format!(
+                    "invalid startup packet length {len}"
+                )));
+            }
+            let mut body = vec![0u8; len as usize - 4];
+            stream.read_exact(&mut body).await.map_err(PgError::Io)?;
+            let code = codec::read_i32(&body, 0)?;
+            match code {
+                codec::SSL_REQUEST if len == 8 => {
+                    let PgStream::Plain(_) = stream else {
+                        return Err(PgError::protocol("SSLRequest inside TLS"));
+                    };
+                    let Some(acceptor) = &self.tls else {
+                        stream.write_all(b"N").await.map_err(PgError::Io)?;
+                        continue;
+                    };
+                    stream.write_all(b"S").await.map_err(PgError::Io)?;
+                    let PgStream::Plain(tcp) =
+                        std::mem::replace(stream, PgStream::Duplex(tokio::io::duplex(1).0))
+                    else {
+                        return Err(PgError::protocol("SSLRequest inside TLS"));
+                    };
+                    let tls = acceptor
+                        .accept(tcp)
+                        .await
+                        .map_err(|e| PgError::Protocol(format!("TLS handshake failed: {e}")))?;
+                    *stream = PgStream::ServerTls(Box::new(tls));
+                    info.tls = true;
+                }
+                codec::GSSENC_REQUEST if len == 8 => {
+                    stream.write_all(b"N").await.map_err(PgError::Io)?;
+                }
+                codec::CANCEL_REQUEST if len == 16 => {
+                    let key = (codec::read_i32(&body, 4)?, codec::read_i32(&body, 8)?);
+                    self.cancel(key).await;
+                    return Ok(None);
+                }
+                v if v >> 16 == 3 => {
+                    let startup = codec::parse_startup(&body[4..])?;
+                    let minor = v & 0xffff;
+                    let unknown: Vec<&str> = startup
+                        .params
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("_pq_."))
+                        .map(|(k, _)| k.as_str())
+                        .collect();
+                    if minor > 0 || !unknown.is_empty() {
+                        let mut out = BytesMut::new();
+                        codec::negotiate_protocol_version(&mut out, &unknown);
+                        stream.write_all(&out).await.map_err(PgError::Io)?;
+                    }
+                    return Ok(Some(startup));
+                }
+                other => {
+                    return Err(PgError::protocol(format!(
+                        "unsupported protocol version or request code {other}"
+                    )));
+                }
+            }
+        }
+        Err(PgError::protocol("too many negotiation requests"))
+    }
+
+    async fn cancel(&self, key: (i32, i32)) {
+        match self.cancels.lookup(key) {
+            Some(target) => {
+                if let Err(e) = upstream::send_cancel(target.addr, target.key).await {
+                    tracing::warn!(error = %e, "cancel request not delivered");
+                }
+            }
+            None => tracing::info!("cancel request with an unknown key ignored"),
+        }
+    }
+
+    /// Records and reports a refusal, then lets the connection close.
+    async fn refuse(
+        &self,
+        stream: &mut PgStream,
+        log: &mut SessionLog,
+        info: SessionInfo,
+        err: &PgError,
+    ) {
+        let refusal = refusal_of(err, &info.connection);
+        let mut out = BytesMut::new();
+        codec::error_response(
+            &mut out,
+            "FATAL",
+            sqlstate_for(refusal.code),
+            &refusal.message,
+        );
+        let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
+        log.append(EventKind::SessionStart(info));
+        log.append(EventKind::Refusal(refusal.clone()));
+        log.append(EventKind::SessionEnd {
+            reason: format!("refused: {}", refusal.message),
+        });
+    }
+
+    /// Serves a session over an arbitrary stream (used by the REST API for `exec`).
+    pub(crate) async fn serve_stream(
+        self: Arc<Self>,
+        mut stream: PgStream,
+        peer: String,
+        identity: Identity,
+    ) {
+        let _guard = self.enter();
+        let mut log = SessionLog::new(new_session_id(random_u64()), Arc::clone(&self.recorder));
+        let info = SessionInfo {
+            identity: None,
+            connection: String::new(),
+            protocol: Protocol::Postgres,
+            channel: Channel::Api,
+            client_addr: peer,
+            tls: false,
+            client_user: None,
+            application: None,
+        };
+        let mut len = [0u8; 4];
+        let startup = async {
+            stream.read_exact(&mut len).await.map_err(PgError::Io)?;
+            let len = i32::from_be_bytes(len);
+            if !(8..=codec::MAX_STARTUP_BYTES as i32).contains(&len) {
+                return Err(PgError::protocol("invalid startup packet"));
+            }
+            let mut body = vec![0u8; len as usize - 4];
+            stream.read_exact(&mut body).await.map_err(PgError::Io)?;
+            codec::parse_startup(&body[4..])
+        }
+        .await;
+        match startup {
+            Ok(startup) => {
+                self.session(
+                    stream,
+                    startup,
+                    info,
+                    log,
+                    Entry::Preauthenticated(identity),
+                )
+                .await
+            }
+            Err(e) => self.refuse(&mut stream, &mut log, info, &e).await,
+        }
+    }
+
+    async fn session(
+        &self,
+        mut stream: PgStream,
+        startup: Startup,
+        mut info: SessionInfo,
+        mut log: SessionLog,
+        entry: Entry,
+    ) {
+        info.connection = startup
+            .get("database")
+            .or_else(|| startup.get("user"))
+            .unwrap_or_default()
+            .to_string();
+        info.client_user = startup.get("user").map(str::to_string);
+        info.application = startup.get("application_name").map(str::to_string);
+        if self.config.require_tls && !info.tls && matches!(entry, Entry::Token) {
+            let err = PgError::Refused(Refusal::new(
+                RefusalCode::TlsRequired,
+                "this listener requires TLS: connect with sslmode=require",
+            ));
+            self.refuse(&mut stream, &mut log, info, &err).await;
+            return;
+        }
+        let identity = match entry {
+            Entry::Preauthenticated(identity) => identity,
+            Entry::Token => match self.authenticate(&mut stream).await {
+                Ok(identity) => identity,
+                Err(e) => {
+                    self.refuse(&mut stream, &mut log, info, &e).await;
+                    return;
+                }
+            },
+        };
+        info.identity = Some(identity.clone());
+        let connection = match self.gatekeeper.authorize(&identity, &info.connection) {
+            Ok(c) => c,
+            Err(refusal) => {
+                self.refuse(&mut stream, &mut log, info, &PgError::Refused(refusal))
+                    .await;
+                return;
+            }
+        };
+        let upstream = async {
+            let target = PgTarget::from_url(&connection.url, connection.password.clone())?;
+            upstream::connect(
+                &target,
+                &startup.params,
+                self.config.connect_timeout,
+                self.config.max_message_bytes,
+            )
+            .await
+        }
+        .await;
+        let up = match upstream {
+            Ok(up) => up,
+            Err(e) => {
+                tracing::warn!(connection = %info.connection, error = %e, "target unavailable");
+                self.refuse(&mut stream, &mut log, info, &e).await;
+                return;
+            }
+        };
+        let key = self.cancels.register(CancelTarget {
+            addr: up.addr,
+            key: up.key,
+        });
+        let mut hello = BytesMut::with_capacity(up.greeting.len() + 64);
+        codec::auth_request(&mut hello, 0, &[]);
+        hello.put_slice(&up.greeting);
+        codec::backend_key_data(&mut hello, key.0, key.1);
+        hello.put_slice(&up.ready);
+        log.append(EventKind::SessionStart(info));
+        let reason = match stream.write_all(&hello).await {
+            Ok(()) => relay::run(self, stream, up.stream, &identity, &mut log).await,
+            Err(e) => format!("client disconnected: {e}"),
+        };
+        self.cancels.unregister(key);
+        log.append(EventKind::SessionEnd { reason });
+    }
+
+    async fn authenticate(&self, stream: &mut PgStream) -> Result<Identity, PgError> {
+        let mut out = BytesMut::new();
+        codec::auth_request(&mut out, 3, &[]);
+        stream.write_all(&out).await.map_err(PgError::Io)?;
+        let mut buf = BytesMut::new();
+        let (tag, body) = read_message(stream, &mut buf, codec::MAX_STARTUP_BYTES)
+            .await?
+            .ok_or_else(|| {
+                PgError::protocol("client closed the connection before sending a password")
+            })?;
+        if tag != b'p' {
+            return Err(PgError::protocol(format!(
+                "expected a password message, got {:?}",
+                tag as char
+            )));
+        }
+        let token = codec::Reader::new(&body).cstr()?;
+        self.gatekeeper
+            .authenticate(token)
+            .map_err(PgError::Refused)
+    }
+}
+
+/// The refusal a failed handshake amounts to.
+fn refusal_of(err: &PgError, connection: &str) -> Refusal {
+    match err {
+        PgError::Refused(r) => r.clone(),
+        PgError::Protocol(m) => Refusal::new(
+            RefusalCode::ProtocolViolation,
+            format!("protocol violation: {m}"),
+        ),
+        PgError::Io(e) => Refusal::new(
+            RefusalCode::ProtocolViolation,
+            format!("client i/o error: {e}"),
+        ),
+        PgError::Config(m) => Refusal::new(
+            RefusalCode::UpstreamUnavailable,
+            format!("connection \"{connection}\" is misconfigured: {m}"),
+        ),
+        PgError::UpstreamUnavailable(m) => Refusal::new(
+            RefusalCode::UpstreamUnavailable,
+            format!("connection \"{connection}\": target unavailable: {m}"),
+        ),
+        PgError::UpstreamAuth(m) => Refusal::new(
+            RefusalCode::UpstreamUnavailable,
+            format!(
+                "connection \"{connection}\": the target did not accept the gateway's credential: {m}"
+            ),
+        ),
+        PgError::Target { code, message } => Refusal::new(
+            RefusalCode::UpstreamUnavailable,
+            format!(
+                "connection \"{connection}\": the target refused the session: {message} (SQLSTATE {code})"
+            ),
+        ),
+    }
+}
+
+/// 64 random bits (session ids).
+pub(crate) fn random_u64() -> u64 {
+    let mut raw = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
+        return tollgate_core::now_micros() as u64;
+    }
+    u64::from_be_bytes(raw)
+}

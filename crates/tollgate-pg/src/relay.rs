@@ -1,0 +1,600 @@
+//! The message relay between an authenticated client and its target.
+//!
+//! Each direction reads whatever the socket has, walks the message headers in the buffer,
+//! decodes only the messages a decision or the record needs, and forwards the whole scanned
+//! chunk with one write. Large DataRow/CopyData messages are forwarded piece by piece as they
+//! arrive, so memory per session stays bounded by the read buffer and the message cap.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tollgate_core::{
+    Command, CommandError, CommandStatus, EventKind, Identity, Outcome, ProtocolStep, Refusal,
+    RefusalCode, SessionLog,
+};
+
+use crate::codec::{self, typed_header};
+use crate::front::PgFront;
+use crate::stream::PgStream;
+use crate::{PgError, sqlstate_for};
+
+const READ_CHUNK: usize = 64 * 1024;
+/// Messages of these types above this size are streamed rather than buffered whole.
+const STREAM_THRESHOLD: usize = 32 * 1024;
+/// Upper bound of named statements/portals remembered per session for the record.
+const MAX_NAMED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingKind {
+    Simple,
+    Execute,
+    Function,
+    Sync,
+}
+
+struct Pending {
+    kind: PendingKind,
+    command: Option<Command>,
+    started: Instant,
+    outcome: Outcome,
+}
+
+type Queue = Mutex<VecDeque<Pending>>;
+
+/// Why the relay stopped.
+enum End {
+    ClientTerminated,
+    ClientGone,
+    TargetGone { fatal_seen: bool },
+    Refused(Refusal),
+    Shutdown,
+    Failed(PgError),
+}
+
+/// Relays until one side ends; returns the reason recorded as the session's end.
+pub(crate) async fn run(
+    front: &PgFront,
+    client: PgStream,
+    target: PgStream,
+    identity: &Identity,
+    log: &mut SessionLog,
+) -> String {
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut target_rd, mut target_wr) = tokio::io::split(target);
+    let queue: Queue = Mutex::new(VecDeque::new());
+    let mut shutdown = front.shutdown.clone();
+    let cap = front.config.max_message_bytes;
+
+    let end = {
+        let upstream_fut =
+            client_to_target(front, identity, &mut client_rd, &mut target_wr, &queue, cap);
+        let downstream_fut = target_to_client(&mut target_rd, &mut client_wr, &queue, log, cap);
+        tokio::select! {
+            e = upstream_fut => e,
+            e = downstream_fut => e,
+            _ = wait_true(&mut shutdown) => End::Shutdown,
+        }
+    };
+
+    // Anything still pending never got an answer.
+    let leftovers: Vec<Pending> = queue
+        .lock()
+        .map(|mut q| q.drain(..).collect())
+        .unwrap_or_default();
+    for p in leftovers {
+        if let Some(command) = p.command {
+            let mut outcome = p.outcome;
+            outcome.status = CommandStatus::Interrupted;
+            outcome.duration_us = p.started.elapsed().as_micros() as u64;
+            log.append(EventKind::Command { command, outcome });
+        }
+    }
+
+    let fatal = |code: &str, msg: &str| {
+        let mut out = BytesMut::new();
+        codec::error_response(&mut out, "FATAL", code, msg);
+        out
+    };
+    let (reason, farewell) = match end {
+        End::ClientTerminated => ("client terminated".to_string(), None),
+        End::ClientGone => ("client disconnected".to_string(), None),
+        End::TargetGone { fatal_seen: true } => ("target ended the session".to_string(), None),
+        End::TargetGone { fatal_seen: false } => (
+            "target closed the connection".to_string(),
+            Some(fatal(
+                "08006",
+                "the target closed the connection unexpectedly",
+            )),
+        ),
+        End::Refused(refusal) => {
+            let out = fatal(sqlstate_for(refusal.code), &refusal.message);
+            let reason = format!("refused: {}", refusal.message);
+            log.append(EventKind::Refusal(refusal));
+            (reason, Some(out))
+        }
+        End::Shutdown => (
+            "gateway shutting down".to_string(),
+            Some(fatal(
+                "57P01",
+                "terminating connection because the gateway is shutting down",
+            )),
+        ),
+        End::Failed(PgError::Protocol(m)) => {
+            let refusal = Refusal::new(
+                RefusalCode::ProtocolViolation,
+                format!("protocol violation: {m}"),
+            );
+            let out = fatal("08P01", &refusal.message);
+            log.append(EventKind::Refusal(refusal));
+            (format!("protocol violation: {m}"), Some(out))
+        }
+        End::Failed(e) => (format!("connection error: {e}"), None),
+    };
+    if let Some(out) = farewell {
+        let _ = client_wr.write_all(&out).await;
+        let _ = client_wr.flush().await;
+    }
+    let _ = client_wr.shutdown().await;
+    let _ = target_wr.shutdown().await;
+    reason
+}
+
+async fn wait_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // The sender is gone: the gateway is going away.
+            return;
+        }
+    }
+}
+
+/// What the scanner should do after a message.
+enum Step {
+    Continue,
+    /// Forward up to and including this message, then stop.
+    StopAfter(End),
+    /// Forward what came before this message, then stop.
+    StopBefore(End),
+}
+
+/// Walks complete messages at the front of `buf`. Returns how many bytes may be forwarded and
+/// whether to stop. `partial` carries the unread remainder of a streamed message across reads.
+fn scan(
+    buf: &[u8],
+    partial: &mut usize,
+    cap: usize,
+    streamable: impl Fn(u8) -> bool,
+    mut on_message: impl FnMut(u8, &[u8]) -> Result<Step, PgError>,
+) -> Result<(usize, Option<End>), PgError> {
+    let mut pos = 0;
+    if *partial > 0 {
+        let take = (*partial).min(buf.len());
+        *partial -= take;
+        pos = take;
+    }
+    while *partial == 0 {
+        let rest = &buf[pos..];
+        let (tag, len) = match typed_header(
+            rest,
+            if streamable(rest.first().copied().unwrap_or(0)) {
+                usize::MAX >> 1
+            } else {
+                cap
+            },
+        )? {
+            Some(h) => h,
+            None => break,
+        };
+        if rest.len() < len {
+            if streamable(tag) && len > STREAM_THRESHOLD {
+                *partial = len - rest.len();
+                pos = buf.len();
+            }
+            break;
+        }
+        match on_message(tag, &rest[5..len])? {
+            Step::Continue => pos += len,
+            Step::StopAfter(end) => return Ok((pos + len, Some(end))),
+            Step::StopBefore(end) => return Ok((pos, Some(end))),
+        }
+    }
+    Ok((pos, None))
+}
+
+async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    rd.read_buf(buf).await
+}
+
+struct Portal {
+    statement: String,
+    text: Arc<str>,
+    params: Vec<Option<String>>,
+}
+
+async fn client_to_target(
+    front: &PgFront,
+    identity: &Identity,
+    rd: &mut ReadHalf<PgStream>,
+    wr: &mut WriteHalf<PgStream>,
+    queue: &Queue,
+    cap: usize,
+) -> End {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut partial = 0usize;
+    let mut statements: HashMap<String, Arc<str>> = HashMap::new();
+    let mut portals: HashMap<String, Portal> = HashMap::new();
+    loop {
+        match fill(rd, &mut buf).await {
+            Ok(0) => return End::ClientGone,
+            Ok(_) => {}
+            Err(_) => return End::ClientGone,
+        }
+        let scanned = scan(
+            &buf,
+            &mut partial,
+            cap,
+            |t| t == b'd',
+            |tag, body| {
+                let push = |kind, command| {
+                    if let Ok(mut q) = queue.lock() {
+                        q.push_back(Pending {
+                            kind,
+                            command,
+                            started: Instant::now(),
+                            outcome: Outcome::default(),
+                        });
+                    }
+                };
+                match tag {
+                    b'Q' => {
+                        if let Err(r) = front.gatekeeper.still_valid(identity) {
+                            return Ok(Step::StopBefore(End::Refused(r)));
+                        }
+                        let text = codec::Reader::new(body).cstr()?;
+                        push(
+                            PendingKind::Simple,
+                            Some(Command {
+                                step: ProtocolStep::SimpleQuery,
+                                text: Arc::from(text),
+                                params: Vec::new(),
+                                statement: None,
+                            }),
+                        );
+                    }
+                    b'P' => {
+                        let parse = codec::parse_parse(body)?;
+                        if statements.len() >= MAX_NAMED && !statements.contains_key(parse.name) {
+                            statements.retain(|k, _| k.is_empty());
+                        }
+                        statements.insert(parse.name.to_string(), Arc::from(parse.query));
+                    }
+                    b'B' => {
+                        let bind = codec::parse_bind(body)?;
+                        let text = statements
+                            .get(bind.statement)
+                            .cloned()
+                            .unwrap_or_else(|| Arc::from(""));
+                        if portals.len() >= MAX_NAMED && !portals.contains_key(bind.portal) {
+                            portals.retain(|k, _| k.is_empty());
+                        }
+                        portals.insert(
+                            bind.portal.to_string(),
+                            Portal {
+                                statement: bind.statement.to_string(),
+                                text,
+                                params: bind.params,
+                            },
+                        );
+                    }
+                    b'E' => {
+                        if let Err(r) = front.gatekeeper.still_valid(identity) {
+                            return Ok(Step::StopBefore(End::Refused(r)));
+                        }
+                        let (portal, _max_rows) = codec::parse_execute(body)?;
+                        let command = match portals.get(portal) {
+                            Some(p) => Command {
+                                step: ProtocolStep::Execute,
+                                text: Arc::clone(&p.text),
+                                params: p.params.clone(),
+                                statement: (!p.statement.is_empty()).then(|| p.statement.clone()),
+                            },
+                            None => Command {
+                                step: ProtocolStep::Execute,
+                                text: Arc::from(""),
+                                params: Vec::new(),
+                                statement: None,
+                            },
+                        };
+                        push(PendingKind::Execute, Some(command));
+                    }
+                    b'S' => push(PendingKind::Sync, None),
+                    b'F' => {
+                        if let Err(r) = front.gatekeeper.still_valid(identity) {
+                            return Ok(Step::StopBefore(End::Refused(r)));
+                        }
+                        let oid = codec::read_i32(body, 0)?;
+                        push(
+                            PendingKind::Function,
+                            Some(Command {
+                                step: ProtocolStep::FunctionCall,
+                                text: Arc::from(format!("function call (oid {oid})")),
+                                params: Vec::new(),
+                                statement: None,
+                            }),
+                        );
+                    }
+                    b'C' => {
+                        let (kind, name) = codec::parse_close(body)?;
+                        match kind {
+                            b'S' => {
+                                statements.remove(name);
+                            }
+                            b'P' => {
+                                portals.remove(name);
+                            }
+                            _ => return Err(PgError::protocol("Close of an unknown object kind")),
+                        }
+                    }
+                    b'X' => return Ok(Step::StopAfter(End::ClientTerminated)),
+                    b'D' | b'H' | b'd' | b'c' | b'f' | b'p' => {}
+                    other => {
+                        return Err(PgError::protocol(format!(
+                            "unknown frontend message type {:?} (0x{other:02x})",
+                            other as char
+                        )));
+                    }
+                }
+                Ok(Step::Continue)
+            },
+        );
+        let (forward, end) = match scanned {
+            Ok(x) => x,
+            Err(e) => return End::Failed(e),
+        };
+        if forward > 0 {
+            if let Err(e) = wr.write_all(&buf[..forward]).await {
+                return End::Failed(PgError::Io(e));
+            }
+            buf.advance(forward);
+        }
+        if let Some(end) = end {
+            if matches!(end, End::ClientTerminated) {
+                let _ = wr.flush().await;
+            }
+            return end;
+        }
+    }
+}
+
+/// Rows affected or returned, from a command tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`).
+fn tag_rows(tag: &str) -> u64 {
+    let first = tag.split(' ').next().unwrap_or_default();
+    let counted = matches!(
+        first,
+        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "COPY" | "FETCH" | "MOVE" | "MERGE"
+    );
+    match tag.rsplit(' ').next() {
+        Some(n) if counted => n.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+async fn target_to_client(
+    rd: &mut ReadHalf<PgStream>,
+    wr: &mut WriteHalf<PgStream>,
+    queue: &Queue,
+    log: &mut SessionLog,
+    cap: usize,
+) -> End {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut partial = 0usize;
+    let mut done: Vec<Pending> = Vec::new();
+    let mut fatal_seen = false;
+    loop {
+        match fill(rd, &mut buf).await {
+            Ok(0) => return End::TargetGone { fatal_seen },
+            Ok(_) => {}
+            Err(_) => return End::TargetGone { fatal_seen },
+        }
+        let scanned = {
+            let mut q = match queue.lock() {
+                Ok(q) => q,
+                Err(_) => return End::Failed(PgError::protocol("session state poisoned")),
+            };
+            scan(
+                &buf,
+                &mut partial,
+                cap,
+                |t| t == b'D' || t == b'd',
+                |tag, body| {
+                    match tag {
+                        b'C' => {
+                            let tag_text = codec::Reader::new(body).cstr().unwrap_or_default();
+                            if let Some(front) = q.front_mut() {
+                                match front.kind {
+                                    PendingKind::Simple => {
+                                        front.outcome.rows += tag_rows(tag_text);
+                                        front.outcome.tags.push(tag_text.to_string());
+                                    }
+                                    PendingKind::Execute => {
+                                        if let Some(mut p) = q.pop_front() {
+                                            p.outcome.rows += tag_rows(tag_text);
+                                            p.outcome.tags.push(tag_text.to_string());
+                                            done.push(p);
+                                        }
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                        b'I' | b's' => {
+                            if q.front().is_some_and(|p| p.kind == PendingKind::Execute)
+                                && let Some(mut p) = q.pop_front()
+                            {
+                                if tag == b's' {
+                                    p.outcome.status = CommandStatus::Suspended;
+                                }
+                                done.push(p);
+                            }
+                        }
+                        b'E' => {
+                            let fields = codec::parse_error_fields(body);
+                            if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                                fatal_seen = true;
+                            }
+                            let error = CommandError {
+                                code: fields.code,
+                                message: fields.message,
+                            };
+                            match q.front().map(|p| p.kind) {
+                                Some(PendingKind::Simple | PendingKind::Function) => {
+                                    if let Some(p) = q.front_mut() {
+                                        p.outcome.status = CommandStatus::Error;
+                                        p.outcome.error = Some(error);
+                                    }
+                                }
+                                Some(PendingKind::Execute) => {
+                                    if let Some(mut p) = q.pop_front() {
+                                        p.outcome.status = CommandStatus::Error;
+                                        p.outcome.error = Some(error);
+                                        done.push(p);
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        b'Z' => {
+                            while q.front().is_some_and(|p| p.kind == PendingKind::Execute) {
+                                if let Some(mut p) = q.pop_front() {
+                                    p.outcome.status = CommandStatus::Skipped;
+                                    done.push(p);
+                                }
+                            }
+                            if let Some(p) = q.pop_front() {
+                                done.push(p);
+                            }
+                        }
+                        _ => {}
+                    }
+                    Ok(Step::Continue)
+                },
+            )
+        };
+        let (forward, _) = match scanned {
+            Ok(x) => x,
+            Err(e) => return End::Failed(e),
+        };
+        if forward > 0 {
+            if let Err(e) = wr.write_all(&buf[..forward]).await {
+                return End::Failed(PgError::Io(e));
+            }
+            buf.advance(forward);
+        }
+        for p in done.drain(..) {
+            if let Some(command) = p.command {
+                let mut outcome = p.outcome;
+                outcome.duration_us = p.started.elapsed().as_micros() as u64;
+                log.append(EventKind::Command { command, outcome });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_from_tags() {
+        assert_eq!(tag_rows("SELECT 5"), 5);
+        assert_eq!(tag_rows("INSERT 0 3"), 3);
+        assert_eq!(tag_rows("COPY 10"), 10);
+        assert_eq!(tag_rows("CREATE TABLE"), 0);
+        assert_eq!(tag_rows("BEGIN"), 0);
+    }
+
+    #[test]
+    fn scan_streams_large_rows_and_keeps_small_ones_whole() {
+        let mut big = BytesMut::new();
+        codec::put_message(&mut big, b'D', |b| b.extend_from_slice(&vec![7u8; 100_000]));
+        let mut partial = 0;
+        let (fwd, end) = scan(
+            &big[..50_000],
+            &mut partial,
+            1 << 20,
+            |t| t == b'D',
+            |_, _| Ok(Step::Continue),
+        )
+        .unwrap();
+        assert!(end.is_none());
+        assert_eq!(fwd, 50_000);
+        assert_eq!(partial, big.len() - 50_000);
+        let (fwd, _) = scan(
+            &big[50_000..],
+            &mut partial,
+            1 << 20,
+            |t| t == b'D',
+            |_, _| Ok(Step::Continue),
+        )
+        .unwrap();
+        assert_eq!(fwd, big.len() - 50_000);
+        assert_eq!(partial, 0);
+
+        let mut small = BytesMut::new();
+        codec::put_message(&mut small, b'C', |b| b.extend_from_slice(b"SELECT 1\0"));
+        let mut partial = 0;
+        let (fwd, _) = scan(
+            &small[..6],
+            &mut partial,
+            1 << 20,
+            |t| t == b'D',
+            |_, _| Ok(Step::Continue),
+        )
+        .unwrap();
+        assert_eq!(fwd, 0);
+    }
+
+    #[test]
+    fn scan_refuses_oversized_and_negative_lengths() {
+        let mut partial = 0;
+        assert!(
+            scan(
+                b"Q\x7f\xff\xff\xffxx",
+                &mut partial,
+                1024,
+                |_| false,
+                |_, _| Ok(Step::Continue)
+            )
+            .is_err()
+        );
+        assert!(
+            scan(
+                b"Q\xff\xff\xff\xf0xx",
+                &mut partial,
+                1024,
+                |_| false,
+                |_, _| Ok(Step::Continue)
+            )
+            .is_err()
+        );
+        assert!(
+            scan(
+                b"Q\x00\x00\x00\x00xx",
+                &mut partial,
+                1024,
+                |_| false,
+                |_, _| Ok(Step::Continue)
+            )
+            .is_err()
+        );
+    }
+}

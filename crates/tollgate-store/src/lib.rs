@@ -1,0 +1,522 @@
+//! Persistence for Tollgate on SQLite: API keys, sessions and each session's ordered event stream.
+//!
+//! Events go through [`EventWriter`], a dedicated thread that batches inserts into one transaction
+//! per batch, so the data path only pays for a channel send. Everything else (keys, reads for the
+//! API) uses a separate connection behind a mutex; SQLite's WAL mode lets both work at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection as Db, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use tollgate_core::{Event, EventKind, Recorder};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused an operation.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("store: corrupt {what}: {detail}")]
+    Corrupt {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// The writer thread is gone.
+    #[error("store: event writer stopped")]
+    WriterStopped,
+    /// The store mutex was poisoned by a panic elsewhere.
+    #[error("store: connection lock poisoned")]
+    Poisoned,
+}
+
+/// Ordered list of schema migrations; index + 1 is the `user_version` after applying it.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    groups_json TEXT NOT NULL,
+    hash        TEXT NOT NULL UNIQUE,
+    admin       INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+CREATE TABLE sessions (
+    id          TEXT PRIMARY KEY,
+    subject     TEXT,
+    key_id      TEXT,
+    connection  TEXT NOT NULL,
+    protocol    TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    client_addr TEXT NOT NULL,
+    tls         INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    end_reason  TEXT
+);
+CREATE INDEX sessions_started ON sessions(started_at);
+CREATE TABLE events (
+    session TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+"#];
+
+fn open(path: &Path) -> Result<Db, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let db = Db::open(path).map_err(err)?;
+    db.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+    )
+    .map_err(err)?;
+    Ok(db)
+}
+
+fn migrate(db: &mut Db, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = db.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A stored API key (never the key itself, only its hash).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Public id, shown in listings.
+    pub id: String,
+    /// Human name of the key's holder.
+    pub name: String,
+    /// Groups granted.
+    pub groups: Vec<String>,
+    /// Hex SHA-256 of the full key.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    /// Administrator key.
+    pub admin: bool,
+    /// Creation time, µs since epoch.
+    pub created_at: i64,
+    /// Expiry, µs since epoch.
+    pub expires_at: Option<i64>,
+    /// Revocation time, µs since epoch.
+    pub revoked_at: Option<i64>,
+}
+
+/// A session row, kept up to date from its events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: String,
+    /// Who, when known.
+    pub subject: Option<String>,
+    /// Which key.
+    pub key_id: Option<String>,
+    /// Connection asked for.
+    pub connection: String,
+    /// Protocol.
+    pub protocol: String,
+    /// native or api.
+    pub channel: String,
+    /// Client address.
+    pub client_addr: String,
+    /// Client TLS.
+    pub tls: bool,
+    /// Start, µs since epoch.
+    pub started_at: i64,
+    /// End, µs since epoch.
+    pub ended_at: Option<i64>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// Commands recorded.
+    pub commands: i64,
+    /// Refusals recorded.
+    pub refused: i64,
+}
+
+/// Filter for session listings.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    /// Only sessions of this subject.
+    pub subject: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// The store: one control connection plus the event writer.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    db: Arc<Mutex<Db>>,
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut db = open(path)?;
+        migrate(&mut db, path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            db: Arc::new(Mutex::new(db)),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Db) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let db = self.db.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&db).map_err(|e| self.err(e))
+    }
+
+    /// Starts the event writer thread on its own connection.
+    pub fn event_writer(&self) -> Result<EventWriter, StoreError> {
+        let db = open(&self.path)?;
+        let (tx, rx) = mpsc::channel();
+        let path = self.path.clone();
+        let handle = std::thread::Builder::new()
+            .name("tollgate-recorder".into())
+            .spawn(move || write_loop(db, &path, rx))
+            .map_err(|e| StoreError::Corrupt {
+                what: "writer thread",
+                detail: e.to_string(),
+            })?;
+        Ok(EventWriter {
+            tx: Mutex::new(Some(tx)),
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Inserts a key record.
+    pub fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let groups = serde_json::to_string(&key.groups).map_err(|e| StoreError::Corrupt {
+            what: "groups",
+            detail: e.to_string(),
+        })?;
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO api_keys (id, name, groups_json, hash, admin, created_at, expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![key.id, key.name, groups, key.hash, key.admin, key.created_at, key.expires_at, key.revoked_at],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// All keys, oldest first.
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT id, name, groups_json, hash, admin, created_at, expires_at, revoked_at
+                 FROM api_keys ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(
+                |(id, name, groups, hash, admin, created_at, expires_at, revoked_at)| {
+                    let groups =
+                        serde_json::from_str(&groups).map_err(|e| StoreError::Corrupt {
+                            what: "groups",
+                            detail: e.to_string(),
+                        })?;
+                    Ok(KeyRecord {
+                        id,
+                        name,
+                        groups,
+                        hash,
+                        admin,
+                        created_at,
+                        expires_at,
+                        revoked_at,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Marks a key revoked; returns false when no such key exists.
+    pub fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        self.with(|db| {
+            db.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, at],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Sessions, newest first.
+    pub fn sessions(&self, filter: &SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at, ended_at, end_reason,
+                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'command'),
+                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'refusal')
+                 FROM sessions s WHERE (?1 IS NULL OR subject = ?1)
+                 ORDER BY started_at DESC, id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![filter.subject, limit], session_row)?;
+            rows.collect()
+        })
+    }
+
+    /// One session.
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at, ended_at, end_reason,
+                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'command'),
+                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'refusal')
+                 FROM sessions s WHERE id = ?1",
+                params![id],
+                session_row,
+            )
+            .optional()
+        })
+    }
+
+    /// A session's events in order.
+    pub fn events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
+        let bodies = self.with(|db| {
+            let mut stmt = db.prepare("SELECT body FROM events WHERE session = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map(params![session], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_str(b).map_err(|e| StoreError::Corrupt {
+                    what: "event",
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Searches every stored text column for `needle` (used by tests that prove secrets never land).
+    pub fn contains_text(&self, needle: &str) -> Result<bool, StoreError> {
+        let pattern = format!("%{needle}%");
+        self.with(|db| {
+            let n: i64 = db.query_row(
+                "SELECT (SELECT COUNT(*) FROM events WHERE body LIKE ?1)
+                      + (SELECT COUNT(*) FROM sessions WHERE subject LIKE ?1 OR connection LIKE ?1 OR end_reason LIKE ?1)
+                      + (SELECT COUNT(*) FROM api_keys WHERE name LIKE ?1 OR hash LIKE ?1)",
+                params![pattern],
+                |r| r.get(0),
+            )?;
+            Ok(n > 0)
+        })
+    }
+}
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: r.get(0)?,
+        subject: r.get(1)?,
+        key_id: r.get(2)?,
+        connection: r.get(3)?,
+        protocol: r.get(4)?,
+        channel: r.get(5)?,
+        client_addr: r.get(6)?,
+        tls: r.get(7)?,
+        started_at: r.get(8)?,
+        ended_at: r.get(9)?,
+        end_reason: r.get(10)?,
+        commands: r.get(11)?,
+        refused: r.get(12)?,
+    })
+}
+
+enum WriterMsg {
+    Event(Box<Event>),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The event writer: a [`Recorder`] whose events a background thread appends in batches.
+pub struct EventWriter {
+    tx: Mutex<Option<Sender<WriterMsg>>>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EventWriter {
+    fn sender(&self) -> Option<Sender<WriterMsg>> {
+        self.tx.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Waits until every event recorded so far is committed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let tx = self.sender().ok_or(StoreError::WriterStopped)?;
+        tx.send(WriterMsg::Flush(done_tx))
+            .map_err(|_| StoreError::WriterStopped)?;
+        done_rx.recv().map_err(|_| StoreError::WriterStopped)
+    }
+
+    /// Commits what is queued and stops the thread.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.handle.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Recorder for EventWriter {
+    fn record(&self, event: Event) {
+        // Taking the lock per event is cheap (uncontended in the common case) and keeps the
+        // sender closable at shutdown.
+        let sent = match self.tx.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(tx) => tx.send(WriterMsg::Event(Box::new(event))).is_ok(),
+                None => false,
+            },
+            Err(_) => false,
+        };
+        if !sent {
+            tracing::error!("event recorded after the writer stopped; it is lost");
+        }
+    }
+}
+
+const BATCH: usize = 512;
+
+fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>) {
+    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WriterMsg::Event(e) => batch.push(*e),
+                WriterMsg::Flush(w) => waiters.push(w),
+            }
+            if batch.len() >= BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            // Retry a failed batch a few times (e.g. a busy database), never dropping it silently.
+            let mut attempt = 0;
+            loop {
+                match write_batch(&mut db, &batch) {
+                    Ok(()) => break,
+                    Err(e) if attempt < 50 => {
+                        attempt += 1;
+                        tracing::warn!(path = %path.display(), error = %e, "event batch not written; retrying");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, events = batch.len(), "event batch lost");
+                        break;
+                    }
+                }
+            }
+            batch.clear();
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+fn write_batch(db: &mut Db, batch: &[Event]) -> rusqlite::Result<()> {
+    let tx = db.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO events (session, seq, at, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut start = tx.prepare_cached(
+            "INSERT OR IGNORE INTO sessions (id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut end =
+            tx.prepare_cached("UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1")?;
+        for e in batch {
+            let body = serde_json::to_string(e)
+                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+            let kind = match &e.kind {
+                EventKind::SessionStart(info) => {
+                    start.execute(params![
+                        e.session,
+                        info.identity.as_ref().map(|i| &i.subject),
+                        info.identity.as_ref().and_then(|i| i.key_id.as_ref()),
+                        info.connection,
+                        enum_name(&info.protocol),
+                        enum_name(&info.channel),
+                        info.client_addr,
+                        info.tls,
+                        e.at
+                    ])?;
+                    "session_start"
+                }
+                EventKind::Command { .. } => "command",
+                EventKind::Refusal(_) => "refusal",
+                EventKind::SessionEnd { reason } => {
+                    end.execute(params![e.session, e.at, reason])?;
+                    "session_end"
+                }
+            };
+            insert.execute(params![e.session, e.seq as i64, e.at, kind, body])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Serializes a unit enum to its serde name (`postgres`, `native`, …).
+fn enum_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+use super::*;
+use tollgate_core::{Channel, Command, Identity, Outcome, Protocol, ProtocolStep, SessionInfo};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn keys_round_trip_and_revoke() {
+    let (_d, store) = store();
+    let key = KeyRecord {
+        id: "k1".into(),
+        name: "ci".into(),
+        groups: vec!["eng".into()],
+        hash: "ab".into(),
+        admin: false,
+        created_at: 1,
+        expires_at: Some(5),
+        revoked_at: None,
+    };
+    store.insert_key(&key).unwrap();
+    assert_eq!(store.keys().unwrap(), vec![key.clone()]);
+    assert!(store.revoke_key("k1", 9).unwrap());
+    assert!(!store.revoke_key("nope", 9).unwrap());
+    assert_eq!(store.keys().unwrap()[0].revoked_at, Some(9));
+    // A second revocation keeps the first time.
+    store.revoke_key("k1", 11).unwrap();
+    assert_eq!(store.keys().unwrap()[0].revoked_at, Some(9));
+}
+
+#[test]
+fn events_are_ordered_and_sessions_summarised() {
+    let (_d, store) = store();
+    let writer = store.event_writer().unwrap();
+    let ident = Identity {
+        subject: "alice".into(),
+        via: tollgate_core::AuthMethod::ApiKey,
+        key_id: Some("k1".into()),
+        groups: vec![],
+        admin: false,
+        expires_at: None,
+    };
+    let events = [
+        EventKind::SessionStart(SessionInfo {
+            identity: Some(ident),
+            connection: "db".into(),
+            protocol: Protocol::Postgres,
+            channel: Channel::Native,
+            client_addr: "127.0.0.1:1".into(),
+            tls: true,
+            client_user: None,
+            application: None,
+        }),
+        EventKind::Command {
+            command: Command {
+                step: ProtocolStep::SimpleQuery,
+                text: "select 1".into(),
+                params: vec![],
+                statement: None,
+            },
+            outcome: Outcome::default(),
+        },
+        EventKind::SessionEnd {
+            reason: "client terminated".into(),
+        },
+    ];
+    for (seq, kind) in events.into_iter().enumerate() {
+        writer.record(Event {
+            session: "s1".into(),
+            seq: seq as u64,
+            at: 100 + seq as i64,
+            kind,
+        });
+    }
+    writer.flush().unwrap();
+    let got = store.events("s1").unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+    let s = store.session("s1").unwrap().unwrap();
+    assert_eq!(s.subject.as_deref(), Some("alice"));
+    assert_eq!(s.commands, 1);
+    assert_eq!(s.ended_at, Some(102));
+    assert_eq!(s.end_reason.as_deref(), Some("client terminated"));
+    assert!(store.contains_text("select 1").unwrap());
+    assert!(!store.contains_text("never-stored").unwrap());
+    writer.close();
+}

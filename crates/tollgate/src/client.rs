@@ -1,0 +1,348 @@
+//! The CLI side of the REST API: keys, exec, sessions.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::table::print_table;
+use crate::{ApiArgs, KeysCmd, SessionsCmd};
+
+/// A configured API client.
+pub struct Api {
+    url: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl From<ApiArgs> for Api {
+    fn from(a: ApiArgs) -> Self {
+        Self {
+            url: a.url.trim_end_matches('/').to_string(),
+            token: a.token.filter(|t| !t.is_empty()),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// An error the API answered with.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Api {
+    fn token(&self) -> Result<&str> {
+        self.token
+            .as_deref()
+            .ok_or_else(|| anyhow!("no API key: set TOLLGATE_TOKEN or pass --token"))
+    }
+
+    /// Sends a request; `Err(Ok(failure))` when the API refused, `Err(Err(e))` when it could not be reached.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Result<Value, ApiFailure>> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(self.token()?);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await.context("reading the gateway's answer")?;
+        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+        if status.is_success() {
+            return Ok(Ok(value));
+        }
+        let message = value["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP {status}: {text}"));
+        Ok(Err(ApiFailure {
+            status: status.as_u16(),
+            message,
+        }))
+    }
+
+    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
+        match self.call(method, path, body).await? {
+            Ok(v) => Ok(v),
+            Err(f) => bail!("{} (HTTP {})", f.message, f.status),
+        }
+    }
+
+    /// GET that must succeed.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.ok(reqwest::Method::GET, path, None).await
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(s).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+pub async fn keys(api: &Api, cmd: KeysCmd) -> Result<ExitCode> {
+    match cmd {
+        KeysCmd::Create {
+            name,
+            groups,
+            ttl,
+            admin,
+        } => {
+            let v = api
+                .ok(
+                    reqwest::Method::POST,
+                    "/api/keys",
+                    Some(json!({"name": name, "groups": groups, "ttl": ttl, "admin": admin})),
+                )
+                .await?;
+            println!("id:         {}", s(&v["id"]));
+            println!("name:       {}", s(&v["name"]));
+            println!("groups:     {}", s(&v["groups"]));
+            if !v["expires_at"].is_null() {
+                println!("expires at: {}", s(&v["expires_at"]));
+            }
+            println!("{}", s(&v["key"]));
+        }
+        KeysCmd::List { json } => {
+            let v = api.get("/api/keys").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["keys"])?);
+            } else {
+                let rows: Vec<Vec<String>> = v["keys"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|k| {
+                                let state = if !k["revoked_at"].is_null() {
+                                    "revoked".to_string()
+                                } else {
+                                    "active".to_string()
+                                };
+                                vec![
+                                    s(&k["id"]),
+                                    s(&k["name"]),
+                                    s(&k["groups"]),
+                                    if k["admin"] == json!(true) {
+                                        "yes".into()
+                                    } else {
+                                        "".into()
+                                    },
+                                    s(&k["created_at"]),
+                                    s(&k["expires_at"]),
+                                    state,
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print_table(
+                    &[
+                        "id", "name", "groups", "admin", "created", "expires", "state",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        KeysCmd::Revoke { id } => {
+            api.ok(reqwest::Method::DELETE, &format!("/api/keys/{id}"), None)
+                .await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn exec(
+    api: &Api,
+    connection: &str,
+    input: &str,
+    as_json: bool,
+    max_rows: usize,
+) -> Result<ExitCode> {
+    let answer = api
+        .call(
+            reqwest::Method::POST,
+            "/api/exec",
+            Some(json!({"connection": connection, "input": input, "max_rows": max_rows})),
+        )
+        .await?;
+    let v = match answer {
+        Ok(v) => v,
+        Err(f) => {
+            eprintln!("refused: {}", f.message);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let columns: Vec<String> = v["columns"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default();
+        if !columns.is_empty() {
+            let rows: Vec<Vec<String>> = v["rows"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            r.as_array()
+                                .map(|c| c.iter().map(s).collect())
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
+            print_table(&headers, &rows);
+            let n = rows.len();
+            println!("({n} row{})", if n == 1 { "" } else { "s" });
+        } else if let Some(tags) = v["tags"].as_array() {
+            for t in tags {
+                println!("{}", s(t));
+            }
+        }
+        for n in v["notices"].as_array().into_iter().flatten() {
+            eprintln!("NOTICE: {}", s(n));
+        }
+        if v["truncated"] == json!(true) {
+            eprintln!("(result truncated to {max_rows} rows)");
+        }
+    }
+    if !v["error"].is_null() {
+        eprintln!(
+            "ERROR: {} (SQLSTATE {})",
+            s(&v["error"]["message"]),
+            s(&v["error"]["sqlstate"])
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
+    match cmd {
+        SessionsCmd::List { json, limit } => {
+            let v = api.get(&format!("/api/sessions?limit={limit}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["sessions"])?);
+            } else {
+                let rows: Vec<Vec<String>> = v["sessions"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| {
+                                vec![
+                                    s(&x["id"]),
+                                    s(&x["subject"]),
+                                    s(&x["connection"]),
+                                    s(&x["channel"]),
+                                    s(&x["client_addr"]),
+                                    s(&x["started_at"]),
+                                    s(&x["ended_at"]),
+                                    s(&x["commands"]),
+                                    s(&x["end_reason"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print_table(
+                    &[
+                        "id",
+                        "who",
+                        "connection",
+                        "via",
+                        "client",
+                        "started",
+                        "ended",
+                        "commands",
+                        "end",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        SessionsCmd::Show { id, json } => {
+            let v = api.get(&format!("/api/sessions/{id}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for key in [
+                    "id",
+                    "subject",
+                    "key_id",
+                    "connection",
+                    "channel",
+                    "client_addr",
+                    "tls",
+                    "started_at",
+                    "ended_at",
+                    "end_reason",
+                ] {
+                    println!("{key:<12} {}", s(&v[key]));
+                }
+                println!();
+                for e in v["events"].as_array().into_iter().flatten() {
+                    let at = tollgate_core::format_rfc3339(e["at"].as_i64().unwrap_or(0));
+                    let kind = &e["kind"];
+                    let line = match kind["type"].as_str().unwrap_or("") {
+                        "command" => {
+                            let o = &kind["outcome"];
+                            let mut l = format!(
+                                "{} [{}] {}",
+                                s(&o["status"]),
+                                s(&kind["command"]["step"]),
+                                s(&kind["command"]["text"])
+                            );
+                            if let Some(p) = kind["command"]["params"].as_array() {
+                                l.push_str(&format!(" params={}", Value::Array(p.clone())));
+                            }
+                            l.push_str(&format!(
+                                " → {} rows={} {}µs",
+                                s(&o["tags"]),
+                                s(&o["rows"]),
+                                s(&o["duration_us"])
+                            ));
+                            if !o["error"].is_null() {
+                                l.push_str(&format!(
+                                    " error={} {}",
+                                    s(&o["error"]["code"]),
+                                    s(&o["error"]["message"])
+                                ));
+                            }
+                            l
+                        }
+                        "refusal" => {
+                            format!("REFUSED {}: {}", s(&kind["code"]), s(&kind["message"]))
+                        }
+                        "session_start" => format!(
+                            "session start ({} via {})",
+                            s(&kind["connection"]),
+                            s(&kind["channel"])
+                        ),
+                        "session_end" => format!("session end: {}", s(&kind["reason"])),
+                        other => other.to_string(),
+                    };
+                    println!("{:>4} {at} {line}", s(&e["seq"]));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,231 @@
+//! `tollgate`: the gateway (`tollgate up`) and the client CLI that talks to its REST API.
+
+mod client;
+mod connect;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// Identity-aware access gateway for databases, with recorded sessions.
+#[derive(Parser)]
+#[command(name = "tollgate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway in the foreground (embedded store, generated keys, loopback listeners).
+    Up {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Where the store, signing key and TLS certificate live [default: ./.tollgate].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Manage API keys (administrators only).
+    Keys {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: KeysCmd,
+    },
+    /// Run one command on a connection through the gateway and print the result.
+    Exec {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Connection name.
+        connection: String,
+        /// The command (SQL) to run.
+        #[arg(long, short)]
+        input: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Most rows to return.
+        #[arg(long, default_value_t = 10_000)]
+        max_rows: usize,
+    },
+    /// Recorded sessions.
+    Sessions {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: SessionsCmd,
+    },
+    /// Open a local port that forwards to a connection; clients there need no password.
+    Connect {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Connection name.
+        connection: String,
+        /// Local port (0 picks a free one).
+        #[arg(long, default_value_t = 5433)]
+        port: u16,
+    },
+}
+
+/// Where the API is and who we are.
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// Gateway API URL.
+    #[arg(
+        long,
+        env = "TOLLGATE_URL",
+        default_value = "http://127.0.0.1:8009",
+        global = true
+    )]
+    url: String,
+    /// API key.
+    #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key; the key is printed once, as the last line.
+    Create {
+        /// Who or what holds the key.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime, e.g. 30m, 8h, 7d.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Make it an administrator key.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List keys.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// Key id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// List sessions, newest first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Most sessions to list.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one session and its events.
+    Show {
+        /// Session id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::Up { config, data_dir } => up(config, data_dir).await,
+        Cmd::Keys { api, command } => client::keys(&api.into(), command).await,
+        Cmd::Exec {
+            api,
+            connection,
+            input,
+            json,
+            max_rows,
+        } => client::exec(&api.into(), &connection, &input, json, max_rows).await,
+        Cmd::Sessions { api, command } => client::sessions(&api.into(), command).await,
+        Cmd::Connect {
+            api,
+            connection,
+            port,
+        } => connect::run(&api.into(), &connection, port).await,
+    }
+}
+
+async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<ExitCode> {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let admin_key = std::env::var("TOLLGATE_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    let gateway = tollgate_gateway::Gateway::start(tollgate_gateway::UpOptions {
+        config,
+        data_dir,
+        admin_key,
+    })
+    .await
+    .context("cannot start the gateway")?;
+    println!("tollgate {} is up", env!("CARGO_PKG_VERSION"));
+    println!("  data dir:   {}", gateway.data_dir.display());
+    println!("  api:        http://{}", gateway.api_addr);
+    println!("  postgres:   {}", gateway.postgres_addr);
+    if let Some(key) = &gateway.generated_admin_key {
+        println!("  admin key (shown once, keep it): {key}");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
