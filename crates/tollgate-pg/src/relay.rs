@@ -33,6 +33,8 @@ enum PendingKind {
     Execute,
     Function,
     Sync,
+    /// The client ended a COPY FROM STDIN (CopyDone or CopyFail).
+    CopyEnd,
 }
 
 struct Pending {
@@ -345,7 +347,8 @@ async fn client_to_target(
                         }
                     }
                     b'X' => return Ok(Step::StopAfter(End::ClientTerminated)),
-                    b'D' | b'H' | b'd' | b'c' | b'f' | b'p' => {}
+                    b'c' | b'f' => push(PendingKind::CopyEnd, None),
+                    b'D' | b'H' | b'd' | b'p' => {}
                     other => {
                         return Err(PgError::protocol(format!(
                             "unknown frontend message type {:?} (0x{other:02x})",
@@ -375,6 +378,30 @@ async fn client_to_target(
     }
 }
 
+/// The target ignores Sync messages received while it is in COPY FROM STDIN mode, so those the
+/// client sent before ending the copy get no ReadyForQuery: forget them, and the end marker.
+fn end_copy_in(q: &mut VecDeque<Pending>) {
+    let end = q
+        .iter()
+        .skip(1)
+        .position(|p| p.kind == PendingKind::CopyEnd)
+        .map(|i| i + 1);
+    let upto = end.unwrap_or(q.len());
+    let mut i = 1;
+    let mut limit = upto;
+    while i < limit {
+        if q.get(i).is_some_and(|p| p.kind == PendingKind::Sync) {
+            q.remove(i);
+            limit -= 1;
+        } else {
+            i += 1;
+        }
+    }
+    if end.is_some() {
+        q.remove(limit);
+    }
+}
+
 /// Rows affected or returned, from a command tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`).
 fn tag_rows(tag: &str) -> u64 {
     let first = tag.split(' ').next().unwrap_or_default();
@@ -399,6 +426,7 @@ async fn target_to_client(
     let mut partial = 0usize;
     let mut done: Vec<Pending> = Vec::new();
     let mut fatal_seen = false;
+    let mut copy_in = false;
     loop {
         match fill(rd, &mut buf).await {
             Ok(0) => return End::TargetGone { fatal_seen },
@@ -416,7 +444,16 @@ async fn target_to_client(
                 cap,
                 |t| t == b'D' || t == b'd',
                 |tag, body| {
+                    // A CopyEnd marker at the front belongs to no pending answer.
+                    while q.front().is_some_and(|p| p.kind == PendingKind::CopyEnd) {
+                        q.pop_front();
+                    }
+                    if copy_in && matches!(tag, b'C' | b'E') {
+                        copy_in = false;
+                        end_copy_in(&mut q);
+                    }
                     match tag {
+                        b'G' => copy_in = true,
                         b'C' => {
                             let tag_text = codec::Reader::new(body).cstr().unwrap_or_default();
                             if let Some(front) = q.front_mut() {

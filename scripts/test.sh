@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Starts what the tests need when it is not running:
+# PostgreSQL on 127.0.0.1:5432 (the tests create their own roles, databases and a private
+# cluster for password authentication), and the PostgreSQL client tools (psql, pgbench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tollgate-target}"
+
+need_pkgs=()
+command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+command -v pgbench >/dev/null 2>&1 || need_pkgs+=(postgresql-contrib)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing ${need_pkgs[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  echo "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 30); do
+    pg_isready -h 127.0.0.1 -p 5432 -q && break
+    sleep 1
+  done
+  pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start" >&2; exit 1; }
+fi
+
+cargo test --workspace --locked "$@"
