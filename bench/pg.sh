@@ -194,8 +194,10 @@ SELECT 'CREATE DATABASE tg_bench OWNER tg_bench' WHERE NOT EXISTS (SELECT FROM p
 \gexec
 SQL
 
-have_scale="$(on direct psql -X -A -t -c "SELECT CASE WHEN to_regclass('pgbench_branches') IS NULL
-  THEN 0 ELSE (SELECT count(*) FROM pgbench_branches) END")"
+have_scale=0
+if [ "$(on direct psql -X -A -t -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" = t ]; then
+  have_scale="$(on direct psql -X -A -t -c "SELECT count(*) FROM pgbench_branches")"
+fi
 if [ "$have_scale" != "$SCALE" ]; then
   log "initialising pgbench tables (scale $SCALE)"
   on direct pgbench -i -q -s "$SCALE" >/dev/null 2>"$TMP/pgbench-init.log" \
