@@ -5,7 +5,7 @@
 #   1. pgbench select-only throughput, 8 clients, simple and prepared protocol (median tps),
 #      plus the gateway's CPU time per transaction (from /proc/PID/stat);
 #   2. added latency with a single client (pgbench -S -M prepared -c 1);
-#   3. a 1M-row result: `\copy (SELECT ...) TO '/dev/null'` and a plain SELECT without
+#   3. a 1M-row result (ROWS): `\copy (SELECT ...) TO '/dev/null'` and a plain SELECT without
 #      FETCH_COUNT (the whole result streams through in one go);
 #   4. `\copy bench_copy FROM file` of 1M rows;
 #   5. the gateway's resident memory at start and its peak (VmRSS, VmHWM).
@@ -203,7 +203,7 @@ if [ "$have_scale" != "$SCALE" ]; then
   on direct pgbench -i -q -s "$SCALE" >/dev/null 2>"$TMP/pgbench-init.log" \
     || { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
 fi
-on direct psql -X -q -v ON_ERROR_STOP=1 \
+on direct psql -X -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" \
   -c "CREATE TABLE IF NOT EXISTS bench_copy (g int, h text, pad text)"
 
 log "generating $ROWS rows of CSV"
@@ -238,6 +238,7 @@ for _ in $(seq 1 300); do
 done
 if [ "$up" != 1 ]; then
   gateway_log_tail
+  kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited during startup"
   die "the gateway did not come up within 30 s"
 fi
 on gateway psql -X -q -A -t -c "SELECT 1" >/dev/null \
@@ -278,7 +279,7 @@ on direct psql -X -q -c "TRUNCATE bench_copy" || true
 
 # --- summary ----------------------------------------------------------------------------------
 
-python3 - "$RESULTS" "$CLIENTS" <<'PY'
+python3 - "$RESULTS" "$CLIENTS" "$ROWS" <<'PY'
 import sys
 from collections import defaultdict
 from statistics import median
@@ -288,6 +289,8 @@ for line in open(sys.argv[1]):
     metric, side, value = line.split()
     vals[(metric, side)].append(float(value))
 clients = sys.argv[2]
+rows = int(sys.argv[3])
+n = f"{rows // 1000000}M" if rows % 1000000 == 0 else str(rows)
 
 def med(metric, side):
     return median(vals[(metric, side)])
@@ -302,9 +305,9 @@ for mode in ("simple", "prepared"):
     row(f"pgbench -S {mode} c{clients} (tps)", f"{d:.0f}", f"{g:.0f}", f"{g / d:.2f}")
 d, g = med("lat_c1", "direct"), med("lat_c1", "gateway")
 row("latency c1 prepared (ms)", f"{d:.3f}", f"{g:.3f}", f"{(g - d) * 1000:+.0f} µs")
-for metric, label in (("copy_out", r"1M-row \copy out (s)"),
-                      ("select", "1M-row SELECT (s)"),
-                      ("copy_in", r"1M-row \copy in (s)")):
+for metric, label in (("copy_out", rf"{n}-row \copy out (s)"),
+                      ("select", f"{n}-row SELECT (s)"),
+                      ("copy_in", rf"{n}-row \copy in (s)")):
     d, g = med(metric, "direct"), med(metric, "gateway")
     row(label, f"{d:.3f}", f"{g:.3f}", f"{d / g:.2f}")
 print(f"{'gateway CPU per tx (µs)':<32}simple {med('cpu_simple', 'gateway'):.1f}, "
