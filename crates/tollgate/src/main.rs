@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 
 /// Identity-aware access gateway for databases, with recorded sessions.
 #[derive(Parser)]
-#[command(name = "tollgate", version, about, long_about = None)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Identity-aware access gateway: databases reached through it are authenticated, decoded and recorded"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
