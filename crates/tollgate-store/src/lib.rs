@@ -425,12 +425,19 @@ impl Recorder for EventWriter {
     }
 }
 
-const BATCH: usize = 512;
+/// Most events written in one SQLite transaction.
+const BATCH: usize = 4096;
+/// How long the writer lets events gather after the first one arrives. Waking and committing
+/// once per event would cost more CPU than the gateway's whole data path.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>) {
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
     while let Ok(first) = rx.recv() {
+        if matches!(first, WriterMsg::Event(_)) {
+            std::thread::sleep(GATHER);
+        }
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {

@@ -59,6 +59,10 @@ fn psql_simple_queries_meta_commands_copy_notice_in_every_sslmode() {
             "SET application_name = 'renamed'",
             "-c",
             "SHOW application_name",
+            "-c",
+            "SET client_encoding TO 'LATIN1'",
+            "-c",
+            "\\encoding",
         ],
     );
     assert!(o.status.success(), "{}", out_text(&o));
@@ -69,6 +73,8 @@ fn psql_simple_queries_meta_commands_copy_notice_in_every_sslmode() {
         "{stdout}"
     );
     assert!(stdout.contains("renamed"), "{stdout}");
+    // psql learns the new encoding only from the ParameterStatus message the target sent.
+    assert!(stdout.lines().any(|l| l.trim() == "LATIN1"), "{stdout}");
     assert!(stderr.contains("hello from the target"), "{stderr}");
     assert!(
         stdout.contains("Asynchronous notification \"chan\" with payload \"payload\""),
