@@ -21,7 +21,8 @@ pub const MAX_STARTUP_BYTES: usize = 16 * 1024;
 
 /// Reads a big-endian i32 at `at`.
 pub fn read_i32(buf: &[u8], at: usize) -> Result<i32, PgError> {
-    buf.get(at..at + 4)
+    at.checked_add(4)
+        .and_then(|end| buf.get(at..end))
         .and_then(|b| b.try_into().ok())
         .map(i32::from_be_bytes)
         .ok_or_else(|| PgError::protocol("message too short"))
@@ -29,7 +30,8 @@ pub fn read_i32(buf: &[u8], at: usize) -> Result<i32, PgError> {
 
 /// Reads a big-endian i16 at `at`.
 pub fn read_i16(buf: &[u8], at: usize) -> Result<i16, PgError> {
-    buf.get(at..at + 2)
+    at.checked_add(2)
+        .and_then(|end| buf.get(at..end))
         .and_then(|b| b.try_into().ok())
         .map(i16::from_be_bytes)
         .ok_or_else(|| PgError::protocol("message too short"))

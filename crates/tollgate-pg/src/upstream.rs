@@ -50,7 +50,8 @@ impl PgTarget {
     /// Parses `postgres://user@host:port/db?sslmode=…`. A password in the URL is refused: it must
     /// come by reference (`password_env`, `password_file`).
     pub fn from_url(url: &str, password: Option<Secret>) -> Result<Self, PgError> {
-        let bad = |why: &str| PgError::Config(format!("connection url {url:?}: {why}"));
+        // The URL itself is not echoed: a mistyped one might carry a password.
+        let bad = |why: &str| PgError::Config(why.to_string());
         let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         if u.scheme() != "postgres" && u.scheme() != "postgresql" {
             return Err(bad("expected a postgres:// URL"));
@@ -61,7 +62,11 @@ impl PgTarget {
                     .into(),
             ));
         }
-        let host = u.host_str().ok_or_else(|| bad("no host"))?.to_string();
+        let host = match u.host().ok_or_else(|| bad("no host"))? {
+            url::Host::Domain(d) => d.to_string(),
+            url::Host::Ipv4(a) => a.to_string(),
+            url::Host::Ipv6(a) => a.to_string(),
+        };
         let user = u.username();
         if user.is_empty() {
             return Err(bad("no user (postgres://USER@host/db)"));
@@ -457,5 +462,36 @@ impl ServerCertVerifier for NoVerify {
         rustls::crypto::ring::default_provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_including_ipv6_and_defaults() {
+        let t = PgTarget::from_url("postgres://app@[::1]:6543/db?sslmode=require", None).unwrap();
+        assert_eq!(t.host, "::1");
+        assert_eq!(t.port, 6543);
+        assert_eq!(t.sslmode, SslMode::Require);
+        let t = PgTarget::from_url("postgresql://a%40b@db.internal", None).unwrap();
+        assert_eq!(
+            (t.user.as_str(), t.database.as_str(), t.port),
+            ("a@b", "a@b", 5432)
+        );
+        assert_eq!(t.sslmode, SslMode::Prefer);
+        assert!(PgTarget::from_url("mysql://a@h/d", None).is_err());
+        assert!(PgTarget::from_url("postgres://h/d", None).is_err());
+        assert!(PgTarget::from_url("postgres://a@h/d?sslmode=verify-full", None).is_err());
+        assert!(PgTarget::from_url("postgres://a@h/d?connect_timeout=3", None).is_err());
+        for url in [
+            "postgres://a:hunter2@h/d",
+            "postgres://a:hunter2@h:port/d",
+            "postgres://a:hunter2@/d",
+        ] {
+            let e = PgTarget::from_url(url, None).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 }

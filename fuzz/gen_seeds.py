@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus under seeds/<target>/. Run from this directory: python3 gen_seeds.py"""
+
+import base64
+import hashlib
+import hmac
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cstr(s):
+    return s.encode() + b"\0"
+
+
+def i16(v):
+    return struct.pack(">h", v)
+
+
+def i32(v):
+    return struct.pack(">i", v)
+
+
+def typed(tag, body):
+    return tag + i32(len(body) + 4) + body
+
+
+def startup_body(params):
+    return b"".join(cstr(k) + cstr(v) for k, v in params) + b"\0"
+
+
+def packet(code, body=b""):
+    return i32(len(body) + 8) + i32(code) + body
+
+
+def error_body(fields):
+    return b"".join(t + cstr(v) for t, v in fields) + b"\0"
+
+
+def scram(server_first, password="pw", client_nonce="abc"):
+    """server-first, newline, the server-final a genuine server would send."""
+    parts = dict(p.split("=", 1) for p in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(parts["s"]), int(parts["i"]))
+    auth = f"n=,r={client_nonce},{server_first},c=biws,r={parts['r']}"
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    sig = hmac.new(server_key, auth.encode(), hashlib.sha256).digest()
+    return f"{server_first}\nv={base64.b64encode(sig).decode()}".encode()
+
+
+bind = (
+    cstr("p1") + cstr("s1")
+    + i16(2) + i16(0) + i16(1)
+    + i16(2) + i32(2) + b"42" + i32(2) + b"\xde\xad"
+)
+bind_null = cstr("") + cstr("") + i16(0) + i16(3) + i32(1) + b"x" + i32(-1) + i32(0)
+parse = cstr("s1") + cstr("select $1::int, $2") + i16(2) + i32(23) + i32(17)
+execute = cstr("p1") + i32(0)
+close_s = b"S" + cstr("s1")
+query = cstr("select 1")
+err = error_body([(b"S", "ERROR"), (b"V", "ERROR"), (b"C", "42P01"),
+                  (b"M", 'relation "nope" does not exist'), (b"P", "15"), (b"F", "parse_relation.c")])
+fatal = error_body([(b"S", "FATAL"), (b"V", "FATAL"), (b"C", "28P01"),
+                    (b"M", 'password authentication failed for user "app"')])
+user_db = [("user", "alice"), ("database", "db"), ("application_name", "psql"),
+           ("client_encoding", "UTF8")]
+
+SEEDS = {
+    "startup": {
+        "body": startup_body(user_db),
+        "body_options": startup_body([("user", "bob"), ("options", "-c search_path=x"), ("_pq_.foo", "1")]),
+        "packet_v3": packet(196608, startup_body(user_db)),
+        "packet_v3_2": packet(196610, startup_body([("user", "u")])),
+        "ssl_request": packet(80877103),
+        "cancel_request": packet(80877102, i32(1234) + i32(5678)),
+    },
+    "frontend_messages": {
+        "bind_body": bind,
+        "bind_null_body": bind_null,
+        "parse_body": parse,
+        "execute_body": execute,
+        "close_body": close_s,
+        "extended_stream": typed(b"P", parse) + typed(b"B", bind) + typed(b"D", b"P" + cstr("p1"))
+        + typed(b"E", execute) + typed(b"C", close_s) + typed(b"S", b""),
+        "simple_stream": typed(b"Q", query) + typed(b"F", i32(1598) + i16(0) + i16(0) + i16(0)) + typed(b"X", b""),
+        "reader_program": bytes([6, 0, 1, 2, 3 | (7 << 3), 5, 0]) + cstr("name") + i32(7) + i16(3) + b"x" + cstr("t"),
+    },
+    "backend_messages": {
+        "error_body": err,
+        "notice_body": error_body([(b"S", "NOTICE"), (b"C", "00000"), (b"M", "hello")]),
+        "startup_reply": typed(b"R", i32(10) + cstr("SCRAM-SHA-256") + cstr("SCRAM-SHA-256-PLUS") + b"\0")
+        + typed(b"R", i32(11) + b"r=abcXYZ,s=QSXCR+Q6sek8bf92,i=4096")
+        + typed(b"R", i32(12) + b"v=AAAA")
+        + typed(b"R", i32(0))
+        + typed(b"S", cstr("server_version") + cstr("16.2"))
+        + typed(b"K", i32(4242) + i32(-99))
+        + typed(b"Z", b"I"),
+        "md5_request": typed(b"R", i32(5) + b"\x01\x02\x03\x04"),
+        "query_reply": typed(b"T", i16(1) + cstr("x") + i32(0) + i16(0) + i32(23) + i16(4) + i32(-1) + i16(0))
+        + typed(b"D", i16(1) + i32(1) + b"1")
+        + typed(b"C", cstr("SELECT 1"))
+        + typed(b"E", fatal)
+        + typed(b"Z", b"I"),
+    },
+    "framing": {
+        "handshake": typed(b"R", i32(0)) + typed(b"S", cstr("TimeZone") + cstr("UTC"))
+        + typed(b"K", i32(1) + i32(2)) + typed(b"Z", b"I"),
+        "password": typed(b"p", cstr("tg_token_abc")),
+        "truncated": typed(b"E", err)[:-3],
+    },
+    "scram": {
+        "server_first_only": b"r=abcXYZ,s=QSXCR+Q6sek8bf92,i=4096",
+        "exchange": scram("r=abcXYZ,s=QSXCR+Q6sek8bf92,i=2"),
+        "exchange_extensions": scram("r=abc%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1"),
+        "server_error": b"r=abcXYZ,s=QSXCR+Q6sek8bf92,i=1\ne=invalid-proof",
+    },
+    "url": {
+        "require": b"postgres://u@127.0.0.1:5432/db?sslmode=require",
+        "default_db": b"postgresql://app@db.internal",
+        "escaped": b"postgres://r%C3%A9my@[::1]:6543/my%20db?sslmode=disable",
+        "password": b"postgres://u:secret@host/db",
+    },
+}
+
+for target, seeds in SEEDS.items():
+    d = os.path.join(HERE, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
