@@ -4,6 +4,7 @@
 //! per batch, so the data path only pays for a channel send. Everything else (keys, reads for the
 //! API) uses a separate connection behind a mutex; SQLite's WAL mode lets both work at once.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -63,16 +64,19 @@ CREATE TABLE sessions (
     tls         INTEGER NOT NULL,
     started_at  INTEGER NOT NULL,
     ended_at    INTEGER,
-    end_reason  TEXT
+    end_reason  TEXT,
+    commands    INTEGER NOT NULL DEFAULT 0,
+    refused     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX sessions_started ON sessions(started_at);
-CREATE TABLE events (
-    session TEXT NOT NULL,
-    seq     INTEGER NOT NULL,
-    at      INTEGER NOT NULL,
-    kind    TEXT NOT NULL,
-    body    TEXT NOT NULL,
-    PRIMARY KEY (session, seq)
+-- A session's events, stored as consecutive runs (one row per run written in one batch):
+-- body is a JSON array of {"seq", "at", "kind"} objects in order.
+CREATE TABLE event_runs (
+    session   TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    body      TEXT NOT NULL,
+    PRIMARY KEY (session, first_seq)
 ) WITHOUT ROWID;
 "#];
 
@@ -294,8 +298,7 @@ impl Store {
         self.with(|db| {
             let mut stmt = db.prepare(
                 "SELECT id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at, ended_at, end_reason,
-                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'command'),
-                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'refusal')
+                        commands, refused
                  FROM sessions s WHERE (?1 IS NULL OR subject = ?1)
                  ORDER BY started_at DESC, id DESC LIMIT ?2",
             )?;
@@ -309,8 +312,7 @@ impl Store {
         self.with(|db| {
             db.query_row(
                 "SELECT id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at, ended_at, end_reason,
-                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'command'),
-                        (SELECT COUNT(*) FROM events e WHERE e.session = s.id AND e.kind = 'refusal')
+                        commands, refused
                  FROM sessions s WHERE id = ?1",
                 params![id],
                 session_row,
@@ -321,20 +323,27 @@ impl Store {
 
     /// A session's events in order.
     pub fn events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
-        let bodies = self.with(|db| {
-            let mut stmt = db.prepare("SELECT body FROM events WHERE session = ?1 ORDER BY seq")?;
+        let runs = self.with(|db| {
+            let mut stmt =
+                db.prepare("SELECT body FROM event_runs WHERE session = ?1 ORDER BY first_seq")?;
             let rows = stmt.query_map(params![session], |r| r.get::<_, String>(0))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;
-        bodies
-            .iter()
-            .map(|b| {
-                serde_json::from_str(b).map_err(|e| StoreError::Corrupt {
-                    what: "event",
+        let mut events = Vec::new();
+        for body in runs {
+            let run: Vec<StoredEvent> =
+                serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    what: "event run",
                     detail: e.to_string(),
-                })
-            })
-            .collect()
+                })?;
+            events.extend(run.into_iter().map(|e| Event {
+                session: session.to_string(),
+                seq: e.seq,
+                at: e.at,
+                kind: e.kind,
+            }));
+        }
+        Ok(events)
     }
 
     /// Searches every stored text column for `needle` (used by tests that prove secrets never land).
@@ -342,7 +351,7 @@ impl Store {
         let pattern = format!("%{needle}%");
         self.with(|db| {
             let n: i64 = db.query_row(
-                "SELECT (SELECT COUNT(*) FROM events WHERE body LIKE ?1)
+                "SELECT (SELECT COUNT(*) FROM event_runs WHERE body LIKE ?1)
                       + (SELECT COUNT(*) FROM sessions WHERE subject LIKE ?1 OR connection LIKE ?1 OR end_reason LIKE ?1)
                       + (SELECT COUNT(*) FROM api_keys WHERE name LIKE ?1 OR hash LIKE ?1)",
                 params![pattern],
@@ -351,6 +360,14 @@ impl Store {
             Ok(n > 0)
         })
     }
+}
+
+/// An event as stored inside a run (its session is the row's).
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    seq: u64,
+    at: i64,
+    kind: EventKind,
 }
 
 fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -475,10 +492,24 @@ fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>) {
 }
 
 fn write_batch(db: &mut Db, batch: &[Event]) -> rusqlite::Result<()> {
+    // Group the batch by session, keeping each session's order: one row per session and batch.
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_session: std::collections::HashMap<&str, Vec<&Event>> =
+        std::collections::HashMap::new();
+    for e in batch {
+        by_session
+            .entry(e.session.as_str())
+            .or_insert_with(|| {
+                order.push(e.session.as_str());
+                Vec::new()
+            })
+            .push(e);
+    }
+    let to_sql = |err: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(err));
     let tx = db.transaction()?;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events (session, seq, at, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO event_runs (session, first_seq, last_seq, body) VALUES (?1, ?2, ?3, ?4)",
         )?;
         let mut start = tx.prepare_cached(
             "INSERT OR IGNORE INTO sessions (id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at)
@@ -486,32 +517,57 @@ fn write_batch(db: &mut Db, batch: &[Event]) -> rusqlite::Result<()> {
         )?;
         let mut end =
             tx.prepare_cached("UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1")?;
-        for e in batch {
-            let body = serde_json::to_string(e)
-                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-            let kind = match &e.kind {
-                EventKind::SessionStart(info) => {
-                    start.execute(params![
-                        e.session,
-                        info.identity.as_ref().map(|i| &i.subject),
-                        info.identity.as_ref().and_then(|i| i.key_id.as_ref()),
-                        info.connection,
-                        enum_name(&info.protocol),
-                        enum_name(&info.channel),
-                        info.client_addr,
-                        info.tls,
-                        e.at
-                    ])?;
-                    "session_start"
-                }
-                EventKind::Command { .. } => "command",
-                EventKind::Refusal(_) => "refusal",
-                EventKind::SessionEnd { reason } => {
-                    end.execute(params![e.session, e.at, reason])?;
-                    "session_end"
-                }
+        let mut counts = tx.prepare_cached(
+            "UPDATE sessions SET commands = commands + ?2, refused = refused + ?3 WHERE id = ?1",
+        )?;
+        let mut body = Vec::with_capacity(64 * 1024);
+        for session in order {
+            let events = by_session
+                .get(session)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                continue;
             };
-            insert.execute(params![e.session, e.seq as i64, e.at, kind, body])?;
+            body.clear();
+            body.push(b'[');
+            let (mut commands, mut refused) = (0i64, 0i64);
+            for (i, e) in events.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                write!(body, "{{\"seq\":{},\"at\":{},\"kind\":", e.seq, e.at)
+                    .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+                serde_json::to_writer(&mut body, &e.kind).map_err(to_sql)?;
+                body.push(b'}');
+                match &e.kind {
+                    EventKind::SessionStart(info) => {
+                        start.execute(params![
+                            e.session,
+                            info.identity.as_ref().map(|i| &i.subject),
+                            info.identity.as_ref().and_then(|i| i.key_id.as_ref()),
+                            info.connection,
+                            enum_name(&info.protocol),
+                            enum_name(&info.channel),
+                            info.client_addr,
+                            info.tls,
+                            e.at
+                        ])?;
+                    }
+                    EventKind::Command { .. } => commands += 1,
+                    EventKind::Refusal(_) => refused += 1,
+                    EventKind::SessionEnd { reason } => {
+                        end.execute(params![e.session, e.at, reason])?;
+                    }
+                }
+            }
+            body.push(b']');
+            let text = std::str::from_utf8(&body)
+                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+            insert.execute(params![session, first.seq as i64, last.seq as i64, text])?;
+            if commands > 0 || refused > 0 {
+                counts.execute(params![session, commands, refused])?;
+            }
         }
     }
     tx.commit()

@@ -87,3 +87,59 @@ fn events_are_ordered_and_sessions_summarised() {
     assert!(!store.contains_text("never-stored").unwrap());
     writer.close();
 }
+
+#[test]
+fn runs_written_in_several_batches_read_back_in_order() {
+    let (_d, store) = store();
+    let writer = store.event_writer().unwrap();
+    let command = |n: u32| EventKind::Command {
+        command: Command {
+            step: ProtocolStep::Execute,
+            text: format!("select {n}").into(),
+            params: vec![Some(n.to_string()), None],
+            statement: Some("s1".into()),
+        },
+        outcome: Outcome::default(),
+    };
+    let start = EventKind::SessionStart(SessionInfo {
+        identity: None,
+        connection: "db".into(),
+        protocol: Protocol::Postgres,
+        channel: Channel::Api,
+        client_addr: "x".into(),
+        tls: false,
+        client_user: None,
+        application: None,
+    });
+    let mut seq = 0;
+    let mut emit = |kind| {
+        writer.record(Event {
+            session: "s2".into(),
+            seq,
+            at: seq as i64,
+            kind,
+        });
+        seq += 1;
+    };
+    emit(start);
+    emit(command(1));
+    writer.flush().unwrap();
+    emit(command(2));
+    emit(EventKind::Refusal(tollgate_core::Refusal::new(
+        tollgate_core::RefusalCode::Revoked,
+        "key revoked",
+    )));
+    writer.flush().unwrap();
+    let events = store.events("s2").unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert!(
+        matches!(&events[2].kind, EventKind::Command { command, .. } if &*command.text == "select 2")
+    );
+    let s = store.session("s2").unwrap().unwrap();
+    assert_eq!((s.commands, s.refused), (2, 1));
+    assert!(store.events("other").unwrap().is_empty());
+    writer.close();
+}
