@@ -16,6 +16,9 @@ use tollgate_store::{KeyRecord, SessionFilter, SessionRecord, Store};
 
 use crate::keys::Keys;
 
+/// Most rows `exec` returns; the rest is counted as truncated, not buffered.
+const MAX_EXEC_ROWS: usize = 100_000;
+
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -261,7 +264,7 @@ async fn exec(
             "input contains a NUL byte",
         ));
     }
-    let max_rows = req.max_rows.unwrap_or(10_000).min(1_000_000);
+    let max_rows = req.max_rows.unwrap_or(10_000).min(MAX_EXEC_ROWS);
     let result = exec_simple(
         Arc::clone(&s.pg),
         id,

@@ -33,7 +33,8 @@ pub struct ApiFailure {
 }
 
 impl Api {
-    fn token(&self) -> Result<&str> {
+    /// The API key this client uses.
+    pub fn token(&self) -> Result<&str> {
         self.token
             .as_deref()
             .ok_or_else(|| anyhow!("no API key: set TOLLGATE_TOKEN or pass --token"))

@@ -27,7 +27,7 @@ pub async fn run(api: &Api, connection: &str, port: u16) -> Result<ExitCode> {
             "the gateway's PostgreSQL listener {pg} is not on this machine; connect with psql and sslmode=require instead"
         );
     }
-    let token = api_token()?;
+    let token = api.token()?.to_string();
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
@@ -65,23 +65,6 @@ pub async fn run(api: &Api, connection: &str, port: u16) -> Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-fn api_token() -> Result<String> {
-    std::env::var("TOLLGATE_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or_else(|| {
-            let args: Vec<String> = std::env::args().collect();
-            args.iter()
-                .position(|a| a == "--token")
-                .and_then(|i| args.get(i + 1).cloned())
-                .or_else(|| {
-                    args.iter()
-                        .find_map(|a| a.strip_prefix("--token=").map(str::to_string))
-                })
-        })
-        .context("no API key: set TOLLGATE_TOKEN or pass --token")
 }
 
 async fn forward(
