@@ -169,8 +169,12 @@ fn exec_prints_tables_json_and_refusals() {
     assert_eq!(o.status.code(), Some(2));
 
     // exec goes through the same pipeline and is recorded as an API session.
+    // Six API sessions: four ran, two were refused (the bogus key never got a session).
     let sessions = gw.wait_sessions("exec sessions", |s| {
-        s.iter().filter(|x| x["channel"] == "api").count() >= 5
+        s.iter()
+            .filter(|x| x["channel"] == "api" && !x["ended_at"].is_null())
+            .count()
+            >= 6
     });
     let refused = sessions
         .iter()
