@@ -201,6 +201,9 @@ pub struct Outcome {
     pub error: Option<CommandError>,
     /// How the command ended.
     pub status: CommandStatus,
+    /// The rule that decided it, when one matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// How a command ended.
@@ -218,6 +221,10 @@ pub enum CommandStatus {
     Interrupted,
     /// The portal was suspended (row limit reached); a later Execute continues it.
     Suspended,
+    /// A rule denied it; it never reached the target.
+    Denied,
+    /// A rule requires a human's approval; it did not reach the target.
+    ApprovalRequired,
 }
 
 /// An error reported by the target for a command.
@@ -227,6 +234,48 @@ pub struct CommandError {
     pub code: String,
     /// The target's message.
     pub message: String,
+}
+
+/// What the policy decided for a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Run it. `rule` names the allow rule that matched, if any.
+    Allow {
+        /// Matching allow rule.
+        rule: Option<String>,
+    },
+    /// Never run it.
+    Deny {
+        /// The deciding rule.
+        rule: String,
+        /// What the client is told.
+        message: String,
+    },
+    /// Run it only once a human approves.
+    Approve {
+        /// The deciding rule.
+        rule: String,
+        /// What the client is told.
+        message: String,
+    },
+}
+
+/// Where a command comes from, for the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyContext<'a> {
+    /// The caller.
+    pub identity: &'a Identity,
+    /// The connection name.
+    pub connection: &'a str,
+    /// The protocol.
+    pub protocol: Protocol,
+}
+
+/// Decides what happens to each command. Implemented by the gateway; protocol crates call it.
+pub trait Policy: Send + Sync {
+    /// The verdict for one command string (which may hold several statements).
+    fn check(&self, ctx: &PolicyContext<'_>, command: &str) -> Verdict;
 }
 
 /// Session identifier, unique per gateway data dir.

@@ -1,0 +1,736 @@
+//! SQL classification by parsing: every statement of a string is parsed with sqlparser and its
+//! whole tree walked, so comments, casing, several statements in one string and writes hidden
+//! in CTEs change nothing. What does not parse is `unparsed`, the riskiest class.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use sqlparser::ast::{
+    CopySource, CopyTarget, Expr, ObjectName, ObjectNamePart, ObjectType, Statement, TableFactor,
+    Visit, Visitor,
+};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// Broad kind of a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Reads data (SELECT, SHOW, COPY … TO STDOUT, EXPLAIN).
+    Read,
+    /// Changes data (INSERT, UPDATE, DELETE, MERGE, COPY … FROM).
+    Write,
+    /// Changes schema (CREATE, ALTER, DROP, TRUNCATE, COMMENT).
+    Ddl,
+    /// Changes privileges or roles (GRANT, REVOKE, CREATE/ALTER/DROP ROLE).
+    Dcl,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT.
+    Transaction,
+    /// SET, RESET, DISCARD, SHOW of settings.
+    Session,
+    /// Everything else that parsed (LISTEN, NOTIFY, VACUUM, PREPARE, EXECUTE, DO, CALL, …).
+    Utility,
+    /// The parser could not read it: treated as the riskiest class.
+    Unparsed,
+}
+
+impl Kind {
+    /// Name used in rules and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Write => "write",
+            Kind::Ddl => "ddl",
+            Kind::Dcl => "dcl",
+            Kind::Transaction => "transaction",
+            Kind::Session => "session",
+            Kind::Utility => "utility",
+            Kind::Unparsed => "unparsed",
+        }
+    }
+
+    /// Parses a rule's kind name.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Some(match name {
+            "read" => Kind::Read,
+            "write" => Kind::Write,
+            "ddl" => Kind::Ddl,
+            "dcl" => Kind::Dcl,
+            "transaction" => Kind::Transaction,
+            "session" => Kind::Session,
+            "utility" => Kind::Utility,
+            "unparsed" => Kind::Unparsed,
+            _ => return None,
+        })
+    }
+}
+
+/// Specific facts about a statement that rules match on.
+pub const STATEMENT_TAGS: &[&str] = &[
+    "drop_database",
+    "drop_schema",
+    "drop_table",
+    "drop_other",
+    "truncate",
+    "delete_without_where",
+    "update_without_where",
+    "write_in_cte",
+    "grant",
+    "revoke",
+    "role_change",
+    "copy_program",
+    "server_file_access",
+    "dangerous_function",
+    "dynamic_sql",
+    "code_block",
+    "prepare",
+    "execute_prepared",
+    "unparsed",
+];
+
+/// One statement's classification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementClass {
+    /// Its kind; for a statement with nested ones (a CTE, PREPARE, EXPLAIN ANALYZE, DO), the
+    /// most severe kind found anywhere in it.
+    pub kind: Kind,
+    /// Specific facts, from [`STATEMENT_TAGS`].
+    pub tags: BTreeSet<&'static str>,
+    /// Tables, schemas and databases it names, lower-cased as PostgreSQL folds them
+    /// (`schema.table` when qualified).
+    pub objects: BTreeSet<String>,
+    /// Functions it calls that reach outside the database or run dynamic SQL.
+    pub functions: BTreeSet<String>,
+}
+
+impl StatementClass {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            tags: BTreeSet::new(),
+            objects: BTreeSet::new(),
+            functions: BTreeSet::new(),
+        }
+    }
+
+    fn unparsed() -> Self {
+        let mut c = Self::new(Kind::Unparsed);
+        c.tags.insert("unparsed");
+        c
+    }
+}
+
+/// A whole command string, statement by statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Classification {
+    /// One entry per statement, in order.
+    pub statements: Vec<StatementClass>,
+}
+
+impl Classification {
+    /// All kinds present.
+    pub fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
+        self.statements.iter().map(|s| s.kind)
+    }
+}
+
+/// SQL dialects the classifier reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqlDialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL / MariaDB.
+    MySql,
+}
+
+impl SqlDialect {
+    fn dialect(self) -> Box<dyn Dialect> {
+        match self {
+            SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
+            SqlDialect::MySql => Box::new(MySqlDialect {}),
+        }
+    }
+}
+
+/// Functions that read or write server files, reach other servers, stop other sessions, or
+/// run SQL from a string.
+fn function_tag(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "pg_read_file"
+        | "pg_read_binary_file"
+        | "pg_ls_dir"
+        | "pg_stat_file"
+        | "pg_ls_logdir"
+        | "pg_ls_waldir"
+        | "pg_ls_tmpdir"
+        | "pg_ls_archive_statusdir"
+        | "lo_import"
+        | "lo_export"
+        | "pg_file_write"
+        | "pg_file_rename"
+        | "pg_file_unlink"
+        | "pg_logdir_ls" => "server_file_access",
+        "dblink"
+        | "dblink_exec"
+        | "dblink_open"
+        | "dblink_fetch"
+        | "dblink_send_query"
+        | "query_to_xml"
+        | "query_to_xml_and_xmlschema"
+        | "query_to_xmlschema"
+        | "cursor_to_xml"
+        | "ts_stat" => "dynamic_sql",
+        "pg_terminate_backend"
+        | "pg_cancel_backend"
+        | "pg_reload_conf"
+        | "pg_rotate_logfile"
+        | "pg_promote"
+        | "pg_switch_wal"
+        | "set_config"
+        | "dblink_connect"
+        | "dblink_connect_u"
+        | "pg_sleep"
+        | "pg_sleep_for"
+        | "pg_sleep_until"
+        | "pg_advisory_lock"
+        | "lo_unlink"
+        | "pg_create_restore_point"
+        | "pg_backup_start"
+        | "pg_backup_stop"
+        | "pg_drop_replication_slot"
+        | "pg_replication_origin_drop" => "dangerous_function",
+        _ => return None,
+    })
+}
+
+fn object_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
+            ObjectNamePart::Identifier(i) => i.value.to_lowercase(),
+            ObjectNamePart::Function(f) => f.name.value.to_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Whether an expression refers to no column at all (`1 = 1`, `true`, `'a' = 'a'`): such a
+/// WHERE filters nothing.
+fn is_constant(expr: &Expr) -> bool {
+    struct Cols(bool);
+    impl Visitor for Cols {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            match e {
+                Expr::Identifier(_)
+                | Expr::CompoundIdentifier(_)
+                | Expr::Subquery(_)
+                | Expr::Exists { .. } => {
+                    self.0 = true;
+                    ControlFlow::Break(())
+                }
+                Expr::Function(_) => {
+                    // A function might read the row (or anything else): not constant.
+                    self.0 = true;
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    let mut v = Cols(false);
+    let _ = expr.visit(&mut v);
+    !v.0
+}
+
+/// Walks one top-level statement and everything nested in it.
+struct Walker {
+    class: StatementClass,
+    depth: usize,
+}
+
+impl Walker {
+    fn bump(&mut self, kind: Kind) {
+        if severity(kind) > severity(self.class.kind) {
+            self.class.kind = kind;
+        }
+    }
+    fn tag(&mut self, tag: &'static str) {
+        self.class.tags.insert(tag);
+    }
+    fn object(&mut self, name: &ObjectName) {
+        self.class.objects.insert(object_name(name));
+    }
+    fn function(&mut self, name: &ObjectName) {
+        let name = name
+            .0
+            .last()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => i.value.to_lowercase(),
+                ObjectNamePart::Function(f) => f.name.value.to_lowercase(),
+            })
+            .unwrap_or_default();
+        if let Some(tag) = function_tag(&name) {
+            self.tag(tag);
+            self.class.functions.insert(name);
+        }
+    }
+}
+
+/// Order used to pick a statement's kind when it nests several.
+fn severity(kind: Kind) -> u8 {
+    match kind {
+        Kind::Transaction => 0,
+        Kind::Session => 1,
+        Kind::Read => 2,
+        Kind::Utility => 3,
+        Kind::Write => 4,
+        Kind::Ddl => 5,
+        Kind::Dcl => 6,
+        Kind::Unparsed => 7,
+    }
+}
+
+impl Visitor for Walker {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        self.object(relation);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            self.function(&f.name);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        // Set-returning functions in FROM: `SELECT * FROM dblink(...)`.
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => self.function(name),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_statement(&mut self, st: &Statement) -> ControlFlow<()> {
+        let nested = self.depth > 0;
+        self.depth += 1;
+        use Statement as S;
+        match st {
+            S::Query(_) => self.bump(Kind::Read),
+            S::Insert(_) | S::Merge(_) => {
+                self.bump(Kind::Write);
+                if nested {
+                    self.tag("write_in_cte");
+                }
+            }
+            S::Update(u) => {
+                self.bump(Kind::Write);
+                if nested {
+                    self.tag("write_in_cte");
+                }
+                if u.selection.as_ref().is_none_or(is_constant) {
+                    self.tag("update_without_where");
+                }
+            }
+            S::Delete(d) => {
+                self.bump(Kind::Write);
+                if nested {
+                    self.tag("write_in_cte");
+                }
+                for t in &d.tables {
+                    self.object(t);
+                }
+                if d.selection.as_ref().is_none_or(is_constant) && d.using.is_none() {
+                    self.tag("delete_without_where");
+                }
+            }
+            S::Copy {
+                source, to, target, ..
+            } => {
+                if let CopySource::Table { table_name, .. } = source {
+                    self.object(table_name);
+                }
+                self.bump(if *to { Kind::Read } else { Kind::Write });
+                match target {
+                    CopyTarget::Program { .. } => self.tag("copy_program"),
+                    CopyTarget::File { .. } => self.tag("server_file_access"),
+                    CopyTarget::Stdin | CopyTarget::Stdout => {}
+                }
+            }
+            S::Truncate(t) => {
+                self.bump(Kind::Ddl);
+                self.tag("truncate");
+                for target in &t.table_names {
+                    self.object(&target.name);
+                }
+            }
+            S::Drop {
+                object_type, names, ..
+            } => {
+                let (kind, tag) = match object_type {
+                    ObjectType::Database => (Kind::Ddl, "drop_database"),
+                    ObjectType::Schema => (Kind::Ddl, "drop_schema"),
+                    ObjectType::Table | ObjectType::ForeignTable => (Kind::Ddl, "drop_table"),
+                    ObjectType::Role | ObjectType::User | ObjectType::Group => {
+                        (Kind::Dcl, "role_change")
+                    }
+                    _ => (Kind::Ddl, "drop_other"),
+                };
+                self.bump(kind);
+                self.tag(tag);
+                for n in names {
+                    self.object(n);
+                }
+            }
+            S::Grant(_) | S::GrantRole(_) | S::AlterDefaultPrivileges(_) => {
+                self.bump(Kind::Dcl);
+                self.tag("grant");
+            }
+            S::Revoke(_) | S::RevokeRole(_) => {
+                self.bump(Kind::Dcl);
+                self.tag("revoke");
+            }
+            S::CreateRole(_) | S::AlterRole { .. } | S::CreateUser(_) | S::AlterUser(_) => {
+                self.bump(Kind::Dcl);
+                self.tag("role_change");
+            }
+            S::StartTransaction { .. }
+            | S::Commit { .. }
+            | S::Rollback { .. }
+            | S::Savepoint { .. }
+            | S::ReleaseSavepoint { .. } => self.bump(Kind::Transaction),
+            S::Set(_)
+            | S::Reset(_)
+            | S::Discard { .. }
+            | S::ShowVariable { .. }
+            | S::ShowVariables { .. } => self.bump(Kind::Session),
+            S::ShowTables { .. }
+            | S::ShowColumns { .. }
+            | S::ShowDatabases { .. }
+            | S::ShowSchemas { .. }
+            | S::ShowCreate { .. }
+            | S::ShowFunctions { .. }
+            | S::ShowViews { .. }
+            | S::ShowStatus { .. }
+            | S::ShowCollation { .. }
+            | S::Fetch { .. }
+            | S::Declare { .. }
+            | S::ExplainTable { .. } => self.bump(Kind::Read),
+            S::Explain { analyze, .. } => {
+                // EXPLAIN ANALYZE runs its statement; the nested statement is walked either way,
+                // and without ANALYZE its kind is only read.
+                self.bump(Kind::Read);
+                if !*analyze {
+                    self.depth += 1000;
+                }
+            }
+            S::Prepare { .. } => {
+                self.bump(Kind::Utility);
+                self.tag("prepare");
+            }
+            S::Execute { .. } => {
+                self.bump(Kind::Utility);
+                self.tag("execute_prepared");
+            }
+            S::Call(_) => self.bump(Kind::Write),
+            S::LoadData { .. }
+            | S::Unload { .. }
+            | S::Directory { .. }
+            | S::Install { .. }
+            | S::Load { .. } => {
+                self.bump(Kind::Utility);
+                self.tag("server_file_access");
+            }
+            S::Kill { .. } => {
+                self.bump(Kind::Utility);
+                self.tag("dangerous_function");
+            }
+            S::CreateView(_)
+            | S::CreateTable(_)
+            | S::CreateVirtualTable { .. }
+            | S::CreateIndex(_)
+            | S::CreateSchema { .. }
+            | S::CreateDatabase { .. }
+            | S::CreateFunction(_)
+            | S::CreateTrigger(_)
+            | S::CreateProcedure { .. }
+            | S::CreateSequence { .. }
+            | S::CreateType { .. }
+            | S::CreateDomain(_)
+            | S::CreateExtension(_)
+            | S::CreatePolicy(_)
+            | S::CreateRule(_)
+            | S::AlterTable(_)
+            | S::AlterSchema(_)
+            | S::AlterIndex { .. }
+            | S::AlterView(_)
+            | S::AlterFunction(_)
+            | S::AlterType(_)
+            | S::AlterPolicy(_)
+            | S::AlterTrigger(_)
+            | S::Comment { .. }
+            | S::RenameTable(_)
+            | S::RefreshMaterializedView(_) => self.bump(Kind::Ddl),
+            S::DropFunction(_)
+            | S::DropDomain(_)
+            | S::DropProcedure { .. }
+            | S::DropPolicy(_)
+            | S::DropRule(_)
+            | S::DropExtension(_)
+            | S::DropTrigger(_) => {
+                self.bump(Kind::Ddl);
+                self.tag("drop_other");
+            }
+            _ => self.bump(Kind::Utility),
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_statement(&mut self, st: &Statement) -> ControlFlow<()> {
+        if let Statement::Explain { analyze: false, .. } = st {
+            self.depth -= 1000;
+        }
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// Classifies parsed statements.
+fn classify_statements(statements: &[Statement]) -> Vec<StatementClass> {
+    statements
+        .iter()
+        .map(|st| {
+            let mut w = Walker {
+                class: StatementClass::new(Kind::Transaction),
+                depth: 0,
+            };
+            let _ = st.visit(&mut w);
+            let mut class = w.class;
+            // Kinds found only under EXPLAIN (without ANALYZE) do not run.
+            if let Statement::Explain { analyze: false, .. } = st {
+                class.kind = Kind::Read;
+                class.tags.retain(|t| {
+                    matches!(
+                        *t,
+                        "dangerous_function" | "server_file_access" | "dynamic_sql"
+                    )
+                });
+            }
+            class
+        })
+        .collect()
+}
+
+/// The leading keyword, skipping whitespace and comments.
+fn first_word(tokens: &[Token]) -> Option<String> {
+    tokens.iter().find_map(|t| match t {
+        Token::Whitespace(_) => None,
+        Token::Word(w) => Some(w.value.to_ascii_uppercase()),
+        _ => Some(String::new()),
+    })
+}
+
+/// Splits a token stream at top-level semicolons.
+fn split_statements(tokens: &[Token]) -> Vec<&[Token]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, t) in tokens.iter().enumerate() {
+        if *t == Token::SemiColon {
+            out.push(&tokens[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&tokens[start..]);
+    out.retain(|s| {
+        s.iter()
+            .any(|t| !matches!(t, Token::Whitespace(_) | Token::EOF))
+    });
+    out
+}
+
+/// Classifies a `DO` block: the statements of its body that parse as SQL are classified like
+/// any other; procedural lines that do not (IF, RAISE, loops) make it `unparsed`, and a dynamic
+/// `EXECUTE` makes it `dynamic_sql`.
+fn classify_do(tokens: &[Token], dialect: SqlDialect, depth: usize) -> StatementClass {
+    let mut class = StatementClass::new(Kind::Utility);
+    class.tags.insert("code_block");
+    let body = tokens.iter().find_map(|t| match t {
+        Token::DollarQuotedString(s) => Some(s.value.clone()),
+        Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => Some(s.clone()),
+        _ => None,
+    });
+    let Some(body) = body else {
+        return StatementClass::unparsed();
+    };
+    if depth > 3 {
+        return StatementClass::unparsed();
+    }
+    let inner = classify_text(&body, dialect, depth + 1);
+    for s in inner.statements {
+        if severity(s.kind) > severity(class.kind) {
+            class.kind = s.kind;
+        }
+        class.tags.extend(s.tags);
+        class.objects.extend(s.objects);
+        class.functions.extend(s.functions);
+    }
+    class
+}
+
+/// Words that begin PL/pgSQL block structure rather than SQL; they are skipped so the SQL
+/// inside a DO body is still classified.
+fn plpgsql_noise(word: &str) -> bool {
+    matches!(word, "BEGIN" | "END" | "DECLARE" | "EXCEPTION")
+}
+
+fn classify_text(sql: &str, dialect: SqlDialect, depth: usize) -> Classification {
+    let d = dialect.dialect();
+    let tokens = match Tokenizer::new(d.as_ref(), sql).tokenize() {
+        Ok(t) => t,
+        Err(_) => {
+            return Classification {
+                statements: vec![StatementClass::unparsed()],
+            };
+        }
+    };
+    if dialect == SqlDialect::MySql && has_executable_comment(&tokens) {
+        // MySQL runs `/*! ... */` as code: never read it as a comment.
+        return Classification {
+            statements: vec![StatementClass::unparsed()],
+        };
+    }
+    let mut statements = Vec::new();
+    for part in split_statements(&tokens) {
+        let mut part: Vec<Token> = part.to_vec();
+        // Inside DO bodies, drop block keywords so `BEGIN DROP TABLE t; END` reads as `DROP TABLE t`.
+        if depth > 0 {
+            while let Some(w) = first_word(&part).filter(|w| plpgsql_noise(w)) {
+                let at = part
+                    .iter()
+                    .position(|t| matches!(t, Token::Word(x) if x.value.eq_ignore_ascii_case(&w)));
+                match at {
+                    Some(i) => {
+                        part.remove(i);
+                    }
+                    None => break,
+                }
+            }
+            if first_word(&part).is_none() {
+                continue;
+            }
+            if first_word(&part).as_deref() == Some("EXECUTE") {
+                let mut c = StatementClass::unparsed();
+                c.tags.insert("dynamic_sql");
+                statements.push(c);
+                continue;
+            }
+            if first_word(&part).as_deref() == Some("PERFORM") {
+                // PERFORM expr is SELECT expr.
+                if let Some(i) = part.iter().position(|t| matches!(t, Token::Word(_))) {
+                    part[i] = Token::make_keyword("SELECT");
+                }
+            }
+        }
+        if first_word(&part).as_deref() == Some("DO") {
+            statements.push(classify_do(&part, dialect, depth));
+            continue;
+        }
+        let parsed = Parser::new(d.as_ref()).with_tokens(part).parse_statements();
+        match parsed {
+            Ok(sts) if !sts.is_empty() => statements.extend(classify_statements(&sts)),
+            Ok(_) => {}
+            Err(_) => statements.push(StatementClass::unparsed()),
+        }
+    }
+    if statements.is_empty() {
+        // Only whitespace or comments: nothing runs.
+        statements.push(StatementClass::new(Kind::Utility));
+    }
+    Classification { statements }
+}
+
+fn has_executable_comment(tokens: &[Token]) -> bool {
+    tokens.iter().any(|t| {
+        matches!(t, Token::Whitespace(sqlparser::tokenizer::Whitespace::MultiLineComment(c)) if c.starts_with('!'))
+    })
+}
+
+/// Classifies a command string (one or several statements).
+pub fn classify(sql: &str, dialect: SqlDialect) -> Classification {
+    classify_text(sql, dialect, 0)
+}
+
+/// A cache of classifications keyed by the statement with its numeric literals and comments
+/// removed. Numbers never change a classification (strings may: they can hold a DO body), so
+/// `... WHERE id = 1` and `... WHERE id = 2` share one entry.
+pub struct ClassifierCache {
+    dialect: SqlDialect,
+    map: RwLock<HashMap<String, Arc<Classification>>>,
+    capacity: usize,
+}
+
+impl ClassifierCache {
+    /// A cache holding at most `capacity` shapes (cleared when full).
+    pub fn new(dialect: SqlDialect, capacity: usize) -> Self {
+        Self {
+            dialect,
+            map: RwLock::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Classifies `sql`, reusing the result for statements of the same shape.
+    pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        let Some(key) = shape_key(sql, self.dialect) else {
+            return Arc::new(classify(sql, self.dialect));
+        };
+        if let Some(hit) = self.map.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return hit;
+        }
+        let class = Arc::new(classify(sql, self.dialect));
+        if let Ok(mut m) = self.map.write() {
+            if m.len() >= self.capacity {
+                m.clear();
+            }
+            m.insert(key, Arc::clone(&class));
+        }
+        class
+    }
+}
+
+/// The statement's token stream with numbers as `?` and comments dropped; `None` when it does
+/// not tokenize (then it is classified afresh every time).
+fn shape_key(sql: &str, dialect: SqlDialect) -> Option<String> {
+    let d = dialect.dialect();
+    let tokens = Tokenizer::new(d.as_ref(), sql).tokenize().ok()?;
+    if has_executable_comment(&tokens) {
+        return None;
+    }
+    let mut key = String::with_capacity(sql.len());
+    use std::fmt::Write;
+    for t in tokens {
+        match t {
+            Token::Number(..) => key.push('?'),
+            Token::Whitespace(_) => continue,
+            // Debug output is unambiguous (strings are escaped and tagged with their kind).
+            other => {
+                let _ = write!(key, "{other:?}");
+            }
+        }
+        key.push('\u{1}');
+    }
+    Some(key)
+}
