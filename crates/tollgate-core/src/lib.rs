@@ -167,6 +167,8 @@ pub enum ProtocolStep {
     SimpleQuery,
     /// PostgreSQL extended protocol Execute (text from Parse, parameters from Bind).
     Execute,
+    /// PostgreSQL extended protocol Parse (recorded when a rule refuses the statement).
+    Parse,
     /// PostgreSQL FunctionCall message.
     FunctionCall,
 }
@@ -276,6 +278,21 @@ pub struct PolicyContext<'a> {
 pub trait Policy: Send + Sync {
     /// The verdict for one command string (which may hold several statements).
     fn check(&self, ctx: &PolicyContext<'_>, command: &str) -> Verdict;
+    /// The verdict for a command the gateway cannot read (e.g. a fast-path function call by
+    /// object id): rules see it as `unparsed`.
+    fn check_opaque(&self, ctx: &PolicyContext<'_>, description: &str) -> Verdict;
+}
+
+/// A policy that allows everything (rules off).
+pub struct AllowAll;
+
+impl Policy for AllowAll {
+    fn check(&self, _: &PolicyContext<'_>, _: &str) -> Verdict {
+        Verdict::Allow { rule: None }
+    }
+    fn check_opaque(&self, _: &PolicyContext<'_>, _: &str) -> Verdict {
+        Verdict::Allow { rule: None }
+    }
 }
 
 /// Session identifier, unique per gateway data dir.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tollgate_core::{Connection, Protocol, Secret, parse_duration};
 use tollgate_pg::PgTarget;
+use tollgate_policy::{Engine, PolicySpec, RuleSpec, compile_rules};
 
 use crate::GatewayError;
 
@@ -31,6 +32,12 @@ pub struct ConfigFile {
     /// Declared targets.
     #[serde(default)]
     pub connections: Vec<ConnectionSection>,
+    /// Guardrail settings (default pack on or off, default rules left out).
+    #[serde(default)]
+    pub policy: PolicySpec,
+    /// Guardrail rules, evaluated with the default pack.
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
 }
 
 /// `[listen]`.
@@ -123,6 +130,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Connections by declaration order.
     pub connections: Vec<Arc<Connection>>,
+    /// The classifier and the compiled rules.
+    pub policy: Arc<Engine>,
 }
 
 impl Config {
@@ -267,8 +276,15 @@ impl Config {
                 groups: c.groups,
             }));
         }
+        let policy = Engine::new(compile_rules(&file.policy, &file.rules).map_err(|e| {
+            GatewayError::Config {
+                file: name.clone(),
+                message: e.to_string(),
+            }
+        })?);
         Ok(Self {
             source,
+            policy,
             data_dir: file.data_dir,
             api_addr,
             postgres_addr,
@@ -353,6 +369,31 @@ mod tests {
             "[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d?sslmode=verify-full\"\n",
         );
         assert!(m.contains("sslmode"), "{m}");
+    }
+
+    #[test]
+    fn rules_are_validated_with_their_position() {
+        let m = msg("[[rules]]\nname = \"x\"\naction = \"explode\"\nkinds = [\"ddl\"]\n");
+        assert!(
+            m.contains("<inline>")
+                && m.contains("rules[0]")
+                && m.contains("\"x\"")
+                && m.contains("action"),
+            "{m}"
+        );
+        let m = msg("[[rules]]\nname = \"x\"\naction = \"deny\"\nstatements = [\"drop_tables\"]\n");
+        assert!(
+            m.contains("drop_tables") && m.contains("drop_table,"),
+            "{m}"
+        );
+        let m = msg("[[rules]]\nname = \"x\"\naction = \"deny\"\nkinds = [\"ddl\"]\ncolour = 1\n");
+        assert!(m.contains("unknown field") && m.contains("colour"), "{m}");
+        let m = msg("[policy]\ndisable = [\"nope\"]\n");
+        assert!(
+            m.contains("policy.disable") && m.contains("deny-drop"),
+            "{m}"
+        );
+        assert_eq!(msg("[policy]\ndefault_rules = false\n"), "ok");
     }
 
     #[test]

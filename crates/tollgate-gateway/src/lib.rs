@@ -116,6 +116,7 @@ impl Gateway {
         let pg = PgFront::new(
             keys.clone(),
             recorder,
+            config.policy.clone(),
             Some(tokio_rustls::TlsAcceptor::from(tls)),
             PgFrontConfig {
                 require_tls: config.pg_require_tls,

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tollgate_core::{
-    Channel, EventKind, Gatekeeper, Identity, Protocol, Recorder, Refusal, RefusalCode,
+    Channel, EventKind, Gatekeeper, Identity, Policy, Protocol, Recorder, Refusal, RefusalCode,
     SessionInfo, SessionLog, new_session_id,
 };
 
@@ -50,6 +50,7 @@ impl Default for PgFrontConfig {
 pub struct PgFront {
     pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
     pub(crate) recorder: Arc<dyn Recorder>,
+    pub(crate) policy: Arc<dyn Policy>,
     tls: Option<TlsAcceptor>,
     pub(crate) config: PgFrontConfig,
     cancels: CancelRegistry,
@@ -82,6 +83,7 @@ impl PgFront {
     pub fn new(
         gatekeeper: Arc<dyn Gatekeeper>,
         recorder: Arc<dyn Recorder>,
+        policy: Arc<dyn Policy>,
         tls: Option<TlsAcceptor>,
         config: PgFrontConfig,
         shutdown: watch::Receiver<bool>,
@@ -89,6 +91,7 @@ impl PgFront {
         Arc::new(Self {
             gatekeeper,
             recorder,
+            policy,
             tls,
             config,
             cancels: CancelRegistry::default(),
@@ -407,9 +410,20 @@ impl PgFront {
         hello.put_slice(&up.greeting);
         codec::backend_key_data(&mut hello, key.0, key.1);
         hello.put_slice(&up.ready);
+        let connection_name = info.connection.clone();
         log.append(EventKind::SessionStart(info));
         let reason = match stream.write_all(&hello).await {
-            Ok(()) => relay::run(self, stream, up.stream, &identity, &mut log).await,
+            Ok(()) => {
+                relay::run(
+                    self,
+                    stream,
+                    up.stream,
+                    &identity,
+                    &connection_name,
+                    &mut log,
+                )
+                .await
+            }
             Err(e) => format!("client disconnected: {e}"),
         };
         self.cancels.unregister(key);

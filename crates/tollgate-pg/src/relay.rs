@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::Notify;
 use tollgate_core::{
-    Command, CommandError, CommandStatus, EventKind, Identity, Outcome, ProtocolStep, Refusal,
-    RefusalCode, SessionLog,
+    Command, CommandError, CommandStatus, EventKind, Identity, Outcome, PolicyContext, Protocol,
+    ProtocolStep, Refusal, RefusalCode, SessionLog, Verdict,
 };
 
 use crate::codec::{self, typed_header};
@@ -35,6 +36,8 @@ enum PendingKind {
     Sync,
     /// The client ended a COPY FROM STDIN (CopyDone or CopyFail).
     CopyEnd,
+    /// An answer the gateway writes itself (a refused command), in its place in the stream.
+    Injected,
 }
 
 struct Pending {
@@ -42,6 +45,20 @@ struct Pending {
     command: Option<Command>,
     started: Instant,
     outcome: Outcome,
+    /// For `Injected`: the ErrorResponse to write, and whether a ReadyForQuery follows.
+    injection: Option<(BytesMut, bool)>,
+}
+
+impl Pending {
+    fn new(kind: PendingKind, command: Option<Command>) -> Self {
+        Self {
+            kind,
+            command,
+            started: Instant::now(),
+            outcome: Outcome::default(),
+            injection: None,
+        }
+    }
 }
 
 type Queue = Mutex<VecDeque<Pending>>;
@@ -62,18 +79,33 @@ pub(crate) async fn run(
     client: PgStream,
     target: PgStream,
     identity: &Identity,
+    connection: &str,
     log: &mut SessionLog,
 ) -> String {
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut target_rd, mut target_wr) = tokio::io::split(target);
     let queue: Queue = Mutex::new(VecDeque::new());
+    let injected = Notify::new();
+    let ctx = PolicyContext {
+        identity,
+        connection,
+        protocol: Protocol::Postgres,
+    };
     let mut shutdown = front.shutdown.clone();
     let cap = front.config.max_message_bytes;
 
     let end = {
-        let upstream_fut =
-            client_to_target(front, identity, &mut client_rd, &mut target_wr, &queue, cap);
-        let downstream_fut = target_to_client(&mut target_rd, &mut client_wr, &queue, log, cap);
+        let upstream_fut = client_to_target(
+            front,
+            &ctx,
+            &mut client_rd,
+            &mut target_wr,
+            &queue,
+            &injected,
+            cap,
+        );
+        let downstream_fut =
+            target_to_client(&mut target_rd, &mut client_wr, &queue, &injected, log, cap);
         tokio::select! {
             e = upstream_fut => e,
             e = downstream_fut => e,
@@ -89,7 +121,9 @@ pub(crate) async fn run(
     for p in leftovers {
         if let Some(command) = p.command {
             let mut outcome = p.outcome;
-            outcome.status = CommandStatus::Interrupted;
+            if p.kind != PendingKind::Injected {
+                outcome.status = CommandStatus::Interrupted;
+            }
             outcome.duration_us = p.started.elapsed().as_micros() as u64;
             log.append(EventKind::Command { command, outcome });
         }
@@ -163,6 +197,19 @@ enum Step {
     StopAfter(End),
     /// Forward what came before this message, then stop.
     StopBefore(End),
+    /// Forward what came before this message and drop this one.
+    Drop,
+    /// Forward up to and including this message, then let the caller write injected answers.
+    Pause,
+}
+
+/// Why a scan stopped early.
+enum Stop {
+    End(End),
+    /// Skip this many bytes (a dropped message), then scan on.
+    Drop(usize),
+    /// Write what is queued for injection, then scan on.
+    Pause,
 }
 
 /// Walks complete messages at the front of `buf`. Returns how many bytes may be forwarded and
@@ -173,7 +220,7 @@ fn scan(
     cap: usize,
     streamable: impl Fn(u8) -> bool,
     mut on_message: impl FnMut(u8, &[u8]) -> Result<Step, PgError>,
-) -> Result<(usize, Option<End>), PgError> {
+) -> Result<(usize, Option<Stop>), PgError> {
     let mut pos = 0;
     if *partial > 0 {
         let take = (*partial).min(buf.len());
@@ -202,8 +249,10 @@ fn scan(
         }
         match on_message(tag, &rest[5..len])? {
             Step::Continue => pos += len,
-            Step::StopAfter(end) => return Ok((pos + len, Some(end))),
-            Step::StopBefore(end) => return Ok((pos, Some(end))),
+            Step::StopAfter(end) => return Ok((pos + len, Some(Stop::End(end)))),
+            Step::StopBefore(end) => return Ok((pos, Some(Stop::End(end)))),
+            Step::Drop => return Ok((pos, Some(Stop::Drop(len)))),
+            Step::Pause => return Ok((pos + len, Some(Stop::Pause))),
         }
     }
     Ok((pos, None))
@@ -220,160 +269,267 @@ struct Portal {
     statement: String,
     text: Arc<str>,
     params: Vec<Option<String>>,
+    rule: Option<String>,
 }
 
+/// A prepared statement: its text and the allow rule that let it through, if any.
+struct Prepared {
+    text: Arc<str>,
+    rule: Option<String>,
+}
+
+/// The ErrorResponse a refused command gets, and how it is recorded.
+fn refusal_answer(verdict: &Verdict) -> Option<(BytesMut, CommandStatus, String)> {
+    let (rule, message, status) = match verdict {
+        Verdict::Allow { .. } => return None,
+        Verdict::Deny { rule, message } => (rule, message.clone(), CommandStatus::Denied),
+        Verdict::Approve { rule, message } => (
+            rule,
+            format!(
+                "{message}. Approvals are not available in this version of the gateway, so the statement was not run; ask a Tollgate administrator"
+            ),
+            CommandStatus::ApprovalRequired,
+        ),
+    };
+    let mut out = BytesMut::new();
+    codec::error_response(&mut out, "ERROR", "42501", &message);
+    Some((out, status, rule.clone()))
+}
+
+fn allowed_rule(verdict: Verdict) -> Option<String> {
+    match verdict {
+        Verdict::Allow { rule } => rule,
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn client_to_target(
     front: &PgFront,
-    identity: &Identity,
+    ctx: &PolicyContext<'_>,
     rd: &mut ReadHalf<PgStream>,
     wr: &mut WriteHalf<PgStream>,
     queue: &Queue,
+    injected: &Notify,
     cap: usize,
 ) -> End {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut partial = 0usize;
-    let mut statements: HashMap<String, Arc<str>> = HashMap::new();
+    let mut statements: HashMap<String, Prepared> = HashMap::new();
     let mut portals: HashMap<String, Portal> = HashMap::new();
+    // After a refused Parse, the extended protocol discards everything up to the next Sync.
+    let mut skipping = false;
     loop {
         match fill(rd, &mut buf).await {
             Ok(0) => return End::ClientGone,
             Ok(_) => {}
             Err(_) => return End::ClientGone,
         }
-        let scanned = scan(
-            &buf,
-            &mut partial,
-            cap,
-            |t| t == b'd',
-            |tag, body| {
-                let push = |kind, command| {
-                    if let Ok(mut q) = queue.lock() {
-                        q.push_back(Pending {
-                            kind,
-                            command,
-                            started: Instant::now(),
-                            outcome: Outcome::default(),
-                        });
-                    }
-                };
-                match tag {
-                    b'Q' => {
-                        if let Err(r) = front.gatekeeper.still_valid(identity) {
-                            return Ok(Step::StopBefore(End::Refused(r)));
+        loop {
+            let scanned = scan(
+                &buf,
+                &mut partial,
+                cap,
+                |t| t == b'd',
+                |tag, body| {
+                    let push = |p: Pending| {
+                        if let Ok(mut q) = queue.lock() {
+                            q.push_back(p);
                         }
-                        let text = codec::Reader::new(body).cstr()?;
-                        push(
-                            PendingKind::Simple,
-                            Some(Command {
+                    };
+                    let inject = |command: Command, verdict: &Verdict, ready: bool| -> bool {
+                        let Some((error, status, rule)) = refusal_answer(verdict) else {
+                            return false;
+                        };
+                        let mut p = Pending::new(PendingKind::Injected, Some(command));
+                        p.outcome.status = status;
+                        p.outcome.rule = Some(rule);
+                        p.injection = Some((error, ready));
+                        push(p);
+                        injected.notify_one();
+                        true
+                    };
+                    if skipping {
+                        if tag == b'S' {
+                            skipping = false;
+                            push(Pending::new(PendingKind::Sync, None));
+                            return Ok(Step::Continue);
+                        }
+                        if tag == b'X' {
+                            return Ok(Step::StopAfter(End::ClientTerminated));
+                        }
+                        return Ok(Step::Drop);
+                    }
+                    match tag {
+                        b'Q' => {
+                            if let Err(r) = front.gatekeeper.still_valid(ctx.identity) {
+                                return Ok(Step::StopBefore(End::Refused(r)));
+                            }
+                            let text = codec::Reader::new(body).cstr()?;
+                            let verdict = front.policy.check(ctx, text);
+                            let command = Command {
                                 step: ProtocolStep::SimpleQuery,
                                 text: Arc::from(text),
                                 params: Vec::new(),
                                 statement: None,
-                            }),
-                        );
-                    }
-                    b'P' => {
-                        let parse = codec::parse_parse(body)?;
-                        if statements.len() >= MAX_NAMED && !statements.contains_key(parse.name) {
-                            statements.retain(|k, _| k.is_empty());
+                            };
+                            if inject(command.clone(), &verdict, true) {
+                                return Ok(Step::Drop);
+                            }
+                            let mut p = Pending::new(PendingKind::Simple, Some(command));
+                            p.outcome.rule = allowed_rule(verdict);
+                            push(p);
                         }
-                        statements.insert(parse.name.to_string(), Arc::from(parse.query));
-                    }
-                    b'B' => {
-                        let bind = codec::parse_bind(body)?;
-                        let text = statements
-                            .get(bind.statement)
-                            .cloned()
-                            .unwrap_or_else(|| Arc::from(""));
-                        if portals.len() >= MAX_NAMED && !portals.contains_key(bind.portal) {
-                            portals.retain(|k, _| k.is_empty());
+                        b'P' => {
+                            let parse = codec::parse_parse(body)?;
+                            let verdict = front.policy.check(ctx, parse.query);
+                            if !matches!(verdict, Verdict::Allow { .. }) {
+                                let command = Command {
+                                    step: ProtocolStep::Parse,
+                                    text: Arc::from(parse.query),
+                                    params: Vec::new(),
+                                    statement: (!parse.name.is_empty())
+                                        .then(|| parse.name.to_string()),
+                                };
+                                inject(command, &verdict, false);
+                                skipping = true;
+                                return Ok(Step::Drop);
+                            }
+                            if statements.len() >= MAX_NAMED && !statements.contains_key(parse.name)
+                            {
+                                statements.retain(|k, _| k.is_empty());
+                            }
+                            statements.insert(
+                                parse.name.to_string(),
+                                Prepared {
+                                    text: Arc::from(parse.query),
+                                    rule: allowed_rule(verdict),
+                                },
+                            );
                         }
-                        portals.insert(
-                            bind.portal.to_string(),
-                            Portal {
-                                statement: bind.statement.to_string(),
-                                text,
-                                params: bind.params,
-                            },
-                        );
-                    }
-                    b'E' => {
-                        if let Err(r) = front.gatekeeper.still_valid(identity) {
-                            return Ok(Step::StopBefore(End::Refused(r)));
+                        b'B' => {
+                            let bind = codec::parse_bind(body)?;
+                            let (text, rule) = statements
+                                .get(bind.statement)
+                                .map(|p| (Arc::clone(&p.text), p.rule.clone()))
+                                .unwrap_or_else(|| (Arc::from(""), None));
+                            if portals.len() >= MAX_NAMED && !portals.contains_key(bind.portal) {
+                                portals.retain(|k, _| k.is_empty());
+                            }
+                            portals.insert(
+                                bind.portal.to_string(),
+                                Portal {
+                                    statement: bind.statement.to_string(),
+                                    text,
+                                    params: bind.params,
+                                    rule,
+                                },
+                            );
                         }
-                        let (portal, _max_rows) = codec::parse_execute(body)?;
-                        let command = match portals.get(portal) {
-                            Some(p) => Command {
-                                step: ProtocolStep::Execute,
-                                text: Arc::clone(&p.text),
-                                params: p.params.clone(),
-                                statement: (!p.statement.is_empty()).then(|| p.statement.clone()),
-                            },
-                            None => Command {
-                                step: ProtocolStep::Execute,
-                                text: Arc::from(""),
-                                params: Vec::new(),
-                                statement: None,
-                            },
-                        };
-                        push(PendingKind::Execute, Some(command));
-                    }
-                    b'S' => push(PendingKind::Sync, None),
-                    b'F' => {
-                        if let Err(r) = front.gatekeeper.still_valid(identity) {
-                            return Ok(Step::StopBefore(End::Refused(r)));
+                        b'E' => {
+                            if let Err(r) = front.gatekeeper.still_valid(ctx.identity) {
+                                return Ok(Step::StopBefore(End::Refused(r)));
+                            }
+                            let (portal, _max_rows) = codec::parse_execute(body)?;
+                            let mut p = match portals.get(portal) {
+                                Some(p) => {
+                                    let mut pending = Pending::new(
+                                        PendingKind::Execute,
+                                        Some(Command {
+                                            step: ProtocolStep::Execute,
+                                            text: Arc::clone(&p.text),
+                                            params: p.params.clone(),
+                                            statement: (!p.statement.is_empty())
+                                                .then(|| p.statement.clone()),
+                                        }),
+                                    );
+                                    pending.outcome.rule = p.rule.clone();
+                                    pending
+                                }
+                                None => Pending::new(
+                                    PendingKind::Execute,
+                                    Some(Command {
+                                        step: ProtocolStep::Execute,
+                                        text: Arc::from(""),
+                                        params: Vec::new(),
+                                        statement: None,
+                                    }),
+                                ),
+                            };
+                            p.started = Instant::now();
+                            push(p);
                         }
-                        let oid = codec::read_i32(body, 0)?;
-                        push(
-                            PendingKind::Function,
-                            Some(Command {
+                        b'S' => push(Pending::new(PendingKind::Sync, None)),
+                        b'F' => {
+                            if let Err(r) = front.gatekeeper.still_valid(ctx.identity) {
+                                return Ok(Step::StopBefore(End::Refused(r)));
+                            }
+                            let oid = codec::read_i32(body, 0)?;
+                            let description = format!("function call (oid {oid})");
+                            let verdict = front.policy.check_opaque(ctx, &description);
+                            let command = Command {
                                 step: ProtocolStep::FunctionCall,
-                                text: Arc::from(format!("function call (oid {oid})")),
+                                text: Arc::from(description),
                                 params: Vec::new(),
                                 statement: None,
-                            }),
-                        );
-                    }
-                    b'C' => {
-                        let (kind, name) = codec::parse_close(body)?;
-                        match kind {
-                            b'S' => {
-                                statements.remove(name);
+                            };
+                            if inject(command.clone(), &verdict, true) {
+                                return Ok(Step::Drop);
                             }
-                            b'P' => {
-                                portals.remove(name);
+                            let mut p = Pending::new(PendingKind::Function, Some(command));
+                            p.outcome.rule = allowed_rule(verdict);
+                            push(p);
+                        }
+                        b'C' => {
+                            let (kind, name) = codec::parse_close(body)?;
+                            match kind {
+                                b'S' => {
+                                    statements.remove(name);
+                                }
+                                b'P' => {
+                                    portals.remove(name);
+                                }
+                                _ => {
+                                    return Err(PgError::protocol(
+                                        "Close of an unknown object kind",
+                                    ));
+                                }
                             }
-                            _ => return Err(PgError::protocol("Close of an unknown object kind")),
+                        }
+                        b'X' => return Ok(Step::StopAfter(End::ClientTerminated)),
+                        b'c' | b'f' => push(Pending::new(PendingKind::CopyEnd, None)),
+                        b'D' | b'H' | b'd' | b'p' => {}
+                        other => {
+                            return Err(PgError::protocol(format!(
+                                "unknown frontend message type {:?} (0x{other:02x})",
+                                other as char
+                            )));
                         }
                     }
-                    b'X' => return Ok(Step::StopAfter(End::ClientTerminated)),
-                    b'c' | b'f' => push(PendingKind::CopyEnd, None),
-                    b'D' | b'H' | b'd' | b'p' => {}
-                    other => {
-                        return Err(PgError::protocol(format!(
-                            "unknown frontend message type {:?} (0x{other:02x})",
-                            other as char
-                        )));
-                    }
+                    Ok(Step::Continue)
+                },
+            );
+            let (forward, stop) = match scanned {
+                Ok(x) => x,
+                Err(e) => return End::Failed(e),
+            };
+            if forward > 0 {
+                if let Err(e) = wr.write_all(&buf[..forward]).await {
+                    return End::Failed(PgError::Io(e));
                 }
-                Ok(Step::Continue)
-            },
-        );
-        let (forward, end) = match scanned {
-            Ok(x) => x,
-            Err(e) => return End::Failed(e),
-        };
-        if forward > 0 {
-            if let Err(e) = wr.write_all(&buf[..forward]).await {
-                return End::Failed(PgError::Io(e));
+                buf.advance(forward);
             }
-            buf.advance(forward);
-        }
-        if let Some(end) = end {
-            if matches!(end, End::ClientTerminated) {
-                let _ = wr.flush().await;
+            match stop {
+                None => break,
+                Some(Stop::Drop(len)) => buf.advance(len),
+                Some(Stop::Pause) => {}
+                Some(Stop::End(end)) => {
+                    if matches!(end, End::ClientTerminated) {
+                        let _ = wr.flush().await;
+                    }
+                    return end;
+                }
             }
-            return end;
         }
     }
 }
@@ -419,6 +575,7 @@ async fn target_to_client(
     rd: &mut ReadHalf<PgStream>,
     wr: &mut WriteHalf<PgStream>,
     queue: &Queue,
+    injected: &Notify,
     log: &mut SessionLog,
     cap: usize,
 ) -> End {
@@ -427,121 +584,178 @@ async fn target_to_client(
     let mut done: Vec<Pending> = Vec::new();
     let mut fatal_seen = false;
     let mut copy_in = false;
+    // Transaction status from the target's latest ReadyForQuery, for injected ones.
+    let mut status = b'I';
     loop {
-        match fill(rd, &mut buf).await {
-            Ok(0) => return End::TargetGone { fatal_seen },
-            Ok(_) => {}
-            Err(_) => return End::TargetGone { fatal_seen },
+        // Answers the gateway owes the client and nothing from the target precedes.
+        if let Err(e) = write_injected(queue, wr, status, &mut done).await {
+            return End::Failed(e);
         }
-        let scanned = {
-            let mut q = match queue.lock() {
-                Ok(q) => q,
-                Err(_) => return End::Failed(PgError::protocol("session state poisoned")),
-            };
-            scan(
-                &buf,
-                &mut partial,
-                cap,
-                |t| t == b'D' || t == b'd',
-                |tag, body| {
-                    // A CopyEnd marker at the front belongs to no pending answer.
-                    while q.front().is_some_and(|p| p.kind == PendingKind::CopyEnd) {
-                        q.pop_front();
-                    }
-                    if copy_in && matches!(tag, b'C' | b'E') {
-                        copy_in = false;
-                        end_copy_in(&mut q);
-                    }
-                    match tag {
-                        b'G' => copy_in = true,
-                        b'C' => {
-                            let tag_text = codec::Reader::new(body).cstr().unwrap_or_default();
-                            if let Some(front) = q.front_mut() {
-                                match front.kind {
-                                    PendingKind::Simple => {
-                                        front.outcome.rows += tag_rows(tag_text);
-                                        front.outcome.tags.push(tag_text.to_string());
+        record(log, &mut done);
+        tokio::select! {
+            read = fill(rd, &mut buf) => match read {
+                Ok(0) | Err(_) => return End::TargetGone { fatal_seen },
+                Ok(_) => {}
+            },
+            _ = injected.notified() => continue,
+        }
+        loop {
+            let scanned = {
+                let mut q = match queue.lock() {
+                    Ok(q) => q,
+                    Err(_) => return End::Failed(PgError::protocol("session state poisoned")),
+                };
+                scan(
+                    &buf,
+                    &mut partial,
+                    cap,
+                    |t| t == b'D' || t == b'd',
+                    |tag, body| {
+                        // A CopyEnd marker at the front belongs to no pending answer.
+                        while q.front().is_some_and(|p| p.kind == PendingKind::CopyEnd) {
+                            q.pop_front();
+                        }
+                        if copy_in && matches!(tag, b'C' | b'E') {
+                            copy_in = false;
+                            end_copy_in(&mut q);
+                        }
+                        match tag {
+                            b'G' => copy_in = true,
+                            b'C' => {
+                                let tag_text = codec::Reader::new(body).cstr().unwrap_or_default();
+                                if let Some(front) = q.front_mut() {
+                                    match front.kind {
+                                        PendingKind::Simple => {
+                                            front.outcome.rows += tag_rows(tag_text);
+                                            front.outcome.tags.push(tag_text.to_string());
+                                        }
+                                        PendingKind::Execute => {
+                                            if let Some(mut p) = q.pop_front() {
+                                                p.outcome.rows += tag_rows(tag_text);
+                                                p.outcome.tags.push(tag_text.to_string());
+                                                done.push(p);
+                                            }
+                                        }
+                                        _ => {}
                                     }
-                                    PendingKind::Execute => {
+                                }
+                            }
+                            b'I' | b's' => {
+                                if q.front().is_some_and(|p| p.kind == PendingKind::Execute)
+                                    && let Some(mut p) = q.pop_front()
+                                {
+                                    if tag == b's' {
+                                        p.outcome.status = CommandStatus::Suspended;
+                                    }
+                                    done.push(p);
+                                }
+                            }
+                            b'E' => {
+                                let fields = codec::parse_error_fields(body);
+                                if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                                    fatal_seen = true;
+                                }
+                                let error = CommandError {
+                                    code: fields.code,
+                                    message: fields.message,
+                                };
+                                match q.front().map(|p| p.kind) {
+                                    Some(PendingKind::Simple | PendingKind::Function) => {
+                                        if let Some(p) = q.front_mut() {
+                                            p.outcome.status = CommandStatus::Error;
+                                            p.outcome.error = Some(error);
+                                        }
+                                    }
+                                    Some(PendingKind::Execute) => {
                                         if let Some(mut p) = q.pop_front() {
-                                            p.outcome.rows += tag_rows(tag_text);
-                                            p.outcome.tags.push(tag_text.to_string());
+                                            p.outcome.status = CommandStatus::Error;
+                                            p.outcome.error = Some(error);
                                             done.push(p);
                                         }
                                     }
                                     _ => {}
                                 }
                             }
-                        }
-                        b'I' | b's' => {
-                            if q.front().is_some_and(|p| p.kind == PendingKind::Execute)
-                                && let Some(mut p) = q.pop_front()
-                            {
-                                if tag == b's' {
-                                    p.outcome.status = CommandStatus::Suspended;
-                                }
-                                done.push(p);
-                            }
-                        }
-                        b'E' => {
-                            let fields = codec::parse_error_fields(body);
-                            if fields.severity == "FATAL" || fields.severity == "PANIC" {
-                                fatal_seen = true;
-                            }
-                            let error = CommandError {
-                                code: fields.code,
-                                message: fields.message,
-                            };
-                            match q.front().map(|p| p.kind) {
-                                Some(PendingKind::Simple | PendingKind::Function) => {
-                                    if let Some(p) = q.front_mut() {
-                                        p.outcome.status = CommandStatus::Error;
-                                        p.outcome.error = Some(error);
-                                    }
-                                }
-                                Some(PendingKind::Execute) => {
+                            b'Z' => {
+                                status = body.first().copied().unwrap_or(b'I');
+                                while q.front().is_some_and(|p| p.kind == PendingKind::Execute) {
                                     if let Some(mut p) = q.pop_front() {
-                                        p.outcome.status = CommandStatus::Error;
-                                        p.outcome.error = Some(error);
+                                        p.outcome.status = CommandStatus::Skipped;
                                         done.push(p);
                                     }
                                 }
-                                _ => {}
-                            }
-                        }
-                        b'Z' => {
-                            while q.front().is_some_and(|p| p.kind == PendingKind::Execute) {
-                                if let Some(mut p) = q.pop_front() {
-                                    p.outcome.status = CommandStatus::Skipped;
+                                if q.front().is_some_and(|p| p.kind != PendingKind::Injected)
+                                    && let Some(p) = q.pop_front()
+                                {
                                     done.push(p);
                                 }
                             }
-                            if let Some(p) = q.pop_front() {
-                                done.push(p);
-                            }
+                            _ => {}
                         }
-                        _ => {}
+                        if q.front().is_some_and(|p| p.kind == PendingKind::Injected) {
+                            return Ok(Step::Pause);
+                        }
+                        Ok(Step::Continue)
+                    },
+                )
+            };
+            let (forward, stop) = match scanned {
+                Ok(x) => x,
+                Err(e) => return End::Failed(e),
+            };
+            if forward > 0 {
+                if let Err(e) = wr.write_all(&buf[..forward]).await {
+                    return End::Failed(PgError::Io(e));
+                }
+                buf.advance(forward);
+            }
+            match stop {
+                Some(Stop::Pause) => {
+                    if let Err(e) = write_injected(queue, wr, status, &mut done).await {
+                        return End::Failed(e);
                     }
-                    Ok(Step::Continue)
-                },
-            )
-        };
-        let (forward, _) = match scanned {
-            Ok(x) => x,
-            Err(e) => return End::Failed(e),
-        };
-        if forward > 0 {
-            if let Err(e) = wr.write_all(&buf[..forward]).await {
-                return End::Failed(PgError::Io(e));
+                }
+                Some(Stop::Drop(len)) => buf.advance(len),
+                Some(Stop::End(end)) => return end,
+                None => break,
             }
-            buf.advance(forward);
         }
-        for p in done.drain(..) {
-            if let Some(command) = p.command {
-                let mut outcome = p.outcome;
-                outcome.duration_us = p.started.elapsed().as_micros() as u64;
-                log.append(EventKind::Command { command, outcome });
+        record(log, &mut done);
+    }
+}
+
+/// Writes the gateway's own answers waiting at the front of the queue.
+async fn write_injected(
+    queue: &Queue,
+    wr: &mut WriteHalf<PgStream>,
+    status: u8,
+    done: &mut Vec<Pending>,
+) -> Result<(), PgError> {
+    let mut out = BytesMut::new();
+    if let Ok(mut q) = queue.lock() {
+        while q.front().is_some_and(|p| p.kind == PendingKind::Injected) {
+            let Some(mut p) = q.pop_front() else { break };
+            if let Some((error, ready)) = p.injection.take() {
+                out.extend_from_slice(&error);
+                if ready {
+                    codec::put_message(&mut out, b'Z', |b| b.extend_from_slice(&[status]));
+                }
             }
+            done.push(p);
+        }
+    }
+    if !out.is_empty() {
+        wr.write_all(&out).await.map_err(PgError::Io)?;
+    }
+    Ok(())
+}
+
+fn record(log: &mut SessionLog, done: &mut Vec<Pending>) {
+    for p in done.drain(..) {
+        if let Some(command) = p.command {
+            let mut outcome = p.outcome;
+            outcome.duration_us = p.started.elapsed().as_micros() as u64;
+            log.append(EventKind::Command { command, outcome });
         }
     }
 }

@@ -116,7 +116,8 @@ impl StatementClass {
         }
     }
 
-    fn unparsed() -> Self {
+    /// The class of a statement the parser could not read.
+    pub fn unparsed() -> Self {
         let mut c = Self::new(Kind::Unparsed);
         c.tags.insert("unparsed");
         c
@@ -192,10 +193,6 @@ fn function_tag(name: &str) -> Option<&'static str> {
         | "set_config"
         | "dblink_connect"
         | "dblink_connect_u"
-        | "pg_sleep"
-        | "pg_sleep_for"
-        | "pg_sleep_until"
-        | "pg_advisory_lock"
         | "lo_unlink"
         | "pg_create_restore_point"
         | "pg_backup_start"
@@ -648,11 +645,18 @@ fn classify_text(sql: &str, dialect: SqlDialect, depth: usize) -> Classification
             statements.push(classify_do(&part, dialect, depth));
             continue;
         }
+        let first = first_word(&part);
+        if first.as_deref() == Some("COPY") {
+            copy_option_booleans(&mut part);
+        }
+        let maintenance = matches!(first.as_deref(), Some("VACUUM" | "ANALYZE"))
+            .then(|| maintenance_class(&part));
         let parsed = Parser::new(d.as_ref()).with_tokens(part).parse_statements();
-        match parsed {
-            Ok(sts) if !sts.is_empty() => statements.extend(classify_statements(&sts)),
-            Ok(_) => {}
-            Err(_) => statements.push(StatementClass::unparsed()),
+        match (parsed, maintenance) {
+            (Ok(sts), _) if !sts.is_empty() => statements.extend(classify_statements(&sts)),
+            (Ok(_), _) => {}
+            (Err(_), Some(Some(class))) => statements.push(class),
+            (Err(_), _) => statements.push(StatementClass::unparsed()),
         }
     }
     if statements.is_empty() {
@@ -666,6 +670,97 @@ fn has_executable_comment(tokens: &[Token]) -> bool {
     tokens.iter().any(|t| {
         matches!(t, Token::Whitespace(sqlparser::tokenizer::Whitespace::MultiLineComment(c)) if c.starts_with('!'))
     })
+}
+
+/// PostgreSQL accepts `ON`/`OFF` for boolean COPY options (`WITH (FREEZE ON)`); the parser only
+/// `TRUE`/`FALSE`. Rewrites them inside the option list, which comes after the top-level
+/// STDIN/STDOUT/file/PROGRAM target.
+fn copy_option_booleans(tokens: &mut [Token]) {
+    let mut depth = 0i32;
+    let mut target_seen = false;
+    for t in tokens.iter_mut() {
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(w)
+                if depth == 0
+                    && matches!(
+                        w.value.to_ascii_uppercase().as_str(),
+                        "STDIN" | "STDOUT" | "PROGRAM"
+                    ) =>
+            {
+                target_seen = true
+            }
+            Token::SingleQuotedString(_) if depth == 0 => target_seen = true,
+            Token::Word(w) if depth == 1 && target_seen && w.quote_style.is_none() => {
+                match w.value.to_ascii_uppercase().as_str() {
+                    "ON" => *t = Token::make_keyword("TRUE"),
+                    "OFF" => *t = Token::make_keyword("FALSE"),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `VACUUM`/`ANALYZE` forms the parser does not know (`VACUUM ANALYZE t`, `VACUUM (VERBOSE) t`):
+/// a maintenance command made only of words, names, commas and parentheses.
+fn maintenance_class(tokens: &[Token]) -> Option<StatementClass> {
+    let mut class = StatementClass::new(Kind::Utility);
+    let mut depth = 0;
+    let mut current = String::new();
+    let mut after_period = false;
+    for t in tokens
+        .iter()
+        .skip_while(|t| !matches!(t, Token::Word(_)))
+        .skip(1)
+    {
+        match t {
+            Token::Whitespace(_) | Token::EOF => {}
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            // The parenthesized option list: VERBOSE, ANALYZE, PARALLEL 4, …
+            Token::Word(_) | Token::Number(..) | Token::Comma if depth > 0 => {}
+            Token::Word(w) => {
+                let part = if w.quote_style.is_some() {
+                    w.value.clone()
+                } else {
+                    w.value.to_lowercase()
+                };
+                if after_period {
+                    current.push('.');
+                    current.push_str(&part);
+                    after_period = false;
+                } else if current.is_empty() && is_maintenance_word(&w.value) {
+                    // An option keyword before the first table name.
+                } else {
+                    if !current.is_empty() {
+                        class.objects.insert(std::mem::take(&mut current));
+                    }
+                    current = part;
+                }
+            }
+            Token::Period => after_period = true,
+            Token::Comma => {
+                if !current.is_empty() {
+                    class.objects.insert(std::mem::take(&mut current));
+                }
+            }
+            _ => return None,
+        }
+    }
+    if !current.is_empty() {
+        class.objects.insert(current);
+    }
+    Some(class)
+}
+
+fn is_maintenance_word(w: &str) -> bool {
+    matches!(
+        w.to_ascii_uppercase().as_str(),
+        "VACUUM" | "ANALYZE" | "ANALYSE" | "FULL" | "FREEZE" | "VERBOSE" | "SKIP_LOCKED"
+    )
 }
 
 /// Classifies a command string (one or several statements).

@@ -81,6 +81,21 @@ pub struct Engine {
     postgres: ClassifierCache,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field(
+                "rules",
+                &self
+                    .rules
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
 impl Engine {
     /// Builds the engine from validated rules.
     pub fn new(rules: Vec<Rule>) -> Arc<Self> {
@@ -105,5 +120,12 @@ impl Policy for Engine {
             Protocol::Postgres => (self.postgres.classify(command), SqlDialect::Postgres),
         };
         rules::evaluate(&self.rules, ctx, command, &class, dialect)
+    }
+
+    fn check_opaque(&self, ctx: &PolicyContext<'_>, description: &str) -> Verdict {
+        let class = Classification {
+            statements: vec![StatementClass::unparsed()],
+        };
+        rules::evaluate(&self.rules, ctx, description, &class, SqlDialect::Postgres)
     }
 }

@@ -46,8 +46,8 @@ enum Cmd {
         api: ApiArgs,
         /// Connection name.
         connection: String,
-        /// The command (SQL) to run.
-        #[arg(long, short)]
+        /// The command (SQL) to run; it may start with `-` (a `--` comment).
+        #[arg(long, short, allow_hyphen_values = true)]
         input: String,
         /// Print JSON instead of a table.
         #[arg(long)]
