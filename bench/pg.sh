@@ -22,6 +22,7 @@
 #   PG_HOST=127.0.0.1 PG_PORT=5432 PG_SUPERUSER=postgres   the direct server
 #   TG_PG_PORT=16432 TG_API_PORT=18009                     gateway listeners
 #   SCALE=10 CLIENTS=8 THREADS=2 ROWS=1000000
+#   POLICY=on|off      default guardrail pack on (default) or off
 #   TOLLGATE_BIN=path  use this binary instead of building one
 #   CARGO_TARGET_DIR   build directory (default /var/tmp/tollgate-target)
 set -euo pipefail
@@ -210,7 +211,15 @@ log "generating $ROWS rows of CSV"
 on direct psql -X -q -v ON_ERROR_STOP=1 -c "\\copy ($ROWS_SQL) TO '$TMP/rows.csv' CSV"
 log "  $(calc "$(stat -c %s "$TMP/rows.csv") / 1048576" .1f) MiB"
 
+POLICY="${POLICY:-on}"
+case "$POLICY" in
+  on) POLICY_TOML="" ;;
+  off) POLICY_TOML=$'[policy]\ndefault_rules = false\n' ;;
+  *) echo "POLICY must be on or off" >&2; exit 2 ;;
+esac
+
 cat >"$TMP/tollgate.toml" <<EOF
+${POLICY_TOML}
 [listen]
 api = "127.0.0.1:$TG_API_PORT"
 postgres = "127.0.0.1:$TG_PG_PORT"

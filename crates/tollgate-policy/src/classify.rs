@@ -806,26 +806,224 @@ impl ClassifierCache {
     }
 }
 
-/// The statement's token stream with numbers as `?` and comments dropped; `None` when it does
-/// not tokenize (then it is classified afresh every time).
+/// The statement with its numeric literals replaced by `?`, found by a small lexer that skips
+/// strings (standard, `E''` with backslash escapes, dollar-quoted), quoted identifiers and
+/// comments verbatim. `None` (no caching) when the text has anything it does not fully
+/// understand: an unterminated string or comment, a MySQL executable comment, a number glued
+/// to a word.
 fn shape_key(sql: &str, dialect: SqlDialect) -> Option<String> {
-    let d = dialect.dialect();
-    let tokens = Tokenizer::new(d.as_ref(), sql).tokenize().ok()?;
-    if has_executable_comment(&tokens) {
+    let b = sql.as_bytes();
+    if dialect == SqlDialect::MySql && b.contains(&b'\\') {
+        // MySQL strings take backslash escapes in both quote styles: do not guess.
         return None;
     }
-    let mut key = String::with_capacity(sql.len());
-    use std::fmt::Write;
-    for t in tokens {
-        match t {
-            Token::Number(..) => key.push('?'),
-            Token::Whitespace(_) => continue,
-            // Debug output is unambiguous (strings are escaped and tagged with their kind).
-            other => {
-                let _ = write!(key, "{other:?}");
+    let mut key = Vec::with_capacity(b.len());
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' => {
+                let escapes = dialect == SqlDialect::MySql
+                    || (i > 0
+                        && (b[i - 1] == b'e' || b[i - 1] == b'E')
+                        && (i < 2 || !ident(b[i - 2])));
+                let start = i;
+                i += 1;
+                loop {
+                    match b.get(i)? {
+                        b'\\' if escapes => i += 2,
+                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        b'\'' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+                key.extend_from_slice(b.get(start..i)?);
+            }
+            b'"' | b'`' => {
+                let start = i;
+                i += 1;
+                while *b.get(i)? != c {
+                    i += 1;
+                }
+                i += 1;
+                key.extend_from_slice(&b[start..i]);
+            }
+            b'$' if i == 0 || !ident(b[i - 1]) => {
+                // $tag$ ... $tag$ (or $1, a parameter: kept as is).
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|&x| !(x.is_ascii_alphanumeric() || x == b'_'))
+                    .map_or(b.len(), |p| i + 1 + p);
+                if b.get(tag_end) == Some(&b'$') && !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    let tag = &b[i..=tag_end];
+                    let body_start = tag_end + 1;
+                    let close = b[body_start..].windows(tag.len()).position(|w| w == tag)?;
+                    let end = body_start + close + tag.len();
+                    key.extend_from_slice(&b[i..end]);
+                    i = end;
+                } else {
+                    key.extend_from_slice(&b[i..tag_end]);
+                    i = tag_end;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let end = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(b.len(), |p| i + p);
+                key.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                if b.get(i + 2) == Some(&b'!') {
+                    return None;
+                }
+                let start = i;
+                let mut depth = 0;
+                loop {
+                    if b.get(i) == Some(&b'/') && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b.get(i) == Some(&b'*') && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else if i >= b.len() {
+                        return None;
+                    } else {
+                        i += 1;
+                    }
+                }
+                key.extend_from_slice(&b[start..i]);
+            }
+            b'0'..=b'9' if i == 0 || !(ident(b[i - 1]) || b[i - 1] == b'.') => {
+                while b.get(i).is_some_and(|x| x.is_ascii_digit() || *x == b'.') {
+                    i += 1;
+                }
+                if matches!(b.get(i), Some(b'e' | b'E')) {
+                    i += 1;
+                    if matches!(b.get(i), Some(b'+' | b'-')) {
+                        i += 1;
+                    }
+                    while b.get(i).is_some_and(u8::is_ascii_digit) {
+                        i += 1;
+                    }
+                }
+                if b.get(i).is_some_and(|&x| ident(x)) {
+                    return None;
+                }
+                key.push(b'?');
+            }
+            _ => {
+                key.push(c);
+                i += 1;
             }
         }
-        key.push('\u{1}');
     }
-    Some(key)
+    String::from_utf8(key).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> Option<String> {
+        shape_key(s, SqlDialect::Postgres)
+    }
+
+    #[test]
+    fn shape_keys_replace_numbers_only() {
+        assert_eq!(
+            key("SELECT a FROM t WHERE id = 42").as_deref(),
+            Some("SELECT a FROM t WHERE id = ?")
+        );
+        assert_eq!(key("SELECT 1.5e3, 7").as_deref(), Some("SELECT ?, ?"));
+        assert_eq!(
+            key("SELECT t1.c2 FROM t1 WHERE x = $1").as_deref(),
+            Some("SELECT t1.c2 FROM t1 WHERE x = $1")
+        );
+        assert_eq!(
+            key("SELECT '12', \"3\" -- 4\n").as_deref(),
+            Some("SELECT '12', \"3\" -- 4\n")
+        );
+        assert_eq!(
+            key("DO $$ DELETE FROM t WHERE 1 = 1 $$").as_deref(),
+            Some("DO $$ DELETE FROM t WHERE 1 = 1 $$")
+        );
+        assert_eq!(
+            key("DO $x$ 1 $x$ ; SELECT 2").as_deref(),
+            Some("DO $x$ 1 $x$ ; SELECT ?")
+        );
+        assert_eq!(
+            key("SELECT E'\\' 1' , 2").as_deref(),
+            Some("SELECT E'\\' 1' , ?")
+        );
+        assert_eq!(
+            key("SELECT 'it''s 1', 2").as_deref(),
+            Some("SELECT 'it''s 1', ?")
+        );
+        assert_eq!(
+            key("SELECT /* 1 /* 2 */ 3 */ 4").as_deref(),
+            Some("SELECT /* 1 /* 2 */ 3 */ ?")
+        );
+        assert!(key("SELECT 'open").is_none());
+        assert!(key("SELECT $$open").is_none());
+        assert!(key("SELECT /* open").is_none());
+        assert!(key("SELECT 1abc").is_none());
+        assert!(shape_key("SELECT /*! 1 */ 2", SqlDialect::MySql).is_none());
+        assert!(shape_key("SELECT 'a\\'' 1", SqlDialect::MySql).is_none());
+    }
+
+    #[test]
+    fn cached_and_fresh_classifications_agree_when_only_numbers_differ() {
+        let cache = ClassifierCache::new(SqlDialect::Postgres, 100);
+        for sql in [
+            "DELETE FROM t WHERE id = 1",
+            "DELETE FROM t WHERE 1 = 1",
+            "DO $$ BEGIN DELETE FROM t WHERE id = 2; END $$",
+            "DO $$ BEGIN DELETE FROM t WHERE 2 = 2; END $$",
+            "DO E'BEGIN DELETE FROM t WHERE id = 3; END'",
+            "DO E'BEGIN DELETE FROM t WHERE 3 = 3; END'",
+        ] {
+            assert_eq!(
+                *cache.classify(sql),
+                classify(sql, SqlDialect::Postgres),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn classification_details() {
+        let c = classify(
+            "WITH d AS (DELETE FROM Orders RETURNING *) SELECT * FROM d; VACUUM ANALYZE public.users, \"Mixed\"",
+            SqlDialect::Postgres,
+        );
+        assert_eq!(c.statements.len(), 2);
+        assert_eq!(c.statements[0].kind, Kind::Write);
+        assert!(
+            c.statements[0].tags.contains("write_in_cte")
+                && c.statements[0].tags.contains("delete_without_where")
+        );
+        assert!(c.statements[0].objects.contains("orders"));
+        assert_eq!(c.statements[1].kind, Kind::Utility);
+        assert!(
+            c.statements[1].objects.contains("public.users")
+                && c.statements[1].objects.contains("Mixed")
+        );
+        let c = classify(
+            "SELECT * FROM dblink('x', 'y') AS t(a int)",
+            SqlDialect::Postgres,
+        );
+        assert!(c.statements[0].functions.contains("dblink"));
+        let c = classify("EXPLAIN DELETE FROM t", SqlDialect::Postgres);
+        assert_eq!(c.statements[0].kind, Kind::Read);
+        assert!(c.statements[0].tags.is_empty());
+        let c = classify("SELECT 1 /*! DROP TABLE t */", SqlDialect::MySql);
+        assert_eq!(c.statements[0].kind, Kind::Unparsed);
+    }
 }
