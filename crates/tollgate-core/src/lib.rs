@@ -206,6 +206,9 @@ pub struct Outcome {
     /// The rule that decided it, when one matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The approval request it needed or used, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// How a command ended.
@@ -260,7 +263,90 @@ pub enum Verdict {
         rule: String,
         /// What the client is told.
         message: String,
+        /// Who may approve, how many must, and how the client waits.
+        terms: ApprovalTerms,
     },
+}
+
+/// How a rule's approvals work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalTerms {
+    /// Groups whose members may approve; empty means administrators only.
+    pub approvers: Vec<String>,
+    /// Approvals needed.
+    pub min_approvals: u32,
+    /// How long a request, and then its approval, stays valid (seconds).
+    pub ttl_secs: u64,
+    /// Ticket or hold.
+    pub mode: ApprovalMode,
+    /// In hold mode, how long the statement waits in the session (seconds).
+    pub hold_secs: u64,
+}
+
+/// How a client waits for an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// Fail at once with the approval id; the identical statement runs once after approval.
+    Ticket,
+    /// Wait in the session (the client is told the id) until approved, denied or timed out.
+    Hold,
+}
+
+/// A request for a human's approval of one exact command.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest<'a> {
+    /// Who asks.
+    pub requester: &'a Identity,
+    /// Session that asks.
+    pub session: &'a str,
+    /// Connection name.
+    pub connection: &'a str,
+    /// The rule that requires it.
+    pub rule: &'a str,
+    /// Its terms.
+    pub terms: &'a ApprovalTerms,
+    /// The exact statement.
+    pub text: &'a str,
+    /// Its parameters (extended protocol), rendered as recorded.
+    pub params: &'a [Option<String>],
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ApprovalState {
+    /// Waiting for approvers.
+    Pending {
+        /// Request id.
+        id: String,
+    },
+    /// Approved; this use consumed it.
+    Approved {
+        /// Request id.
+        id: String,
+    },
+    /// Denied by an approver.
+    Denied {
+        /// Request id.
+        id: String,
+        /// The approver's reason.
+        reason: String,
+    },
+    /// Nobody decided in time.
+    Expired {
+        /// Request id.
+        id: String,
+    },
+}
+
+/// The approvals service. Implemented by the gateway; protocol crates call it.
+pub trait Approvals: Send + Sync {
+    /// For a command that needs approval: consumes a matching approval if one is granted and
+    /// unused (returns `Approved`), otherwise returns the pending request for it, creating one.
+    fn request(&self, req: &ApprovalRequest<'_>) -> ApprovalState;
+    /// Where a request stands now; a granted one is consumed by this call (`Approved`).
+    fn poll(&self, id: &str) -> ApprovalState;
 }
 
 /// Where a command comes from, for the policy.

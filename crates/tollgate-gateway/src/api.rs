@@ -14,6 +14,7 @@ use tollgate_core::{Gatekeeper, Identity, format_rfc3339, parse_duration};
 use tollgate_pg::{PgError, PgFront, exec_simple};
 use tollgate_store::{KeyRecord, SessionFilter, SessionRecord, Store};
 
+use crate::approvals::{ApprovalBook, DecideError};
 use crate::keys::Keys;
 
 /// Most rows `exec` returns; the rest is counted as truncated, not buffered.
@@ -26,6 +27,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiState {
     /// Keys and access.
     pub keys: Arc<Keys>,
+    /// Approval requests.
+    pub approvals: Arc<ApprovalBook>,
     /// Store, for reads.
     pub store: Store,
     /// PostgreSQL front, for `exec`.
@@ -47,6 +50,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/keys/{id}", delete(revoke_key))
         .route("/api/exec", post(exec))
+        .route("/api/approvals", get(list_approvals))
+        .route("/api/approvals/{id}", get(show_approval))
+        .route("/api/approvals/{id}/approve", post(approve))
+        .route("/api/approvals/{id}/deny", post(deny))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(show_session))
         .fallback(not_found)
@@ -363,4 +370,97 @@ async fn show_session(
     let mut body = session_json(&record);
     body["events"] = serde_json::to_value(&events).map_err(ApiError::internal)?;
     Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+struct ApprovalQuery {
+    status: Option<String>,
+}
+
+async fn list_approvals(
+    State(s): Shared,
+    headers: HeaderMap,
+    Query(q): Query<ApprovalQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = caller(&s, &headers)?;
+    let list: Vec<Value> = s
+        .approvals
+        .list(&id)
+        .iter()
+        .map(|a| a.to_json())
+        .filter(|a| q.status.as_deref().is_none_or(|st| a["status"] == st))
+        .collect();
+    Ok(Json(json!({ "approvals": list })))
+}
+
+async fn show_approval(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path(aid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = caller(&s, &headers)?;
+    s.approvals
+        .get(&id, &aid)
+        .map(|a| Json(a.to_json()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no approval request {aid}"),
+            )
+        })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn decide(
+    s: &ApiState,
+    headers: &HeaderMap,
+    aid: &str,
+    approve: bool,
+    body: Option<Json<DecisionBody>>,
+) -> ApiResult<Json<Value>> {
+    let id = caller(s, headers)?;
+    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+    if reason.len() > 2000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "reason is longer than 2000 characters",
+        ));
+    }
+    match s.approvals.decide(&id, aid, approve, &reason) {
+        Ok(a) => Ok(Json(a.to_json())),
+        Err(DecideError::NotFound(m)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no approval request {m}"),
+        )),
+        Err(DecideError::Forbidden(m)) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", m)),
+        Err(DecideError::Conflict(m)) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", m)),
+        Err(DecideError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn approve(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path(aid): Path<String>,
+    body: Option<Json<DecisionBody>>,
+) -> ApiResult<Json<Value>> {
+    decide(&s, &headers, &aid, true, body).await
+}
+
+async fn deny(
+    State(s): Shared,
+    headers: HeaderMap,
+    Path(aid): Path<String>,
+    body: Option<Json<DecisionBody>>,
+) -> ApiResult<Json<Value>> {
+    decide(&s, &headers, &aid, false, body).await
 }

@@ -2,6 +2,7 @@
 //! listeners, and wires identity, access, protocol fronts, recording and the REST API together.
 
 pub mod api;
+pub mod approvals;
 pub mod config;
 pub mod keys;
 pub mod material;
@@ -99,6 +100,7 @@ impl Gateway {
         let store = Store::open(&data_dir.join("tollgate.db"))?;
         let writer = Arc::new(store.event_writer()?);
         let keys = Arc::new(Keys::load(store.clone(), &config.connections)?);
+        let approvals = Arc::new(approvals::ApprovalBook::load(store.clone())?);
         let generated_admin_key = keys.bootstrap_admin(opts.admin_key.as_deref())?;
 
         let bind = |what, addr| async move {
@@ -117,6 +119,7 @@ impl Gateway {
             keys.clone(),
             recorder,
             config.policy.clone(),
+            approvals.clone(),
             Some(tokio_rustls::TlsAcceptor::from(tls)),
             PgFrontConfig {
                 require_tls: config.pg_require_tls,
@@ -130,6 +133,7 @@ impl Gateway {
         tasks.push(tokio::spawn(Arc::clone(&pg).serve(pg_listener)));
         let state = Arc::new(api::ApiState {
             keys,
+            approvals,
             store,
             pg: Arc::clone(&pg),
             postgres_addr,

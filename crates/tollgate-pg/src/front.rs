@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tollgate_core::{
-    Channel, EventKind, Gatekeeper, Identity, Policy, Protocol, Recorder, Refusal, RefusalCode,
-    SessionInfo, SessionLog, new_session_id,
+    Approvals, Channel, EventKind, Gatekeeper, Identity, Policy, Protocol, Recorder, Refusal,
+    RefusalCode, SessionInfo, SessionLog, new_session_id,
 };
 
 use crate::cancel::{CancelRegistry, CancelTarget};
@@ -51,6 +51,7 @@ pub struct PgFront {
     pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
     pub(crate) recorder: Arc<dyn Recorder>,
     pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) approvals: Arc<dyn Approvals>,
     tls: Option<TlsAcceptor>,
     pub(crate) config: PgFrontConfig,
     cancels: CancelRegistry,
@@ -84,6 +85,7 @@ impl PgFront {
         gatekeeper: Arc<dyn Gatekeeper>,
         recorder: Arc<dyn Recorder>,
         policy: Arc<dyn Policy>,
+        approvals: Arc<dyn Approvals>,
         tls: Option<TlsAcceptor>,
         config: PgFrontConfig,
         shutdown: watch::Receiver<bool>,
@@ -92,6 +94,7 @@ impl PgFront {
             gatekeeper,
             recorder,
             policy,
+            approvals,
             tls,
             config,
             cancels: CancelRegistry::default(),

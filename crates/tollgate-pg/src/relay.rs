@@ -13,8 +13,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 use tollgate_core::{
-    Command, CommandError, CommandStatus, EventKind, Identity, Outcome, PolicyContext, Protocol,
-    ProtocolStep, Refusal, RefusalCode, SessionLog, Verdict,
+    ApprovalMode, ApprovalRequest, ApprovalState, Command, CommandError, CommandStatus, EventKind,
+    Identity, Outcome, PolicyContext, Protocol, ProtocolStep, Refusal, RefusalCode, SessionLog,
+    Verdict,
 };
 
 use crate::codec::{self, typed_header};
@@ -95,9 +96,11 @@ pub(crate) async fn run(
     let cap = front.config.max_message_bytes;
 
     let end = {
+        let session_id = log.session().to_string();
         let upstream_fut = client_to_target(
             front,
             &ctx,
+            &session_id,
             &mut client_rd,
             &mut target_wr,
             &queue,
@@ -201,6 +204,8 @@ enum Step {
     Drop,
     /// Forward up to and including this message, then let the caller write injected answers.
     Pause,
+    /// Forward what came before this message, then hold this one for an approval.
+    Hold(Box<Held>),
 }
 
 /// Why a scan stopped early.
@@ -210,6 +215,8 @@ enum Stop {
     Drop(usize),
     /// Write what is queued for injection, then scan on.
     Pause,
+    /// This many bytes are a statement waiting for an approval.
+    Hold(usize, Box<Held>),
 }
 
 /// Walks complete messages at the front of `buf`. Returns how many bytes may be forwarded and
@@ -253,6 +260,7 @@ fn scan(
             Step::StopBefore(end) => return Ok((pos, Some(Stop::End(end)))),
             Step::Drop => return Ok((pos, Some(Stop::Drop(len)))),
             Step::Pause => return Ok((pos + len, Some(Stop::Pause))),
+            Step::Hold(held) => return Ok((pos, Some(Stop::Hold(len, held)))),
         }
     }
     Ok((pos, None))
@@ -283,17 +291,43 @@ fn refusal_answer(verdict: &Verdict) -> Option<(BytesMut, CommandStatus, String)
     let (rule, message, status) = match verdict {
         Verdict::Allow { .. } => return None,
         Verdict::Deny { rule, message } => (rule, message.clone(), CommandStatus::Denied),
-        Verdict::Approve { rule, message } => (
+        Verdict::Approve { rule, message, .. } => (
             rule,
             format!(
-                "{message}. Approvals are not available in this version of the gateway, so the statement was not run; ask a Tollgate administrator"
+                "{message}. Statements that need approval are accepted through the simple query protocol only (psql, tollgate exec); it was not run"
             ),
             CommandStatus::ApprovalRequired,
         ),
     };
+    Some((error_bytes(&message), status, rule.clone()))
+}
+
+fn error_bytes(message: &str) -> BytesMut {
     let mut out = BytesMut::new();
-    codec::error_response(&mut out, "ERROR", "42501", &message);
-    Some((out, status, rule.clone()))
+    codec::error_response(&mut out, "ERROR", "42501", message);
+    out
+}
+
+/// A statement waiting in the session for an approver (hold mode).
+struct Held {
+    id: String,
+    hold_secs: u64,
+    command: Command,
+    rule: String,
+    message: String,
+}
+
+/// What the client is told about a pending approval.
+fn pending_message(message: &str, id: &str, hold: bool) -> String {
+    if hold {
+        format!(
+            "{message}. Waiting for approval {id}: an approver runs `tollgate approvals approve {id}`"
+        )
+    } else {
+        format!(
+            "{message}. Approval request {id} is pending: an approver runs `tollgate approvals approve {id}`, then send the identical statement again (it runs once)"
+        )
+    }
 }
 
 fn allowed_rule(verdict: Verdict) -> Option<String> {
@@ -307,6 +341,7 @@ fn allowed_rule(verdict: Verdict) -> Option<String> {
 async fn client_to_target(
     front: &PgFront,
     ctx: &PolicyContext<'_>,
+    session: &str,
     rd: &mut ReadHalf<PgStream>,
     wr: &mut WriteHalf<PgStream>,
     queue: &Queue,
@@ -373,11 +408,81 @@ async fn client_to_target(
                                 params: Vec::new(),
                                 statement: None,
                             };
-                            if inject(command.clone(), &verdict, true) {
+                            let mut approval = None;
+                            if let Verdict::Approve {
+                                rule,
+                                message,
+                                terms,
+                            } = &verdict
+                            {
+                                let state = front.approvals.request(&ApprovalRequest {
+                                    requester: ctx.identity,
+                                    session,
+                                    connection: ctx.connection,
+                                    rule,
+                                    terms,
+                                    text,
+                                    params: &[],
+                                });
+                                let refuse = |msg: String, id: Option<String>| {
+                                    let mut p =
+                                        Pending::new(PendingKind::Injected, Some(command.clone()));
+                                    p.outcome.status = CommandStatus::ApprovalRequired;
+                                    p.outcome.rule = Some(rule.clone());
+                                    p.outcome.approval = id;
+                                    p.injection = Some((error_bytes(&msg), true));
+                                    push(p);
+                                    injected.notify_one();
+                                };
+                                match state {
+                                    ApprovalState::Approved { id } => {
+                                        approval = Some((rule.clone(), id))
+                                    }
+                                    ApprovalState::Pending { id }
+                                        if terms.mode == ApprovalMode::Hold =>
+                                    {
+                                        return Ok(Step::Hold(Box::new(Held {
+                                            id,
+                                            hold_secs: terms.hold_secs,
+                                            command,
+                                            rule: rule.clone(),
+                                            message: message.clone(),
+                                        })));
+                                    }
+                                    ApprovalState::Pending { id } => {
+                                        refuse(pending_message(message, &id, false), Some(id));
+                                        return Ok(Step::Drop);
+                                    }
+                                    ApprovalState::Denied { id, reason } => {
+                                        refuse(
+                                            format!(
+                                                "{message}. Approval {id} was denied: {reason}"
+                                            ),
+                                            Some(id),
+                                        );
+                                        return Ok(Step::Drop);
+                                    }
+                                    ApprovalState::Expired { id } => {
+                                        refuse(
+                                            format!(
+                                                "{message}. Approval {id} expired or could not be recorded"
+                                            ),
+                                            Some(id),
+                                        );
+                                        return Ok(Step::Drop);
+                                    }
+                                }
+                            } else if inject(command.clone(), &verdict, true) {
                                 return Ok(Step::Drop);
                             }
                             let mut p = Pending::new(PendingKind::Simple, Some(command));
-                            p.outcome.rule = allowed_rule(verdict);
+                            match approval {
+                                Some((rule, id)) => {
+                                    p.outcome.rule = Some(rule);
+                                    p.outcome.approval = Some(id);
+                                }
+                                None => p.outcome.rule = allowed_rule(verdict),
+                            }
                             push(p);
                         }
                         b'P' => {
@@ -522,6 +627,41 @@ async fn client_to_target(
             match stop {
                 None => break,
                 Some(Stop::Drop(len)) => buf.advance(len),
+                Some(Stop::Hold(len, held)) => {
+                    let approved = hold(front, queue, injected, &held).await;
+                    let Held {
+                        id,
+                        command,
+                        rule,
+                        message,
+                        ..
+                    } = *held;
+                    match approved {
+                        Ok(()) => {
+                            let mut p = Pending::new(PendingKind::Simple, Some(command));
+                            p.outcome.rule = Some(rule);
+                            p.outcome.approval = Some(id);
+                            if let Ok(mut q) = queue.lock() {
+                                q.push_back(p);
+                            }
+                            if let Err(e) = wr.write_all(&buf[..len]).await {
+                                return End::Failed(PgError::Io(e));
+                            }
+                        }
+                        Err(why) => {
+                            let mut p = Pending::new(PendingKind::Injected, Some(command));
+                            p.outcome.status = CommandStatus::ApprovalRequired;
+                            p.outcome.rule = Some(rule);
+                            p.outcome.approval = Some(id);
+                            p.injection = Some((error_bytes(&format!("{message}. {why}")), true));
+                            if let Ok(mut q) = queue.lock() {
+                                q.push_back(p);
+                            }
+                            injected.notify_one();
+                        }
+                    }
+                    buf.advance(len);
+                }
                 Some(Stop::Pause) => {}
                 Some(Stop::End(end)) => {
                     if matches!(end, End::ClientTerminated) {
@@ -555,6 +695,56 @@ fn end_copy_in(q: &mut VecDeque<Pending>) {
     }
     if end.is_some() {
         q.remove(limit);
+    }
+}
+
+/// Waits for a held statement's approval, telling the client which approval it waits for.
+async fn hold(
+    front: &PgFront,
+    queue: &Queue,
+    injected: &Notify,
+    held: &Held,
+) -> Result<(), String> {
+    let mut notice = BytesMut::new();
+    codec::put_message(&mut notice, b'N', |b| {
+        for (tag, value) in [
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', "01000"),
+            (
+                b'M',
+                pending_message(&held.message, &held.id, true).as_str(),
+            ),
+        ] {
+            b.extend_from_slice(&[tag]);
+            codec::put_cstr(b, value);
+        }
+        b.extend_from_slice(&[0]);
+    });
+    let mut p = Pending::new(PendingKind::Injected, None);
+    p.injection = Some((notice, false));
+    if let Ok(mut q) = queue.lock() {
+        q.push_back(p);
+    }
+    injected.notify_one();
+    let deadline = Instant::now() + std::time::Duration::from_secs(held.hold_secs);
+    loop {
+        match front.approvals.poll(&held.id) {
+            ApprovalState::Approved { .. } => return Ok(()),
+            ApprovalState::Denied { id, reason } => {
+                return Err(format!("Approval {id} was denied: {reason}"));
+            }
+            ApprovalState::Expired { id } => return Err(format!("Approval {id} expired")),
+            ApprovalState::Pending { id } => {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "No decision on approval {id} within {}s; the statement was not run (the request stays open: once approved, send it again)",
+                        held.hold_secs
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
@@ -715,7 +905,8 @@ async fn target_to_client(
                         return End::Failed(e);
                     }
                 }
-                Some(Stop::Drop(len)) => buf.advance(len),
+                // The target's direction never drops or holds messages.
+                Some(Stop::Drop(len)) | Some(Stop::Hold(len, _)) => buf.advance(len),
                 Some(Stop::End(end)) => return end,
                 None => break,
             }

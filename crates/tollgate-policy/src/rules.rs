@@ -10,7 +10,9 @@ use std::collections::HashSet;
 
 use regex::Regex;
 use serde::Deserialize;
-use tollgate_core::{PolicyContext, Protocol, Verdict};
+use tollgate_core::{
+    ApprovalMode, ApprovalTerms, PolicyContext, Protocol, Verdict, parse_duration,
+};
 
 use crate::PolicyError;
 use crate::classify::{Classification, Kind, STATEMENT_TAGS, StatementClass};
@@ -49,6 +51,17 @@ pub struct RuleSpec {
     pub regex: Option<String>,
     /// Extra text appended to the message the client gets.
     pub message: Option<String>,
+    /// For `approve`: groups whose members may approve (default: administrators).
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// For `approve`: approvals needed (default 1).
+    pub min_approvals: Option<u32>,
+    /// For `approve`: `ticket` (default) or `hold`.
+    pub mode: Option<String>,
+    /// For `approve`: how long a request and its approval stay valid (default "1h").
+    pub expires: Option<String>,
+    /// For `approve` in hold mode: how long the statement waits (default "120s").
+    pub hold_timeout: Option<String>,
 }
 
 /// The `[policy]` section.
@@ -103,6 +116,7 @@ pub struct Rule {
     objects: Vec<Glob>,
     regex: Option<Regex>,
     message: Option<String>,
+    terms: ApprovalTerms,
 }
 
 /// A `*`/`?` glob, matched case-insensitively.
@@ -210,8 +224,46 @@ impl Rule {
                     .map_err(|e| at(format!("regex: {e}")))
             })
             .transpose()?;
+        let approval_keys = !spec.approvers.is_empty()
+            || spec.min_approvals.is_some()
+            || spec.mode.is_some()
+            || spec.expires.is_some()
+            || spec.hold_timeout.is_some();
+        if approval_keys && action != Action::Approve {
+            return Err(at(
+                "approvers, min_approvals, mode, expires and hold_timeout apply only to action = \"approve\"".into(),
+            ));
+        }
+        let secs = |key: &str, v: &Option<String>, default: u64| -> Result<u64, PolicyError> {
+            match v {
+                None => Ok(default),
+                Some(t) => parse_duration(t)
+                    .map(|d| d.as_secs())
+                    .map_err(|e| at(format!("{key}: {e}"))),
+            }
+        };
+        let terms = ApprovalTerms {
+            approvers: spec.approvers.clone(),
+            min_approvals: match spec.min_approvals {
+                None => 1,
+                Some(n) if (1..=10).contains(&n) => n,
+                Some(n) => return Err(at(format!("min_approvals: expected 1 to 10, got {n}"))),
+            },
+            ttl_secs: secs("expires", &spec.expires, 3600)?,
+            mode: match spec.mode.as_deref() {
+                None | Some("ticket") => ApprovalMode::Ticket,
+                Some("hold") => ApprovalMode::Hold,
+                Some(other) => {
+                    return Err(at(format!(
+                        "mode {other:?}: expected \"ticket\" or \"hold\""
+                    )));
+                }
+            },
+            hold_secs: secs("hold_timeout", &spec.hold_timeout, 120)?,
+        };
         let rule = Rule {
             name: spec.name.clone(),
+            terms,
             action,
             connections: spec.connections.iter().map(|g| Glob::new(g)).collect(),
             groups: spec.groups.clone(),
@@ -414,6 +466,7 @@ pub fn evaluate(
                 "needs approval under rule \"{}\" ({what}){extra}",
                 rule.name
             ),
+            terms: rule.terms.clone(),
         },
     }
 }

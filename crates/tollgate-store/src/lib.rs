@@ -71,6 +71,11 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_started ON sessions(started_at);
 -- A session's events, stored as consecutive runs (one row per run written in one batch):
 -- body is a JSON array of {"seq", "at", "kind"} objects in order.
+CREATE TABLE approvals (
+    id         TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    body       TEXT NOT NULL
+);
 CREATE TABLE event_runs (
     session   TEXT NOT NULL,
     first_seq INTEGER NOT NULL,
@@ -344,6 +349,27 @@ impl Store {
             }));
         }
         Ok(events)
+    }
+
+    /// Inserts or replaces an approval request (its JSON form).
+    pub fn save_approval(&self, id: &str, created_at: i64, body: &str) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO approvals (id, created_at, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                params![id, created_at, body],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Every approval request (JSON), oldest first.
+    pub fn approvals(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|db| {
+            let mut stmt = db.prepare("SELECT body FROM approvals ORDER BY created_at, id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
     }
 
     /// Searches every stored text column for `needle` (used by tests that prove secrets never land).

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::table::print_table;
-use crate::{ApiArgs, KeysCmd, SessionsCmd};
+use crate::{ApiArgs, ApprovalsCmd, KeysCmd, SessionsCmd};
 
 /// A configured API client.
 pub struct Api {
@@ -342,6 +342,154 @@ pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
                     };
                     println!("{:>4} {at} {line}", s(&e["seq"]));
                 }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_approval(a: &Value) {
+    for key in [
+        "id",
+        "status",
+        "requester",
+        "connection",
+        "rule",
+        "statement",
+        "params",
+        "sha256",
+        "approvers",
+        "min_approvals",
+        "approvals",
+        "mode",
+        "created_at",
+        "expires_at",
+        "used_at",
+    ] {
+        if !a[key].is_null() {
+            println!("{key:<14} {}", s(&a[key]));
+        }
+    }
+    for d in a["decisions"].as_array().into_iter().flatten() {
+        let verb = if d["approve"] == json!(true) {
+            "approved"
+        } else {
+            "denied"
+        };
+        println!(
+            "{:<14} {verb} by {} at {}: {}",
+            "decision",
+            s(&d["by"]),
+            s(&d["at"]),
+            s(&d["reason"])
+        );
+    }
+}
+
+pub async fn approvals(api: &Api, cmd: ApprovalsCmd) -> Result<ExitCode> {
+    match cmd {
+        ApprovalsCmd::List { json, status } => {
+            let path = match &status {
+                Some(st) => format!("/api/approvals?status={st}"),
+                None => "/api/approvals".to_string(),
+            };
+            let v = api.get(&path).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["approvals"])?);
+            } else {
+                let rows: Vec<Vec<String>> = v["approvals"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| {
+                                let mut stmt = s(&x["statement"]).replace('\n', " ");
+                                if stmt.chars().count() > 60 {
+                                    stmt = stmt.chars().take(57).collect::<String>() + "...";
+                                }
+                                vec![
+                                    s(&x["id"]),
+                                    s(&x["status"]),
+                                    s(&x["requester"]),
+                                    s(&x["connection"]),
+                                    s(&x["rule"]),
+                                    format!("{}/{}", s(&x["approvals"]), s(&x["min_approvals"])),
+                                    s(&x["expires_at"]),
+                                    stmt,
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print_table(
+                    &[
+                        "id",
+                        "status",
+                        "requester",
+                        "connection",
+                        "rule",
+                        "approvals",
+                        "expires",
+                        "statement",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        ApprovalsCmd::Show { id, json } => {
+            let v = api.get(&format!("/api/approvals/{id}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_approval(&v);
+            }
+        }
+        ApprovalsCmd::Approve { id, reason } => {
+            let v = api
+                .ok(
+                    reqwest::Method::POST,
+                    &format!("/api/approvals/{id}/approve"),
+                    Some(json!({ "reason": reason })),
+                )
+                .await?;
+            println!(
+                "{} is {} ({}/{} approvals)",
+                s(&v["id"]),
+                s(&v["status"]),
+                s(&v["approvals"]),
+                s(&v["min_approvals"])
+            );
+        }
+        ApprovalsCmd::Deny { id, reason } => {
+            let v = api
+                .ok(
+                    reqwest::Method::POST,
+                    &format!("/api/approvals/{id}/deny"),
+                    Some(json!({ "reason": reason })),
+                )
+                .await?;
+            println!("{} is {}", s(&v["id"]), s(&v["status"]));
+        }
+        ApprovalsCmd::Wait { id, timeout } => {
+            let limit = tollgate_core::parse_duration(&timeout)?;
+            let deadline = std::time::Instant::now() + limit;
+            loop {
+                let v = api.get(&format!("/api/approvals/{id}")).await?;
+                match v["status"].as_str().unwrap_or("") {
+                    "approved" | "used" => {
+                        println!("{id} is {}", s(&v["status"]));
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    "denied" | "expired" => {
+                        eprintln!("{id} is {}", s(&v["status"]));
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    _ => {}
+                }
+                if std::time::Instant::now() >= deadline {
+                    eprintln!("{id} is still pending after {timeout}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
     }

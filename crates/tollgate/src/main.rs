@@ -63,6 +63,13 @@ enum Cmd {
         #[command(subcommand)]
         command: SessionsCmd,
     },
+    /// Approval requests: statements that a rule holds for a human.
+    Approvals {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: ApprovalsCmd,
+    },
     /// Open a local port that forwards to a connection; clients there need no password.
     Connect {
         #[command(flatten)]
@@ -122,6 +129,51 @@ enum KeysCmd {
 }
 
 #[derive(Subcommand)]
+enum ApprovalsCmd {
+    /// List requests you made or may decide (administrators see all).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only this status: pending, approved, denied, expired, used.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one request.
+    Show {
+        /// Request id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request (you cannot approve your own).
+    Approve {
+        /// Request id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Deny a request.
+    Deny {
+        /// Request id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Wait until a request is decided; exit 0 when approved, 1 otherwise.
+    Wait {
+        /// Request id.
+        id: String,
+        /// Give up after this long (e.g. 90s, 10m).
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum SessionsCmd {
     /// List sessions, newest first.
     List {
@@ -175,6 +227,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_rows,
         } => client::exec(&api.into(), &connection, &input, json, max_rows).await,
         Cmd::Sessions { api, command } => client::sessions(&api.into(), command).await,
+        Cmd::Approvals { api, command } => client::approvals(&api.into(), command).await,
         Cmd::Connect {
             api,
             connection,

@@ -232,6 +232,10 @@ async fn api_speaks_json_and_publishes_openapi() {
         "/api/exec",
         "/api/sessions",
         "/api/sessions/{id}",
+        "/api/approvals",
+        "/api/approvals/{id}",
+        "/api/approvals/{id}/approve",
+        "/api/approvals/{id}/deny",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),

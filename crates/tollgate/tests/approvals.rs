@@ -1,0 +1,351 @@
+//! Approvals end to end: ticket and hold modes, self-approval refused, approvers' groups, a
+//! changed statement after approval refused, one use per approval, denial, expiry, minimum
+//! approvals, `approvals wait`, and the record.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn rules() -> &'static str {
+    r#"
+[[rules]]
+name = "orders-writes"
+action = "approve"
+objects = ["orders"]
+kinds = ["write"]
+approvers = ["dba"]
+mode = "ticket"
+
+[[rules]]
+name = "users-writes"
+action = "approve"
+objects = ["users"]
+kinds = ["write"]
+approvers = ["dba"]
+mode = "hold"
+min_approvals = 2
+hold_timeout = "4s"
+
+[[rules]]
+name = "audit-writes"
+action = "approve"
+objects = ["audit_log"]
+kinds = ["write"]
+approvers = ["dba"]
+expires = "1s"
+
+"#
+}
+
+struct Setup {
+    db: TestDb,
+    gw: Gateway,
+    agent: String,
+    dba1: String,
+    dba2: String,
+    other: String,
+}
+
+fn setup(prefix: &str) -> Setup {
+    let db = TestDb::create(prefix);
+    db.direct(
+        "CREATE TABLE orders (id int primary key, amount int);
+         CREATE TABLE users (id int primary key, name text);
+         CREATE TABLE audit_log (id int, note text);
+         INSERT INTO orders VALUES (1, 10), (2, 20), (999, 1);
+         INSERT INTO users VALUES (1, 'ann');",
+    );
+    let gw = Gateway::start(&format!(
+        "{}{}",
+        rules(),
+        db.connection("prod", &["eng"], "disable")
+    ));
+    let agent = gw.create_key("agent", "eng", None);
+    let dba1 = gw.create_key("dba1", "dba", None);
+    let dba2 = gw.create_key("dba2", "dba", None);
+    let other = gw.create_key("other", "eng", None);
+    Setup {
+        db,
+        gw,
+        agent,
+        dba1,
+        dba2,
+        other,
+    }
+}
+
+fn psql_err(gw: &Gateway, key: &str, sql: &str) -> String {
+    let o = gw.psql("prod", key, "disable", &["-c", sql]);
+    assert!(!o.status.success(), "{sql:?} should have been held: {o:?}");
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn approval_id(text: &str) -> String {
+    let at = text
+        .find("apr_")
+        .unwrap_or_else(|| panic!("no approval id in {text:?}"));
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+fn approvals_json(gw: &Gateway, key: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&gw.cli_ok(key, &["approvals", "list", "--json"])).unwrap()
+}
+
+#[test]
+fn ticket_mode_binds_the_exact_statement_and_releases_it_once() {
+    let Setup {
+        db,
+        gw,
+        agent,
+        dba1,
+        other,
+        ..
+    } = setup("tg_apr_ticket");
+    let err = psql_err(&gw, &agent, "DELETE FROM orders WHERE id = 1");
+    assert!(
+        err.contains("orders-writes") && err.contains("pending"),
+        "{err}"
+    );
+    let id = approval_id(&err);
+    assert_eq!(db.direct("SELECT count(*) FROM orders"), "3", "nothing ran");
+
+    // Asking again before a decision gives the same request.
+    assert_eq!(
+        approval_id(&psql_err(&gw, &agent, "DELETE FROM orders WHERE id = 1")),
+        id
+    );
+
+    // The requester sees it; a non-approver cannot decide it; nobody approves their own.
+    let mine = approvals_json(&gw, &agent);
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["statement"], "DELETE FROM orders WHERE id = 1");
+    assert_eq!(mine[0]["status"], "pending");
+    let o = gw.cli(&agent, &["approvals", "approve", &id]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("your own request"),
+        "{o:?}"
+    );
+    let o = gw.cli(&other, &["approvals", "approve", &id]);
+    assert!(!o.status.success(), "{o:?}");
+    let o = gw.cli(ADMIN_KEY, &["approvals", "approve", &id]);
+    assert!(
+        !o.status.success(),
+        "admins are not in the approver group: {o:?}"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dba"), "{o:?}");
+
+    let out = gw.cli_ok(
+        &dba1,
+        &["approvals", "approve", &id, "--reason", "ticket OPS-12"],
+    );
+    assert!(out.contains("approved"), "{out}");
+
+    // A different statement (id = 999) is not released by that approval.
+    let err = psql_err(&gw, &agent, "DELETE FROM orders WHERE id = 999");
+    assert_ne!(approval_id(&err), id);
+    assert_eq!(db.direct("SELECT count(*) FROM orders WHERE id = 999"), "1");
+    // Another identity is not released by it either.
+    let err = psql_err(&gw, &other, "DELETE FROM orders WHERE id = 1");
+    assert_ne!(approval_id(&err), id);
+
+    // The identical statement runs, once.
+    let o = gw.psql(
+        "prod",
+        &agent,
+        "disable",
+        &["-c", "DELETE FROM orders WHERE id = 1"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(db.direct("SELECT count(*) FROM orders WHERE id = 1"), "0");
+    let err = psql_err(&gw, &agent, "DELETE FROM orders WHERE id = 1");
+    assert_ne!(approval_id(&err), id, "an approval is used once");
+
+    let shown: serde_json::Value =
+        serde_json::from_str(&gw.cli_ok(&dba1, &["approvals", "show", &id, "--json"])).unwrap();
+    assert_eq!(shown["status"], "used");
+    assert_eq!(shown["decisions"][0]["by"], "dba1");
+    assert_eq!(shown["decisions"][0]["reason"], "ticket OPS-12");
+    assert_eq!(shown["sha256"].as_str().unwrap().len(), 64);
+
+    // The record has both the refused attempts and the approved run.
+    gw.wait_sessions("sessions", |s| {
+        s.iter().filter(|x| !x["ended_at"].is_null()).count() >= 6
+    });
+    let commands = gw.commands();
+    let ran = commands
+        .iter()
+        .find(|c| c["outcome"]["approval"] == id.as_str() && c["outcome"]["status"] == "ok")
+        .expect("approved run recorded");
+    assert_eq!(ran["outcome"]["rule"], "orders-writes");
+    assert!(
+        commands
+            .iter()
+            .any(|c| c["outcome"]["approval"] == id.as_str()
+                && c["outcome"]["status"] == "approval_required")
+    );
+}
+
+#[test]
+fn denial_expiry_and_exec() {
+    let Setup {
+        db,
+        gw,
+        agent,
+        dba1,
+        ..
+    } = setup("tg_apr_deny");
+    // Deny, with a reason the requester can read.
+    let id = approval_id(&psql_err(&gw, &agent, "DELETE FROM orders WHERE id = 2"));
+    gw.cli_ok(
+        &dba1,
+        &[
+            "approvals",
+            "deny",
+            &id,
+            "--reason",
+            "not during the freeze",
+        ],
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&gw.cli_ok(&agent, &["approvals", "show", &id, "--json"])).unwrap();
+    assert_eq!(shown["status"], "denied");
+    let o = gw.cli(&dba1, &["approvals", "approve", &id]);
+    assert!(
+        !o.status.success(),
+        "a denied request cannot be approved later"
+    );
+    assert_eq!(db.direct("SELECT count(*) FROM orders WHERE id = 2"), "1");
+
+    // Expiry (the audit-writes rule's requests live one second).
+    let id = approval_id(&psql_err(
+        &gw,
+        &agent,
+        "INSERT INTO audit_log VALUES (1, 'x')",
+    ));
+    std::thread::sleep(Duration::from_millis(1300));
+    let o = gw.cli(&dba1, &["approvals", "approve", &id]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("expired"),
+        "{o:?}"
+    );
+
+    // Through `tollgate exec`: refused with the id, then runs once approved; `wait` sees it.
+    let o = gw.cli(
+        &agent,
+        &[
+            "exec",
+            "prod",
+            "-i",
+            "UPDATE orders SET amount = 5 WHERE id = 2",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let id = approval_id(&String::from_utf8_lossy(&o.stderr));
+    let waiter = std::process::Command::new(BIN)
+        .args(["approvals", "wait", &id, "--timeout", "30s"])
+        .env("TOLLGATE_URL", gw.url())
+        .env("TOLLGATE_TOKEN", &agent)
+        .spawn()
+        .unwrap();
+    gw.cli_ok(&dba1, &["approvals", "approve", &id]);
+    let status = waiter.wait_with_output().unwrap().status;
+    assert!(status.success());
+    let o = gw.cli(
+        &agent,
+        &[
+            "exec",
+            "prod",
+            "-i",
+            "UPDATE orders SET amount = 5 WHERE id = 2",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(db.direct("SELECT amount FROM orders WHERE id = 2"), "5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_mode_waits_in_session_for_enough_approvals() {
+    let Setup {
+        db,
+        gw,
+        agent,
+        dba1,
+        dba2,
+        ..
+    } = setup("tg_apr_hold");
+    let gw = std::sync::Arc::new(gw);
+    let client = driver(&gw, "prod", &agent).await.unwrap();
+
+    // Nobody decides: the statement fails after the hold timeout, the session goes on.
+    let started = Instant::now();
+    let e = client
+        .simple_query("UPDATE users SET name = 'bo' WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        e.as_db_error().unwrap().message().contains("No decision"),
+        "{e}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    let pending = approvals_json(&gw, &dba1);
+    let id = pending
+        .iter()
+        .find(|a| a["rule"] == "users-writes")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Two approvals are needed; the held statement runs as soon as the second arrives.
+    let held = tokio::spawn(async move {
+        client
+            .simple_query("UPDATE users SET name = 'cy' WHERE id = 1")
+            .await
+            .map(|_| ())
+    });
+    let g = std::sync::Arc::clone(&gw);
+    let (d1, d2) = (dba1.clone(), dba2.clone());
+    tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let second = approval_id(
+            &approvals_json(&g, &d1)
+                .iter()
+                .find(|a| {
+                    a["status"] == "pending"
+                        && a["statement"] == "UPDATE users SET name = 'cy' WHERE id = 1"
+                })
+                .unwrap()["id"]
+                .to_string(),
+        );
+        let out = g.cli_ok(&d1, &["approvals", "approve", &second]);
+        assert!(out.contains("pending") && out.contains("1/2"), "{out}");
+        g.cli_ok(&d2, &["approvals", "approve", &second]);
+    })
+    .await
+    .unwrap();
+    held.await
+        .unwrap()
+        .expect("held statement runs after two approvals");
+    assert_eq!(db.direct("SELECT name FROM users WHERE id = 1"), "cy");
+    // The timed-out request is still open and can be decided later.
+    let shown: serde_json::Value =
+        serde_json::from_str(&gw.cli_ok(&dba1, &["approvals", "show", &id, "--json"])).unwrap();
+    assert_eq!(shown["status"], "pending");
+}
