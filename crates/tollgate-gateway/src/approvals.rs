@@ -14,6 +14,7 @@ use tollgate_core::{
 use tollgate_store::Store;
 
 use crate::GatewayError;
+use crate::notify::Notifier;
 
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,11 +152,12 @@ pub fn statement_hash(text: &str, params: &[Option<String>]) -> String {
 pub struct ApprovalBook {
     store: Store,
     items: Mutex<HashMap<String, Approval>>,
+    notifier: Notifier,
 }
 
 impl ApprovalBook {
     /// Loads stored requests.
-    pub fn load(store: Store) -> Result<Self, GatewayError> {
+    pub fn load(store: Store, notifier: Notifier) -> Result<Self, GatewayError> {
         let mut items = HashMap::new();
         for body in store.approvals()? {
             let a: Approval = serde_json::from_str(&body)
@@ -165,6 +167,7 @@ impl ApprovalBook {
         Ok(Self {
             store,
             items: Mutex::new(items),
+            notifier,
         })
     }
 
@@ -274,6 +277,9 @@ impl ApprovalBook {
             a.status = Status::Approved;
         }
         self.save(a)?;
+        if a.status != Status::Pending {
+            self.notifier.approval("approval_decided", a);
+        }
         Ok(a.clone())
     }
 
@@ -369,6 +375,7 @@ impl Approvals for ApprovalBook {
             return ApprovalState::Expired { id: String::new() };
         }
         tracing::info!(id = %a.id, rule = %a.rule, connection = %a.connection, requester = %a.requester, "approval requested");
+        self.notifier.approval("approval_requested", &a);
         let state = ApprovalState::Pending { id: a.id.clone() };
         items.insert(a.id.clone(), a);
         state

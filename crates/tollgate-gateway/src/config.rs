@@ -13,6 +13,7 @@ use tollgate_pg::PgTarget;
 use tollgate_policy::{Engine, PolicySpec, RuleSpec, compile_rules};
 
 use crate::GatewayError;
+use crate::notify::{NotificationSpec, Webhook};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +39,9 @@ pub struct ConfigFile {
     /// Guardrail rules, evaluated with the default pack.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// Webhooks told about approval requests and decisions.
+    #[serde(default)]
+    pub notifications: Vec<NotificationSpec>,
 }
 
 /// `[listen]`.
@@ -132,6 +136,8 @@ pub struct Config {
     pub connections: Vec<Arc<Connection>>,
     /// The classifier and the compiled rules.
     pub policy: Arc<Engine>,
+    /// Approval webhooks.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Config {
@@ -282,9 +288,16 @@ impl Config {
                 message: e.to_string(),
             }
         })?);
+        let webhooks = file
+            .notifications
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Webhook::from_spec(n).map_err(|m| err(&format!("notifications[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             source,
             policy,
+            webhooks,
             data_dir: file.data_dir,
             api_addr,
             postgres_addr,
@@ -394,6 +407,21 @@ mod tests {
             "{m}"
         );
         assert_eq!(msg("[policy]\ndefault_rules = false\n"), "ok");
+        let m = msg("[[notifications]]\nname = \"n\"\nformat = \"teams\"\nurl = \"http://x\"\n");
+        assert!(
+            m.contains("notifications[0]") && m.contains("format"),
+            "{m}"
+        );
+        let m = msg("[[notifications]]\nname = \"n\"\nurl = \"ftp://x\"\n");
+        assert!(m.contains("notifications[0]") && m.contains("http"), "{m}");
+        let m = msg("[[notifications]]\nname = \"n\"\nurl_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n");
+        assert!(m.contains("url_env") && m.contains("not set"), "{m}");
+        let m =
+            msg("[[notifications]]\nname = \"n\"\nurl = \"http://x\"\nevents = [\"everything\"]\n");
+        assert!(
+            m.contains("events") && m.contains("approval_requested"),
+            "{m}"
+        );
     }
 
     #[test]

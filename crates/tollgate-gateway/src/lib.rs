@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod config;
 pub mod keys;
 pub mod material;
+pub mod notify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,7 +101,8 @@ impl Gateway {
         let store = Store::open(&data_dir.join("tollgate.db"))?;
         let writer = Arc::new(store.event_writer()?);
         let keys = Arc::new(Keys::load(store.clone(), &config.connections)?);
-        let approvals = Arc::new(approvals::ApprovalBook::load(store.clone())?);
+        let notifier = notify::Notifier::spawn(config.webhooks.clone());
+        let approvals = Arc::new(approvals::ApprovalBook::load(store.clone(), notifier)?);
         let generated_admin_key = keys.bootstrap_admin(opts.admin_key.as_deref())?;
 
         let bind = |what, addr| async move {

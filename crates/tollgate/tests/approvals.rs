@@ -349,3 +349,104 @@ async fn hold_mode_waits_in_session_for_enough_approvals() {
         serde_json::from_str(&gw.cli_ok(&dba1, &["approvals", "show", &id, "--json"])).unwrap();
     assert_eq!(shown["status"], "pending");
 }
+
+/// A tiny HTTP receiver: answers 500 to the first request, 200 to the rest, keeps the bodies.
+/// Requests received: (path, JSON body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+fn webhook_receiver() -> (u16, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&got);
+    std::thread::spawn(move || {
+        let mut first = true;
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let mut s = stream;
+            if first {
+                first = false;
+                let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                continue;
+            }
+            let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
+            seen.lock()
+                .unwrap()
+                .push((path, serde_json::from_slice(&body).unwrap_or_default()));
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn webhooks_announce_requests_and_decisions_with_retries() {
+    let (port, got) = webhook_receiver();
+    let db = TestDb::create("tg_apr_hook");
+    db.direct(
+        "CREATE TABLE orders (id int primary key, amount int); INSERT INTO orders VALUES (1, 1);",
+    );
+    let hooks = format!(
+        "[[notifications]]\nname = \"generic\"\nurl = \"http://127.0.0.1:{port}/generic\"\n\n[[notifications]]\nname = \"slack\"\nformat = \"slack\"\nurl = \"http://127.0.0.1:{port}/slack\"\nevents = [\"approval_requested\"]\n\n"
+    );
+    let gw = Gateway::start(&format!(
+        "{hooks}{}{}",
+        rules(),
+        db.connection("prod", &["eng"], "disable")
+    ));
+    let agent = gw.create_key("agent", "eng", None);
+    let dba = gw.create_key("dba1", "dba", None);
+    let id = approval_id(&psql_err(&gw, &agent, "DELETE FROM orders WHERE id = 1"));
+    gw.cli_ok(&dba, &["approvals", "approve", &id, "--reason", "fine"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = got.lock().unwrap().len();
+        if n >= 3 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = got.lock().unwrap().clone();
+    let generic: Vec<&serde_json::Value> = got
+        .iter()
+        .filter(|(p, _)| p == "/generic")
+        .map(|(_, b)| b)
+        .collect();
+    let slack: Vec<&serde_json::Value> = got
+        .iter()
+        .filter(|(p, _)| p == "/slack")
+        .map(|(_, b)| b)
+        .collect();
+    assert!(
+        generic.iter().any(|b| b["event"] == "approval_requested"
+            && b["approval"]["id"] == id.as_str()
+            && b["approval"]["statement"] == "DELETE FROM orders WHERE id = 1"),
+        "{got:?}"
+    );
+    assert!(
+        generic
+            .iter()
+            .any(|b| b["event"] == "approval_decided" && b["approval"]["status"] == "approved"),
+        "{got:?}"
+    );
+    assert_eq!(slack.len(), 1, "{got:?}");
+    assert!(slack[0]["text"].as_str().unwrap().contains(&id));
+    // Webhook URLs are not logged.
+    assert!(!gw.stderr().contains(&format!("127.0.0.1:{port}")));
+}
