@@ -98,6 +98,17 @@ pub struct Connection {
     pub password: Option<Secret>,
     /// Groups whose members may use the connection.
     pub groups: Vec<String>,
+    /// Just-in-time access: sessions need an approved, unexpired grant.
+    pub grant: Option<GrantPolicy>,
+}
+
+/// How just-in-time grants to a connection work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantPolicy {
+    /// Groups whose members approve grants (empty: administrators).
+    pub approvers: Vec<String>,
+    /// Longest grant that may be requested (seconds).
+    pub max_secs: u64,
 }
 
 /// Why a caller or a command was turned away.
@@ -155,8 +166,9 @@ pub trait Gatekeeper: Send + Sync {
     fn authenticate(&self, token: &str) -> Result<Identity, Refusal>;
     /// Checks that the identity may use the named connection and returns it.
     fn authorize(&self, identity: &Identity, connection: &str) -> Result<Arc<Connection>, Refusal>;
-    /// Re-checks, cheaply, that the identity is still valid (not revoked, not expired).
-    fn still_valid(&self, identity: &Identity) -> Result<(), Refusal>;
+    /// Re-checks, cheaply, that the identity may still use the connection (key not revoked or
+    /// expired, access grant not expired).
+    fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal>;
 }
 
 /// The step of the wire protocol that carried a command.

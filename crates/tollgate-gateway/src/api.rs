@@ -14,7 +14,7 @@ use tollgate_core::{Gatekeeper, Identity, format_rfc3339, parse_duration};
 use tollgate_pg::{PgError, PgFront, exec_simple};
 use tollgate_store::{KeyRecord, SessionFilter, SessionRecord, Store};
 
-use crate::approvals::{ApprovalBook, DecideError};
+use crate::approvals::{ACCESS_RULE, ApprovalBook, DecideError};
 use crate::keys::Keys;
 
 /// Most rows `exec` returns; the rest is counted as truncated, not buffered.
@@ -50,6 +50,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/keys/{id}", delete(revoke_key))
         .route("/api/exec", post(exec))
+        .route("/api/access", get(list_access).post(request_access))
         .route("/api/approvals", get(list_approvals))
         .route("/api/approvals/{id}", get(show_approval))
         .route("/api/approvals/{id}/approve", post(approve))
@@ -463,4 +464,50 @@ async fn deny(
     body: Option<Json<DecisionBody>>,
 ) -> ApiResult<Json<Value>> {
     decide(&s, &headers, &aid, false, body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessRequest {
+    connection: String,
+    duration: String,
+    reason: String,
+}
+
+async fn request_access(
+    State(s): Shared,
+    headers: HeaderMap,
+    body: Result<Json<AccessRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = caller(&s, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let secs = parse_duration(&req.duration)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?
+        .as_secs();
+    let connection = s.keys.grantable(&id, &req.connection).map_err(|r| {
+        let status = if r.code == tollgate_core::RefusalCode::UnknownConnection {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        ApiError::new(status, "refused", r.message)
+    })?;
+    let a = s
+        .approvals
+        .request_access(&id, &connection, secs, &req.reason)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m))?;
+    Ok((StatusCode::CREATED, Json(a.to_json())))
+}
+
+async fn list_access(State(s): Shared, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let id = caller(&s, &headers)?;
+    let list: Vec<Value> = s
+        .approvals
+        .list(&id)
+        .iter()
+        .filter(|a| a.rule == ACCESS_RULE)
+        .map(|a| a.to_json())
+        .collect();
+    Ok(Json(json!({ "access": list })))
 }

@@ -4,12 +4,13 @@
 //! identical command once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use ring::digest;
 use serde::{Deserialize, Serialize};
 use tollgate_core::{
-    ApprovalMode, ApprovalRequest, ApprovalState, Approvals, Identity, format_rfc3339, now_micros,
+    ApprovalMode, ApprovalRequest, ApprovalState, Approvals, Connection, Identity, format_rfc3339,
+    now_micros,
 };
 use tollgate_store::Store;
 
@@ -82,6 +83,12 @@ pub struct Approval {
     pub decisions: Vec<Decision>,
     /// When the approval was used.
     pub used_at: Option<i64>,
+    /// For a just-in-time access request: the grant's length in seconds.
+    #[serde(default)]
+    pub access_secs: Option<u64>,
+    /// For an approved access request: when the grant ends, µs since epoch.
+    #[serde(default)]
+    pub grant_until: Option<i64>,
 }
 
 impl Approval {
@@ -104,6 +111,9 @@ impl Approval {
             "created_at": format_rfc3339(self.created_at),
             "expires_at": format_rfc3339(self.expires_at),
             "used_at": self.used_at.map(format_rfc3339),
+            "kind": if self.access_secs.is_some() { "access" } else { "statement" },
+            "access_seconds": self.access_secs,
+            "grant_until": self.grant_until.map(format_rfc3339),
             "decisions": self.decisions.iter().map(|d| serde_json::json!({
                 "by": d.by, "approve": d.approve, "reason": d.reason, "at": format_rfc3339(d.at),
             })).collect::<Vec<_>>(),
@@ -153,21 +163,34 @@ pub struct ApprovalBook {
     store: Store,
     items: Mutex<HashMap<String, Approval>>,
     notifier: Notifier,
+    /// (subject, connection) → end of the latest approved access grant, µs since epoch.
+    grants: RwLock<HashMap<(String, String), i64>>,
 }
+
+/// Name recorded as the rule of access requests.
+pub const ACCESS_RULE: &str = "access-grant";
 
 impl ApprovalBook {
     /// Loads stored requests.
     pub fn load(store: Store, notifier: Notifier) -> Result<Self, GatewayError> {
         let mut items = HashMap::new();
+        let mut grants = HashMap::new();
         for body in store.approvals()? {
             let a: Approval = serde_json::from_str(&body)
                 .map_err(|e| GatewayError::Invalid(format!("stored approval is corrupt: {e}")))?;
+            if let Some(until) = a.grant_until {
+                let e = grants
+                    .entry((a.requester.clone(), a.connection.clone()))
+                    .or_insert(until);
+                *e = (*e).max(until);
+            }
             items.insert(a.id.clone(), a);
         }
         Ok(Self {
             store,
             items: Mutex::new(items),
             notifier,
+            grants: RwLock::new(grants),
         })
     }
 
@@ -275,12 +298,85 @@ impl ApprovalBook {
             a.status = Status::Denied;
         } else if a.decisions.iter().filter(|d| d.approve).count() as u32 >= a.min_approvals {
             a.status = Status::Approved;
+            if let Some(secs) = a.access_secs {
+                let until = now.saturating_add((secs as i64).saturating_mul(1_000_000));
+                a.grant_until = Some(until);
+                a.expires_at = until;
+                if let Ok(mut g) = self.grants.write() {
+                    let e = g
+                        .entry((a.requester.clone(), a.connection.clone()))
+                        .or_insert(until);
+                    *e = (*e).max(until);
+                }
+            }
         }
         self.save(a)?;
         if a.status != Status::Pending {
             self.notifier.approval("approval_decided", a);
         }
         Ok(a.clone())
+    }
+
+    /// Asks for just-in-time access to a connection for `secs` seconds.
+    pub fn request_access(
+        &self,
+        requester: &Identity,
+        connection: &Connection,
+        secs: u64,
+        reason: &str,
+    ) -> Result<Approval, String> {
+        let Some(policy) = &connection.grant else {
+            return Err(format!(
+                "connection \"{}\" does not require access grants",
+                connection.name
+            ));
+        };
+        if secs == 0 || secs > policy.max_secs {
+            return Err(format!(
+                "grants to \"{}\" last at most {}s",
+                connection.name, policy.max_secs
+            ));
+        }
+        if reason.trim().is_empty() || reason.len() > 2000 {
+            return Err("give a reason (up to 2000 characters)".into());
+        }
+        let now = now_micros();
+        let text = format!("access to {} for {secs}s: {reason}", connection.name);
+        let a = Approval {
+            id: new_id(),
+            requester: requester.subject.clone(),
+            requester_key: requester.key_id.clone(),
+            session: String::new(),
+            connection: connection.name.clone(),
+            rule: ACCESS_RULE.into(),
+            hash: statement_hash(&text, &[]),
+            text,
+            params: Vec::new(),
+            approvers: policy.approvers.clone(),
+            min_approvals: 1,
+            mode: ApprovalMode::Ticket,
+            created_at: now,
+            expires_at: now.saturating_add(3_600_000_000),
+            status: Status::Pending,
+            decisions: Vec::new(),
+            used_at: None,
+            access_secs: Some(secs),
+            grant_until: None,
+        };
+        self.save(&a).map_err(|e| e.to_string())?;
+        self.notifier.approval("approval_requested", &a);
+        if let Ok(mut items) = self.items.lock() {
+            items.insert(a.id.clone(), a.clone());
+        }
+        Ok(a)
+    }
+
+    /// When the subject's access grant to the connection ends, if they have one.
+    pub fn grant_until(&self, subject: &str, connection: &str) -> Option<i64> {
+        self.grants.read().ok().and_then(|g| {
+            g.get(&(subject.to_string(), connection.to_string()))
+                .copied()
+        })
     }
 
     fn state(a: &Approval) -> ApprovalState {
@@ -369,6 +465,8 @@ impl Approvals for ApprovalBook {
             status: Status::Pending,
             decisions: Vec::new(),
             used_at: None,
+            access_secs: None,
+            grant_until: None,
         };
         if let Err(e) = self.save(&a) {
             tracing::error!(error = %e, "approval request not stored; refusing");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tollgate_core::{Connection, Protocol, Secret, parse_duration};
+use tollgate_core::{Connection, GrantPolicy, Protocol, Secret, parse_duration};
 use tollgate_pg::PgTarget;
 use tollgate_policy::{Engine, PolicySpec, RuleSpec, compile_rules};
 
@@ -111,6 +111,14 @@ pub struct ConnectionSection {
     /// Groups allowed to use it.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Just-in-time access: sessions need an approved grant (`tollgate access request`).
+    #[serde(default)]
+    pub require_grant: bool,
+    /// Groups whose members approve grants (default: administrators).
+    #[serde(default)]
+    pub grant_approvers: Vec<String>,
+    /// Longest grant that may be requested (default "8h").
+    pub max_grant: Option<String>,
 }
 
 /// Validated configuration.
@@ -274,12 +282,33 @@ impl Config {
             if c.groups.iter().any(String::is_empty) {
                 return Err(err(&key("groups"), "group names must not be empty".into()));
             }
+            if !c.require_grant && (!c.grant_approvers.is_empty() || c.max_grant.is_some()) {
+                return Err(err(
+                    &key("grant_approvers"),
+                    "grant_approvers and max_grant need require_grant = true".into(),
+                ));
+            }
+            let grant = if c.require_grant {
+                let max_secs = match &c.max_grant {
+                    Some(t) => parse_duration(t)
+                        .map_err(|e| err(&key("max_grant"), e.to_string()))?
+                        .as_secs(),
+                    None => 8 * 3600,
+                };
+                Some(GrantPolicy {
+                    approvers: c.grant_approvers,
+                    max_secs,
+                })
+            } else {
+                None
+            };
             connections.push(Arc::new(Connection {
                 name: c.name,
                 protocol,
                 url: c.url,
                 password,
                 groups: c.groups,
+                grant,
             }));
         }
         let policy = Engine::new(compile_rules(&file.policy, &file.rules).map_err(|e| {

@@ -12,6 +12,7 @@ use tollgate_core::{
 use tollgate_store::{KeyRecord, Store};
 
 use crate::GatewayError;
+use crate::approvals::ApprovalBook;
 
 /// Prefix of every generated key, so scanners and people recognize them.
 pub const KEY_PREFIX: &str = "tg_";
@@ -48,15 +49,21 @@ pub struct NewKey {
 /// Keys, connections and the decisions between them.
 pub struct Keys {
     store: Store,
+    grants: Arc<ApprovalBook>,
     cache: RwLock<Cache>,
     connections: HashMap<String, Arc<Connection>>,
 }
 
 impl Keys {
     /// Loads every key from the store.
-    pub fn load(store: Store, connections: &[Arc<Connection>]) -> Result<Self, GatewayError> {
+    pub fn load(
+        store: Store,
+        connections: &[Arc<Connection>],
+        grants: Arc<ApprovalBook>,
+    ) -> Result<Self, GatewayError> {
         let keys = Self {
             store,
+            grants,
             cache: RwLock::new(Cache::default()),
             connections: connections
                 .iter()
@@ -271,10 +278,71 @@ impl Gatekeeper for Keys {
                 ),
             ));
         }
+        self.check_grant(identity, c, now_micros())?;
         Ok(Arc::clone(c))
     }
 
-    fn still_valid(&self, identity: &Identity) -> Result<(), Refusal> {
+    fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal> {
+        self.key_still_valid(identity)?;
+        match self.connections.get(connection) {
+            Some(c) if c.grant.is_some() => self.check_grant(identity, c, now_micros()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Keys {
+    /// The connection, if the identity may ask for access to it.
+    pub fn grantable(
+        &self,
+        identity: &Identity,
+        connection: &str,
+    ) -> Result<Arc<Connection>, Refusal> {
+        let c = self.connections.get(connection).ok_or_else(|| {
+            Refusal::new(
+                RefusalCode::UnknownConnection,
+                format!("connection \"{connection}\" does not exist"),
+            )
+        })?;
+        if !shares_group(identity, c) {
+            return Err(Refusal::new(
+                RefusalCode::AccessDenied,
+                format!(
+                    "access to connection \"{connection}\" denied: {} shares no group with it",
+                    identity.subject
+                ),
+            ));
+        }
+        Ok(Arc::clone(c))
+    }
+
+    fn check_grant(&self, identity: &Identity, c: &Connection, now: i64) -> Result<(), Refusal> {
+        if c.grant.is_none() {
+            return Ok(());
+        }
+        match self.grants.grant_until(&identity.subject, &c.name) {
+            Some(until) if until > now => Ok(()),
+            Some(until) => Err(Refusal::new(
+                RefusalCode::AccessDenied,
+                format!(
+                    "the access grant of {} to connection \"{}\" ended at {}; ask again with `tollgate access request {} --for 1h --reason …`",
+                    identity.subject,
+                    c.name,
+                    format_rfc3339(until),
+                    c.name
+                ),
+            )),
+            None => Err(Refusal::new(
+                RefusalCode::AccessDenied,
+                format!(
+                    "connection \"{}\" needs an approved access grant: `tollgate access request {} --for 1h --reason …`",
+                    c.name, c.name
+                ),
+            )),
+        }
+    }
+
+    fn key_still_valid(&self, identity: &Identity) -> Result<(), Refusal> {
         let Some(id) = identity.key_id.as_deref() else {
             return Ok(());
         };

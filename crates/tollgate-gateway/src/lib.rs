@@ -100,9 +100,13 @@ impl Gateway {
         let tls = material::tls_config(&data_dir, &config.tls)?;
         let store = Store::open(&data_dir.join("tollgate.db"))?;
         let writer = Arc::new(store.event_writer()?);
-        let keys = Arc::new(Keys::load(store.clone(), &config.connections)?);
         let notifier = notify::Notifier::spawn(config.webhooks.clone());
         let approvals = Arc::new(approvals::ApprovalBook::load(store.clone(), notifier)?);
+        let keys = Arc::new(Keys::load(
+            store.clone(),
+            &config.connections,
+            approvals.clone(),
+        )?);
         let generated_admin_key = keys.bootstrap_admin(opts.admin_key.as_deref())?;
 
         let bind = |what, addr| async move {

@@ -397,7 +397,9 @@ async fn client_to_target(
                     }
                     match tag {
                         b'Q' => {
-                            if let Err(r) = front.gatekeeper.still_valid(ctx.identity) {
+                            if let Err(r) =
+                                front.gatekeeper.still_valid(ctx.identity, ctx.connection)
+                            {
                                 return Ok(Step::StopBefore(End::Refused(r)));
                             }
                             let text = codec::Reader::new(body).cstr()?;
@@ -532,7 +534,9 @@ async fn client_to_target(
                             );
                         }
                         b'E' => {
-                            if let Err(r) = front.gatekeeper.still_valid(ctx.identity) {
+                            if let Err(r) =
+                                front.gatekeeper.still_valid(ctx.identity, ctx.connection)
+                            {
                                 return Ok(Step::StopBefore(End::Refused(r)));
                             }
                             let (portal, _max_rows) = codec::parse_execute(body)?;
@@ -566,7 +570,9 @@ async fn client_to_target(
                         }
                         b'S' => push(Pending::new(PendingKind::Sync, None)),
                         b'F' => {
-                            if let Err(r) = front.gatekeeper.still_valid(ctx.identity) {
+                            if let Err(r) =
+                                front.gatekeeper.still_valid(ctx.identity, ctx.connection)
+                            {
                                 return Ok(Step::StopBefore(End::Refused(r)));
                             }
                             let oid = codec::read_i32(body, 0)?;

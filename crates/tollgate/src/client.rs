@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::table::print_table;
-use crate::{ApiArgs, ApprovalsCmd, KeysCmd, SessionsCmd};
+use crate::{AccessCmd, ApiArgs, ApprovalsCmd, KeysCmd, SessionsCmd};
 
 /// A configured API client.
 pub struct Api {
@@ -490,6 +490,66 @@ pub async fn approvals(api: &Api, cmd: ApprovalsCmd) -> Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn access(api: &Api, cmd: AccessCmd) -> Result<ExitCode> {
+    match cmd {
+        AccessCmd::Request {
+            connection,
+            duration,
+            reason,
+        } => {
+            let v = api
+                .ok(
+                    reqwest::Method::POST,
+                    "/api/access",
+                    Some(json!({"connection": connection, "duration": duration, "reason": reason})),
+                )
+                .await?;
+            println!(
+                "requested access to {connection} for {duration}: {} (pending; an approver runs `tollgate approvals approve {}`)",
+                s(&v["id"]),
+                s(&v["id"])
+            );
+            println!("{}", s(&v["id"]));
+        }
+        AccessCmd::List { json } => {
+            let v = api.get("/api/access").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v["access"])?);
+            } else {
+                let rows: Vec<Vec<String>> = v["access"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| {
+                                vec![
+                                    s(&x["id"]),
+                                    s(&x["status"]),
+                                    s(&x["requester"]),
+                                    s(&x["connection"]),
+                                    s(&x["access_seconds"]),
+                                    s(&x["grant_until"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                print_table(
+                    &[
+                        "id",
+                        "status",
+                        "requester",
+                        "connection",
+                        "seconds",
+                        "until",
+                    ],
+                    &rows,
+                );
             }
         }
     }

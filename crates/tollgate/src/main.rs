@@ -70,6 +70,13 @@ enum Cmd {
         #[command(subcommand)]
         command: ApprovalsCmd,
     },
+    /// Just-in-time access to connections that require a grant.
+    Access {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: AccessCmd,
+    },
     /// Open a local port that forwards to a connection; clients there need no password.
     Connect {
         #[command(flatten)]
@@ -125,6 +132,27 @@ enum KeysCmd {
     Revoke {
         /// Key id.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessCmd {
+    /// Ask for access to a connection for a while; an approver grants it.
+    Request {
+        /// Connection name.
+        connection: String,
+        /// How long, e.g. 30m, 1h.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (shown to approvers).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Your access requests and grants (approvers see those they may decide).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -228,6 +256,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => client::exec(&api.into(), &connection, &input, json, max_rows).await,
         Cmd::Sessions { api, command } => client::sessions(&api.into(), command).await,
         Cmd::Approvals { api, command } => client::approvals(&api.into(), command).await,
+        Cmd::Access { api, command } => client::access(&api.into(), command).await,
         Cmd::Connect {
             api,
             connection,

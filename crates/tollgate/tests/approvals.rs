@@ -450,3 +450,84 @@ fn webhooks_announce_requests_and_decisions_with_retries() {
     // Webhook URLs are not logged.
     assert!(!gw.stderr().contains(&format!("127.0.0.1:{port}")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn just_in_time_grant_opens_then_expires() {
+    let db = TestDb::create("tg_jit");
+    let conn = db.connection("prod", &["eng"], "disable");
+    let conn = conn.replacen(
+        "groups = [\"eng\"]",
+        "groups = [\"eng\"]\nrequire_grant = true\ngrant_approvers = [\"dba\"]\nmax_grant = \"1h\"",
+        1,
+    );
+    let gw = Gateway::start(&conn);
+    let agent = gw.create_key("agent", "eng", None);
+    let dba = gw.create_key("dba1", "dba", None);
+
+    // No grant: refused at connection time, with what to do.
+    let Err(e) = driver(&gw, "prod", &agent).await else {
+        panic!("refused without a grant");
+    };
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("tollgate access request prod"),
+        "{e}"
+    );
+
+    // Bad requests are refused with a reason.
+    let o = gw.cli(
+        &agent,
+        &[
+            "access", "request", "prod", "--for", "2h", "--reason", "too long",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("at most"),
+        "{o:?}"
+    );
+
+    let out = gw.cli_ok(
+        &agent,
+        &[
+            "access",
+            "request",
+            "prod",
+            "--for",
+            "3s",
+            "--reason",
+            "incident 42",
+        ],
+    );
+    let id = out.lines().last().unwrap().trim().to_string();
+    assert!(id.starts_with("apr_"), "{out}");
+    let o = gw.cli(&agent, &["approvals", "approve", &id]);
+    assert!(!o.status.success(), "no self-approval of access");
+    gw.cli_ok(&dba, &["approvals", "approve", &id, "--reason", "on call"]);
+
+    // Granted: the session opens and works until the grant ends, then its next statement is refused.
+    let client = driver(&gw, "prod", &agent).await.unwrap();
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&gw.cli_ok(&agent, &["access", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["status"], "approved");
+    assert!(!listed[0]["grant_until"].is_null());
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let e = client.simple_query("SELECT 2").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    assert!(e.as_db_error().unwrap().message().contains("ended"), "{e}");
+    let Err(e) = driver(&gw, "prod", &agent).await else {
+        panic!("refused after the grant ended");
+    };
+    assert_eq!(sqlstate(&e), "42501");
+}

@@ -232,6 +232,7 @@ async fn api_speaks_json_and_publishes_openapi() {
         "/api/exec",
         "/api/sessions",
         "/api/sessions/{id}",
+        "/api/access",
         "/api/approvals",
         "/api/approvals/{id}",
         "/api/approvals/{id}/approve",
