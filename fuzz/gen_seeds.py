@@ -120,6 +120,33 @@ SEEDS = {
         "escaped": b"postgres://r%C3%A9my@[::1]:6543/my%20db?sslmode=disable",
         "password": b"postgres://u:secret@host/db",
     },
+    # Statements from crates/tollgate-policy/tests/corpus.tsv, all three verdicts.
+    "classify": {
+        "drop_table": b"DROP TABLE IF EXISTS orders CASCADE",
+        "drop_nested_comment": b"DROP /* nested /* comment */ still */ TABLE orders",
+        "drop_after_line_comment": b"-- comment line\nDROP TABLE orders",
+        "drop_in_batch": b"SELECT 1;DROP TABLE orders;SELECT 2",
+        "truncate": b"truncate orders, users restart identity cascade",
+        "do_dollar_tag": b"DO $x$ BEGIN TRUNCATE orders; END $x$",
+        "do_string": b"DO 'BEGIN DROP TABLE orders; END'",
+        "delete_constant_where": b"DELETE FROM orders WHERE 1 = 1 OR 2 = 2",
+        "update_in_cte": b"WITH u AS (UPDATE orders SET amount = 0 RETURNING id) SELECT * FROM u",
+        "explain_analyze_delete": b"EXPLAIN ANALYZE DELETE FROM orders",
+        "grant": b"GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA public TO PUBLIC",
+        "copy_program": b"COPY orders FROM PROGRAM 'id' WITH (FREEZE ON)",
+        "server_file": b"select pg_catalog.pg_read_file('/etc/passwd', 0, 100)",
+        "dblink": b"SELECT * FROM dblink('host=evil', 'SELECT 1') AS t(a int)",
+        "do_execute": b"DO $$ BEGIN EXECUTE 'DR' || 'OP TABLE orders'; END $$",
+        "do_if": b"DO $$ BEGIN IF true THEN DELETE FROM orders WHERE id = 1; END IF; END $$",
+        "unterminated": b"SELECT 'unterminated",
+        "join": b"SELECT o.id, u.email FROM orders o JOIN users u ON u.id = o.customer_id WHERE o.amount > 10",
+        "strings_and_comments": b"SELECT /* DELETE FROM orders */ 1; SELECT $$DROP TABLE orders$$ AS text",
+        "upsert": b"INSERT INTO orders (id, customer_id, amount, status) VALUES (100, 1, 1, 'a') ON CONFLICT (id) DO UPDATE SET amount = 2",
+        "delete_using": b"DELETE FROM orders USING users WHERE orders.customer_id = users.id AND users.email = 'gone@example.com'",
+        "vacuum": b"vacuum (verbose, analyze) public.orders, users",
+        "copy_stdin": b"copy orders from stdin with (format csv, header on, freeze off)",
+        "session": b"BEGIN; SET statement_timeout = '5s'; SHOW search_path; COMMIT",
+    },
 }
 
 for target, seeds in SEEDS.items():

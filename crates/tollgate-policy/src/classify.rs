@@ -610,6 +610,18 @@ fn classify_text(sql: &str, dialect: SqlDialect, depth: usize) -> Classification
         };
     }
     let mut statements = Vec::new();
+    // The tokenizer reads the lines after `COPY … FROM STDIN;` as inline COPY data, as in a psql
+    // script. On the wire a Query string is all SQL (COPY data only comes in CopyData messages),
+    // so those lines are statements the server will run: classify them as such.
+    for t in &tokens {
+        if let Token::CopyData { data, .. } = t {
+            if depth > 3 {
+                statements.push(StatementClass::unparsed());
+            } else {
+                statements.extend(classify_text(data, dialect, depth + 1).statements);
+            }
+        }
+    }
     for part in split_statements(&tokens) {
         let mut part: Vec<Token> = part.to_vec();
         // Inside DO bodies, drop block keywords so `BEGIN DROP TABLE t; END` reads as `DROP TABLE t`.
@@ -901,19 +913,34 @@ fn shape_key(sql: &str, dialect: SqlDialect) -> Option<String> {
                 key.extend_from_slice(&b[start..i]);
             }
             b'0'..=b'9' if i == 0 || !(ident(b[i - 1]) || b[i - 1] == b'.') => {
-                while b.get(i).is_some_and(|x| x.is_ascii_digit() || *x == b'.') {
+                // Strictly `digits [. digits] [e [+-] digits]`; anything else glued to it (a
+                // letter, a second dot, an `e` without digits) is left to the tokenizer: no key.
+                let digits = |i: &mut usize| {
+                    let start = *i;
+                    while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                        *i += 1;
+                    }
+                    *i > start
+                };
+                digits(&mut i);
+                if b.get(i) == Some(&b'.') {
                     i += 1;
+                    if !digits(&mut i) {
+                        return None;
+                    }
                 }
                 if matches!(b.get(i), Some(b'e' | b'E')) {
                     i += 1;
                     if matches!(b.get(i), Some(b'+' | b'-')) {
                         i += 1;
                     }
-                    while b.get(i).is_some_and(u8::is_ascii_digit) {
-                        i += 1;
+                    if !digits(&mut i) {
+                        return None;
                     }
                 }
-                if b.get(i).is_some_and(|&x| ident(x)) {
+                if b.get(i)
+                    .is_some_and(|&x| ident(x) || x == b'.' || x == b'\'' || x == b'"')
+                {
                     return None;
                 }
                 key.push(b'?');
@@ -974,6 +1001,10 @@ mod tests {
         assert!(key("SELECT $$open").is_none());
         assert!(key("SELECT /* open").is_none());
         assert!(key("SELECT 1abc").is_none());
+        assert!(key("SELECT 1e-- 0").is_none());
+        assert!(key("SELECT 1..2").is_none());
+        assert!(key("SELECT 1.e5").is_none());
+        assert_eq!(key("SELECT 1- 0").as_deref(), Some("SELECT ?- ?"));
         assert!(shape_key("SELECT /*! 1 */ 2", SqlDialect::MySql).is_none());
         assert!(shape_key("SELECT 'a\\'' 1", SqlDialect::MySql).is_none());
     }
