@@ -933,6 +933,14 @@ async fn write_injected(
         while q.front().is_some_and(|p| p.kind == PendingKind::Injected) {
             let Some(mut p) = q.pop_front() else { break };
             if let Some((error, ready)) = p.injection.take() {
+                // The record keeps what the client was told.
+                if error.first() == Some(&b'E') && p.command.is_some() {
+                    let fields = codec::parse_error_fields(error.get(5..).unwrap_or_default());
+                    p.outcome.error = Some(CommandError {
+                        code: fields.code,
+                        message: fields.message,
+                    });
+                }
                 out.extend_from_slice(&error);
                 if ready {
                     codec::put_message(&mut out, b'Z', |b| b.extend_from_slice(&[status]));

@@ -184,12 +184,14 @@ fn ticket_mode_binds_the_exact_statement_and_releases_it_once() {
         .find(|c| c["outcome"]["approval"] == id.as_str() && c["outcome"]["status"] == "ok")
         .expect("approved run recorded");
     assert_eq!(ran["outcome"]["rule"], "orders-writes");
-    assert!(
-        commands
-            .iter()
-            .any(|c| c["outcome"]["approval"] == id.as_str()
-                && c["outcome"]["status"] == "approval_required")
-    );
+    let asked = commands
+        .iter()
+        .find(|c| {
+            c["outcome"]["approval"] == id.as_str() && c["outcome"]["status"] == "approval_required"
+        })
+        .expect("the request is recorded");
+    let told = asked["outcome"]["error"]["message"].as_str().unwrap();
+    assert!(told.contains("pending") && told.contains(&id), "{asked}");
 }
 
 #[test]
