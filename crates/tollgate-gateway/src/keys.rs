@@ -263,23 +263,9 @@ impl Gatekeeper for Keys {
     }
 
     fn authorize(&self, identity: &Identity, connection: &str) -> Result<Arc<Connection>, Refusal> {
-        let c = self.connections.get(connection).ok_or_else(|| {
-            Refusal::new(
-                RefusalCode::UnknownConnection,
-                format!("connection \"{connection}\" does not exist (connect with dbname=<connection name>)"),
-            )
-        })?;
-        if !shares_group(identity, c) {
-            return Err(Refusal::new(
-                RefusalCode::AccessDenied,
-                format!(
-                    "access to connection \"{connection}\" denied: {} shares no group with it",
-                    identity.subject
-                ),
-            ));
-        }
-        self.check_grant(identity, c, now_micros())?;
-        Ok(Arc::clone(c))
+        let c = self.grantable(identity, connection)?;
+        self.check_grant(identity, &c, now_micros())?;
+        Ok(c)
     }
 
     fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal> {
@@ -292,7 +278,8 @@ impl Gatekeeper for Keys {
 }
 
 impl Keys {
-    /// The connection, if the identity may ask for access to it.
+    /// The connection, if it exists and the identity shares a group with it (before any
+    /// just-in-time grant is considered).
     pub fn grantable(
         &self,
         identity: &Identity,
@@ -301,7 +288,7 @@ impl Keys {
         let c = self.connections.get(connection).ok_or_else(|| {
             Refusal::new(
                 RefusalCode::UnknownConnection,
-                format!("connection \"{connection}\" does not exist"),
+                format!("connection \"{connection}\" does not exist (connect with dbname=<connection name>)"),
             )
         })?;
         if !shares_group(identity, c) {

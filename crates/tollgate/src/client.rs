@@ -87,6 +87,20 @@ impl Api {
     }
 }
 
+/// Prints a JSON array of objects as a table, one column per (header, field).
+fn print_fields(items: &Value, columns: &[(&str, &str)]) {
+    let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let rows: Vec<Vec<String>> = items
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| columns.iter().map(|(_, k)| s(&x[*k])).collect())
+                .collect()
+        })
+        .unwrap_or_default();
+    print_table(&headers, &rows);
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
@@ -124,38 +138,28 @@ pub async fn keys(api: &Api, cmd: KeysCmd) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v["keys"])?);
             } else {
-                let rows: Vec<Vec<String>> = v["keys"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|k| {
-                                let state = if !k["revoked_at"].is_null() {
-                                    "revoked".to_string()
-                                } else {
-                                    "active".to_string()
-                                };
-                                vec![
-                                    s(&k["id"]),
-                                    s(&k["name"]),
-                                    s(&k["groups"]),
-                                    if k["admin"] == json!(true) {
-                                        "yes".into()
-                                    } else {
-                                        "".into()
-                                    },
-                                    s(&k["created_at"]),
-                                    s(&k["expires_at"]),
-                                    state,
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                print_table(
+                let mut keys = v["keys"].clone();
+                for k in keys.as_array_mut().into_iter().flatten() {
+                    let state = if k["revoked_at"].is_null() {
+                        "active"
+                    } else {
+                        "revoked"
+                    };
+                    let admin = if k["admin"] == json!(true) { "yes" } else { "" };
+                    k["state"] = json!(state);
+                    k["admin_mark"] = json!(admin);
+                }
+                print_fields(
+                    &keys,
                     &[
-                        "id", "name", "groups", "admin", "created", "expires", "state",
+                        ("id", "id"),
+                        ("name", "name"),
+                        ("groups", "groups"),
+                        ("admin", "admin_mark"),
+                        ("created", "created_at"),
+                        ("expires", "expires_at"),
+                        ("state", "state"),
                     ],
-                    &rows,
                 );
             }
         }
@@ -243,39 +247,19 @@ pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v["sessions"])?);
             } else {
-                let rows: Vec<Vec<String>> = v["sessions"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|x| {
-                                vec![
-                                    s(&x["id"]),
-                                    s(&x["subject"]),
-                                    s(&x["connection"]),
-                                    s(&x["channel"]),
-                                    s(&x["client_addr"]),
-                                    s(&x["started_at"]),
-                                    s(&x["ended_at"]),
-                                    s(&x["commands"]),
-                                    s(&x["end_reason"]),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                print_table(
+                print_fields(
+                    &v["sessions"],
                     &[
-                        "id",
-                        "who",
-                        "connection",
-                        "via",
-                        "client",
-                        "started",
-                        "ended",
-                        "commands",
-                        "end",
+                        ("id", "id"),
+                        ("who", "subject"),
+                        ("connection", "connection"),
+                        ("via", "channel"),
+                        ("client", "client_addr"),
+                        ("started", "started_at"),
+                        ("ended", "ended_at"),
+                        ("commands", "commands"),
+                        ("end", "end_reason"),
                     ],
-                    &rows,
                 );
             }
         }
@@ -397,41 +381,28 @@ pub async fn approvals(api: &Api, cmd: ApprovalsCmd) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v["approvals"])?);
             } else {
-                let rows: Vec<Vec<String>> = v["approvals"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|x| {
-                                let mut stmt = s(&x["statement"]).replace('\n', " ");
-                                if stmt.chars().count() > 60 {
-                                    stmt = stmt.chars().take(57).collect::<String>() + "...";
-                                }
-                                vec![
-                                    s(&x["id"]),
-                                    s(&x["status"]),
-                                    s(&x["requester"]),
-                                    s(&x["connection"]),
-                                    s(&x["rule"]),
-                                    format!("{}/{}", s(&x["approvals"]), s(&x["min_approvals"])),
-                                    s(&x["expires_at"]),
-                                    stmt,
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                print_table(
+                let mut list = v["approvals"].clone();
+                for x in list.as_array_mut().into_iter().flatten() {
+                    let mut stmt = s(&x["statement"]).replace('\n', " ");
+                    if stmt.chars().count() > 60 {
+                        stmt = stmt.chars().take(57).collect::<String>() + "...";
+                    }
+                    x["short"] = json!(stmt);
+                    x["tally"] =
+                        json!(format!("{}/{}", s(&x["approvals"]), s(&x["min_approvals"])));
+                }
+                print_fields(
+                    &list,
                     &[
-                        "id",
-                        "status",
-                        "requester",
-                        "connection",
-                        "rule",
-                        "approvals",
-                        "expires",
-                        "statement",
+                        ("id", "id"),
+                        ("status", "status"),
+                        ("requester", "requester"),
+                        ("connection", "connection"),
+                        ("rule", "rule"),
+                        ("approvals", "tally"),
+                        ("expires", "expires_at"),
+                        ("statement", "short"),
                     ],
-                    &rows,
                 );
             }
         }
@@ -522,33 +493,16 @@ pub async fn access(api: &Api, cmd: AccessCmd) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v["access"])?);
             } else {
-                let rows: Vec<Vec<String>> = v["access"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|x| {
-                                vec![
-                                    s(&x["id"]),
-                                    s(&x["status"]),
-                                    s(&x["requester"]),
-                                    s(&x["connection"]),
-                                    s(&x["access_seconds"]),
-                                    s(&x["grant_until"]),
-                                ]
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                print_table(
+                print_fields(
+                    &v["access"],
                     &[
-                        "id",
-                        "status",
-                        "requester",
-                        "connection",
-                        "seconds",
-                        "until",
+                        ("id", "id"),
+                        ("status", "status"),
+                        ("requester", "requester"),
+                        ("connection", "connection"),
+                        ("seconds", "access_seconds"),
+                        ("until", "grant_until"),
                     ],
-                    &rows,
                 );
             }
         }
