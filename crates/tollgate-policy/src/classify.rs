@@ -603,6 +603,13 @@ fn classify_text(sql: &str, dialect: SqlDialect, depth: usize) -> Classification
             };
         }
     };
+    if longest_run(&tokens) > MAX_RUN {
+        // A very long chain of operators at one level (`1 + 1 + 1 …`) parses into a tree deep
+        // enough to overflow a thread's stack when it is built or dropped: never parse it.
+        return Classification {
+            statements: vec![StatementClass::unparsed()],
+        };
+    }
     if dialect == SqlDialect::MySql && has_executable_comment(&tokens) {
         // MySQL runs `/*! ... */` as code: never read it as a comment.
         return Classification {
@@ -676,6 +683,43 @@ fn classify_text(sql: &str, dialect: SqlDialect, depth: usize) -> Classification
         statements.push(StatementClass::new(Kind::Utility));
     }
     Classification { statements }
+}
+
+/// Most tokens allowed in one run: a stretch at one bracket depth with no comma or semicolon.
+/// Lists (`VALUES (…), (…)`, `IN (1, 2, …)`) stay short by this measure however long they are;
+/// only chains of operators grow it.
+const MAX_RUN: usize = 2000;
+
+/// The longest run of tokens at one bracket depth between commas and semicolons.
+fn longest_run(tokens: &[Token]) -> usize {
+    let mut runs: Vec<usize> = vec![0];
+    let mut longest = 0;
+    for t in tokens {
+        match t {
+            Token::Whitespace(_) | Token::EOF => {}
+            Token::LParen | Token::LBracket | Token::LBrace => runs.push(0),
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                if runs.len() > 1 {
+                    runs.pop();
+                }
+                if let Some(r) = runs.last_mut() {
+                    *r += 1;
+                }
+            }
+            Token::Comma | Token::SemiColon => {
+                if let Some(r) = runs.last_mut() {
+                    *r = 0;
+                }
+            }
+            _ => {
+                if let Some(r) = runs.last_mut() {
+                    *r += 1;
+                    longest = longest.max(*r);
+                }
+            }
+        }
+    }
+    longest
 }
 
 fn has_executable_comment(tokens: &[Token]) -> bool {
@@ -830,7 +874,11 @@ fn shape_key(sql: &str, dialect: SqlDialect) -> Option<String> {
         return None;
     }
     let mut key = Vec::with_capacity(b.len());
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    // MySQL names may hold `@` (`t@1`, `@var`); a digit after it is part of the name.
+    let mysql = dialect == SqlDialect::MySql;
+    let ident = |c: u8| {
+        c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 || (mysql && c == b'@')
+    };
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -1026,6 +1074,29 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    #[test]
+    fn operator_chains_too_long_to_parse_safely_are_unparsed() {
+        let long = format!("SELECT 1{}", " + 1".repeat(40_000));
+        let c = classify(&long, SqlDialect::Postgres);
+        assert_eq!(c.statements[0].kind, Kind::Unparsed);
+        let ors = format!("DELETE FROM t WHERE a = 1{}", " OR a = 1".repeat(5_000));
+        assert_eq!(
+            classify(&ors, SqlDialect::Postgres).statements[0].kind,
+            Kind::Unparsed
+        );
+        // Long lists are fine.
+        let values = format!("INSERT INTO t VALUES (1){}", ", (1)".repeat(20_000));
+        assert_eq!(
+            classify(&values, SqlDialect::Postgres).statements[0].kind,
+            Kind::Write
+        );
+        let list = format!("SELECT * FROM t WHERE id IN (1{})", ", 1".repeat(20_000));
+        assert_eq!(
+            classify(&list, SqlDialect::Postgres).statements[0].kind,
+            Kind::Read
+        );
     }
 
     #[test]

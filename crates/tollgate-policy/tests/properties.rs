@@ -37,15 +37,9 @@ fn statements(expect: &str) -> Vec<&'static str> {
 
 static BLOCKED: LazyLock<Vec<&'static str>> = LazyLock::new(|| statements("block"));
 
-/// Allowed statements to batch with. `COPY ... FROM STDIN` is left out while the classifier
-/// reads the lines after it as inline COPY data (see
-/// `copy_from_stdin_does_not_hide_the_lines_after_it` below).
-static PASSING: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    statements("pass")
-        .into_iter()
-        .filter(|s| !s.to_ascii_uppercase().contains("FROM STDIN"))
-        .collect()
-});
+/// Allowed statements to batch with, `COPY ... FROM STDIN` included: what follows it on the
+/// next line is SQL too (see `copy_from_stdin_does_not_hide_the_lines_after_it`).
+static PASSING: LazyLock<Vec<&'static str>> = LazyLock::new(|| statements("pass"));
 
 /// Corpus statements with no quotes and no `$` and at least one integer to change, with their
 /// expected verdict.
@@ -387,9 +381,10 @@ fn copy_from_stdin_does_not_hide_the_lines_after_it() {
     );
 }
 
-/// Two strings the shape cache gives one key, although the tokenizer reads them differently:
-/// `1e--` is the number 1, the name `e` and a line comment, while the shape key sees the
-/// number `1e-` and a minus. Once the first is cached, the second gets its verdict.
+/// Strings that differ from a cached one only where a loose number lexer would see a number,
+/// but that the tokenizer reads differently: `1e--` is the number 1, the name `e` and a line
+/// comment (a lexer taking `1e-` as a number sees a minus); `1.2.3`, `2.5.` and `1e-` do not
+/// parse. Each must get its own classification, not the cached one.
 #[test]
 fn the_shape_cache_never_answers_for_a_string_that_tokenizes_differently() {
     let harmless = "SELECT 1- 0 /*\n; DROP TABLE t -- */";
@@ -400,4 +395,41 @@ fn the_shape_cache_never_answers_for_a_string_that_tokenizes_differently() {
     let _ = engine.check(&ctx(), harmless);
     let v = engine.check(&ctx(), dropping);
     assert!(matches!(v, Verdict::Deny { .. }), "{dropping:?} gave {v:?}");
+
+    for dialect in [SqlDialect::Postgres, SqlDialect::MySql] {
+        for (first, then) in [
+            ("SELECT 1", "SELECT 1.2.3"),
+            ("SELECT 1", "SELECT 2.5."),
+            ("SELECT 1", "SELECT 1e-"),
+            ("SELECT 1e-", "SELECT 1"),
+            ("SELECT 1 + 2", "SELECT 1..2"),
+            (harmless, dropping),
+        ] {
+            let cache = ClassifierCache::new(dialect, 16);
+            let _ = cache.classify(first);
+            assert_eq!(
+                *cache.classify(then),
+                classify(then, dialect),
+                "{dialect:?}: {then:?} after {first:?}"
+            );
+        }
+    }
+}
+
+/// In MySQL `@` is part of a name: `t@2` is a table and `@1` a user variable, so the digits
+/// after `@` are not a number.
+#[test]
+fn the_mysql_shape_cache_keeps_names_with_at() {
+    for (first, then) in [
+        ("SELECT * FROM t@1", "SELECT * FROM t@2"),
+        ("SELECT @1", "SELECT @2.5"),
+    ] {
+        let cache = ClassifierCache::new(SqlDialect::MySql, 16);
+        let _ = cache.classify(first);
+        assert_eq!(
+            *cache.classify(then),
+            classify(then, SqlDialect::MySql),
+            "{then:?} after {first:?}"
+        );
+    }
 }

@@ -217,6 +217,27 @@ async fn a_blocked_statement_leaves_the_session_usable_in_every_protocol_mode() 
             .get::<_, i32>(0),
         1
     );
+    // A statement built to be too deep to parse safely is held as unparsed; the gateway lives on.
+    let deep = format!("SELECT 1{}", " + 1".repeat(40_000));
+    let e = client.simple_query(&deep).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("approve-unparsed"),
+        "{e}"
+    );
+    let e = client.query(deep.as_str(), &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+    assert_eq!(
+        client
+            .query_one("SELECT 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
     drop(client);
     assert_target_untouched(&db);
     assert_eq!(
