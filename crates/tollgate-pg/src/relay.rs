@@ -13,9 +13,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
 use tollgate_core::{
-    ApprovalMode, ApprovalRequest, ApprovalState, Command, CommandError, CommandStatus, EventKind,
-    Identity, Outcome, PolicyContext, Protocol, ProtocolStep, Refusal, RefusalCode, SessionLog,
-    Verdict,
+    ApprovalMode, ApprovalRequest, ApprovalState, ApprovalTerms, Command, CommandError,
+    CommandStatus, EventKind, Identity, Outcome, PolicyContext, Protocol, ProtocolStep, Refusal,
+    RefusalCode, SessionLog, Verdict,
 };
 
 use crate::codec::{self, typed_header};
@@ -48,6 +48,9 @@ struct Pending {
     outcome: Outcome,
     /// For `Injected`: the ErrorResponse to write, and whether a ReadyForQuery follows.
     injection: Option<(BytesMut, bool)>,
+    /// For an Execute the gateway replaced (approval missing): the ErrorResponse that takes the
+    /// place of the target's answer to the substitute.
+    rewrite: Option<BytesMut>,
 }
 
 impl Pending {
@@ -58,6 +61,7 @@ impl Pending {
             started: Instant::now(),
             outcome: Outcome::default(),
             injection: None,
+            rewrite: None,
         }
     }
 }
@@ -206,6 +210,8 @@ enum Step {
     Pause,
     /// Forward what came before this message, then hold this one for an approval.
     Hold(Box<Held>),
+    /// Forward what came before this message, then these bytes instead of it.
+    Replace(BytesMut),
 }
 
 /// Why a scan stopped early.
@@ -217,6 +223,8 @@ enum Stop {
     Pause,
     /// This many bytes are a statement waiting for an approval.
     Hold(usize, Box<Held>),
+    /// Write these bytes in place of the next `usize` bytes.
+    Replace(usize, BytesMut),
 }
 
 /// Walks complete messages at the front of `buf`. Returns how many bytes may be forwarded and
@@ -261,6 +269,7 @@ fn scan(
             Step::Drop => return Ok((pos, Some(Stop::Drop(len)))),
             Step::Pause => return Ok((pos + len, Some(Stop::Pause))),
             Step::Hold(held) => return Ok((pos, Some(Stop::Hold(len, held)))),
+            Step::Replace(bytes) => return Ok((pos, Some(Stop::Replace(len, bytes)))),
         }
     }
     Ok((pos, None))
@@ -278,12 +287,21 @@ struct Portal {
     text: Arc<str>,
     params: Vec<Option<String>>,
     rule: Option<String>,
+    needs: Option<Arc<Need>>,
+}
+
+/// A rule's demand that a statement be approved before it runs.
+struct Need {
+    rule: String,
+    message: String,
+    terms: ApprovalTerms,
 }
 
 /// A prepared statement: its text and the allow rule that let it through, if any.
 struct Prepared {
     text: Arc<str>,
     rule: Option<String>,
+    needs: Option<Arc<Need>>,
 }
 
 /// The ErrorResponse a refused command gets, and how it is recorded.
@@ -293,9 +311,7 @@ fn refusal_answer(verdict: &Verdict) -> Option<(BytesMut, CommandStatus, String)
         Verdict::Deny { rule, message } => (rule, message.clone(), CommandStatus::Denied),
         Verdict::Approve { rule, message, .. } => (
             rule,
-            format!(
-                "{message}. Statements that need approval are accepted through the simple query protocol only (psql, tollgate exec); it was not run"
-            ),
+            format!("{message}. Fast-path function calls cannot be approved; it was not run"),
             CommandStatus::ApprovalRequired,
         ),
     };
@@ -315,6 +331,8 @@ struct Held {
     command: Command,
     rule: String,
     message: String,
+    /// Held at an extended-protocol Execute rather than a simple Query.
+    extended: bool,
 }
 
 /// What the client is told about a pending approval.
@@ -449,6 +467,7 @@ async fn client_to_target(
                                             command,
                                             rule: rule.clone(),
                                             message: message.clone(),
+                                            extended: false,
                                         })));
                                     }
                                     ApprovalState::Pending { id } => {
@@ -490,7 +509,19 @@ async fn client_to_target(
                         b'P' => {
                             let parse = codec::parse_parse(body)?;
                             let verdict = front.policy.check(ctx, parse.query);
-                            if !matches!(verdict, Verdict::Allow { .. }) {
+                            let needs = match &verdict {
+                                Verdict::Approve {
+                                    rule,
+                                    message,
+                                    terms,
+                                } => Some(Arc::new(Need {
+                                    rule: rule.clone(),
+                                    message: message.clone(),
+                                    terms: terms.clone(),
+                                })),
+                                _ => None,
+                            };
+                            if matches!(verdict, Verdict::Deny { .. }) {
                                 let command = Command {
                                     step: ProtocolStep::Parse,
                                     text: Arc::from(parse.query),
@@ -511,15 +542,16 @@ async fn client_to_target(
                                 Prepared {
                                     text: Arc::from(parse.query),
                                     rule: allowed_rule(verdict),
+                                    needs,
                                 },
                             );
                         }
                         b'B' => {
                             let bind = codec::parse_bind(body)?;
-                            let (text, rule) = statements
+                            let (text, rule, needs) = statements
                                 .get(bind.statement)
-                                .map(|p| (Arc::clone(&p.text), p.rule.clone()))
-                                .unwrap_or_else(|| (Arc::from(""), None));
+                                .map(|p| (Arc::clone(&p.text), p.rule.clone(), p.needs.clone()))
+                                .unwrap_or_else(|| (Arc::from(""), None, None));
                             if portals.len() >= MAX_NAMED && !portals.contains_key(bind.portal) {
                                 portals.retain(|k, _| k.is_empty());
                             }
@@ -530,6 +562,7 @@ async fn client_to_target(
                                     text,
                                     params: bind.params,
                                     rule,
+                                    needs,
                                 },
                             );
                         }
@@ -540,6 +573,67 @@ async fn client_to_target(
                                 return Ok(Step::StopBefore(End::Refused(r)));
                             }
                             let (portal, _max_rows) = codec::parse_execute(body)?;
+                            if let Some(p) = portals.get(portal)
+                                && let Some(need) = &p.needs
+                            {
+                                let command = Command {
+                                    step: ProtocolStep::Execute,
+                                    text: Arc::clone(&p.text),
+                                    params: p.params.clone(),
+                                    statement: (!p.statement.is_empty())
+                                        .then(|| p.statement.clone()),
+                                };
+                                let state = front.approvals.request(&ApprovalRequest {
+                                    requester: ctx.identity,
+                                    session,
+                                    connection: ctx.connection,
+                                    rule: &need.rule,
+                                    terms: &need.terms,
+                                    text: &p.text,
+                                    params: &p.params,
+                                });
+                                let told = match state {
+                                    ApprovalState::Approved { id } => {
+                                        let mut pending =
+                                            Pending::new(PendingKind::Execute, Some(command));
+                                        pending.outcome.rule = Some(need.rule.clone());
+                                        pending.outcome.approval = Some(id);
+                                        push(pending);
+                                        return Ok(Step::Continue);
+                                    }
+                                    ApprovalState::Pending { id }
+                                        if need.terms.mode == ApprovalMode::Hold =>
+                                    {
+                                        return Ok(Step::Hold(Box::new(Held {
+                                            id,
+                                            hold_secs: need.terms.hold_secs,
+                                            command,
+                                            rule: need.rule.clone(),
+                                            message: need.message.clone(),
+                                            extended: true,
+                                        })));
+                                    }
+                                    ApprovalState::Pending { id } => {
+                                        (pending_message(&need.message, &id, false), id)
+                                    }
+                                    ApprovalState::Denied { id, reason } => (
+                                        format!(
+                                            "{}. Approval {id} was denied: {reason}",
+                                            need.message
+                                        ),
+                                        id,
+                                    ),
+                                    ApprovalState::Expired { id } => (
+                                        format!(
+                                            "{}. Approval {id} expired or could not be recorded",
+                                            need.message
+                                        ),
+                                        id,
+                                    ),
+                                };
+                                push(refused_execute(command, &need.rule, told.1, &told.0));
+                                return Ok(Step::Replace(substitute_execute()));
+                            }
                             let mut p = match portals.get(portal) {
                                 Some(p) => {
                                     let mut pending = Pending::new(
@@ -633,6 +727,12 @@ async fn client_to_target(
             match stop {
                 None => break,
                 Some(Stop::Drop(len)) => buf.advance(len),
+                Some(Stop::Replace(len, bytes)) => {
+                    if let Err(e) = wr.write_all(&bytes).await {
+                        return End::Failed(PgError::Io(e));
+                    }
+                    buf.advance(len);
+                }
                 Some(Stop::Hold(len, held)) => {
                     let approved = hold(front, queue, injected, &held).await;
                     let Held {
@@ -640,11 +740,26 @@ async fn client_to_target(
                         command,
                         rule,
                         message,
+                        extended,
                         ..
                     } = *held;
                     match approved {
+                        Err(why) if extended => {
+                            let told = format!("{message}. {why}");
+                            if let Ok(mut q) = queue.lock() {
+                                q.push_back(refused_execute(command, &rule, id, &told));
+                            }
+                            if let Err(e) = wr.write_all(&substitute_execute()).await {
+                                return End::Failed(PgError::Io(e));
+                            }
+                        }
                         Ok(()) => {
-                            let mut p = Pending::new(PendingKind::Simple, Some(command));
+                            let kind = if extended {
+                                PendingKind::Execute
+                            } else {
+                                PendingKind::Simple
+                            };
+                            let mut p = Pending::new(kind, Some(command));
                             p.outcome.rule = Some(rule);
                             p.outcome.approval = Some(id);
                             if let Ok(mut q) = queue.lock() {
@@ -702,6 +817,32 @@ fn end_copy_in(q: &mut VecDeque<Pending>) {
     if end.is_some() {
         q.remove(limit);
     }
+}
+
+/// The queue entry of an Execute refused for want of an approval: the target gets a substitute
+/// Execute that fails in the same place, and its error is replaced by this one.
+fn refused_execute(command: Command, rule: &str, approval: String, told: &str) -> Pending {
+    let mut p = Pending::new(PendingKind::Execute, Some(command));
+    p.outcome.status = CommandStatus::ApprovalRequired;
+    p.outcome.rule = Some(rule.to_string());
+    p.outcome.approval = Some(approval);
+    p.outcome.error = Some(CommandError {
+        code: "42501".into(),
+        message: told.to_string(),
+    });
+    p.rewrite = Some(error_bytes(told));
+    p
+}
+
+/// An Execute of a portal that cannot exist: the target answers it with an error at exactly
+/// the refused Execute's place in the pipeline, then discards up to Sync as after any error.
+fn substitute_execute() -> BytesMut {
+    let mut out = BytesMut::new();
+    codec::put_message(&mut out, b'E', |b| {
+        codec::put_cstr(b, "tollgate: refused, not run");
+        b.extend_from_slice(&0i32.to_be_bytes());
+    });
+    out
 }
 
 /// Waits for a held statement's approval, telling the client which approval it waits for.
@@ -846,6 +987,24 @@ async fn target_to_client(
                                     done.push(p);
                                 }
                             }
+                            b'E' if q.front().is_some_and(|p| {
+                                p.kind == PendingKind::Execute && p.rewrite.is_some()
+                            }) =>
+                            {
+                                // The target's answer to a substitute Execute: the client gets the
+                                // gateway's refusal in its place.
+                                if let Some(mut p) = q.pop_front() {
+                                    let told = p.rewrite.take();
+                                    done.push(p);
+                                    if let Some(told) = told {
+                                        let mut injected =
+                                            Pending::new(PendingKind::Injected, None);
+                                        injected.injection = Some((told, false));
+                                        q.push_front(injected);
+                                    }
+                                }
+                                return Ok(Step::Drop);
+                            }
                             b'E' => {
                                 let fields = codec::parse_error_fields(body);
                                 if fields.severity == "FATAL" || fields.severity == "PANIC" {
@@ -911,8 +1070,15 @@ async fn target_to_client(
                         return End::Failed(e);
                     }
                 }
-                // The target's direction never drops or holds messages.
-                Some(Stop::Drop(len)) | Some(Stop::Hold(len, _)) => buf.advance(len),
+                Some(Stop::Drop(len)) => {
+                    // A substitute's error was dropped: write the refusal queued in its place.
+                    buf.advance(len);
+                    if let Err(e) = write_injected(queue, wr, status, &mut done).await {
+                        return End::Failed(e);
+                    }
+                }
+                // The target's direction never holds or replaces messages.
+                Some(Stop::Hold(len, _)) | Some(Stop::Replace(len, _)) => buf.advance(len),
                 Some(Stop::End(end)) => return end,
                 None => break,
             }

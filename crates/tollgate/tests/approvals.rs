@@ -533,3 +533,55 @@ async fn just_in_time_grant_opens_then_expires() {
     };
     assert_eq!(sqlstate(&e), "42501");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_approvals_bind_the_parameters() {
+    let Setup {
+        db,
+        gw,
+        agent,
+        dba1,
+        ..
+    } = setup("tg_apr_ext");
+    let client = driver(&gw, "prod", &agent).await.unwrap();
+    let delete = client
+        .prepare("DELETE FROM orders WHERE id = $1")
+        .await
+        .unwrap();
+
+    // Refused in place, with the request id; the session and pipeline carry on.
+    let (before, refused, after) = tokio::join!(
+        client.query_one("SELECT count(*)::int FROM orders", &[]),
+        client.execute(&delete, &[&1i32]),
+        client.query_one("SELECT 7", &[]),
+    );
+    assert_eq!(before.unwrap().get::<_, i32>(0), 3);
+    let e = refused.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    let id = approval_id(e.as_db_error().unwrap().message());
+    assert_eq!(after.unwrap().get::<_, i32>(0), 7);
+    let shown: serde_json::Value =
+        serde_json::from_str(&gw.cli_ok(&dba1, &["approvals", "show", &id, "--json"])).unwrap();
+    // tokio-postgres binds integers in binary: recorded as hex.
+    assert_eq!(shown["params"], serde_json::json!(["\\x00000001"]));
+    gw.cli_ok(&dba1, &["approvals", "approve", &id]);
+
+    // The approval holds for id = 1 only, and once.
+    let e = client.execute(&delete, &[&999i32]).await.unwrap_err();
+    assert_ne!(approval_id(e.as_db_error().unwrap().message()), id);
+    assert_eq!(client.execute(&delete, &[&1i32]).await.unwrap(), 1);
+    let e = client.execute(&delete, &[&1i32]).await.unwrap_err();
+    assert_ne!(approval_id(e.as_db_error().unwrap().message()), id);
+    assert_eq!(
+        db.direct("SELECT count(*) FROM orders WHERE id IN (1, 999)"),
+        "1"
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT 8", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        8
+    );
+}
