@@ -429,6 +429,7 @@ impl Approvals for ApprovalBook {
             return ApprovalState::Expired { id: String::new() };
         };
         let mut pending = None;
+        let mut denied = None;
         for a in items.values_mut().filter(|a| {
             a.requester == req.requester.subject
                 && a.connection == req.connection
@@ -441,11 +442,16 @@ impl Approvals for ApprovalBook {
             match a.status {
                 Status::Approved => return self.consume(a, now),
                 Status::Pending => pending = Some(a.id.clone()),
+                // A denial stands until the request would have expired.
+                Status::Denied if a.expires_at > now => denied = Some(Self::state(a)),
                 _ => {}
             }
         }
         if let Some(id) = pending {
             return ApprovalState::Pending { id };
+        }
+        if let Some(state) = denied {
+            return state;
         }
         let a = Approval {
             id: new_id(),

@@ -223,6 +223,12 @@ fn denial_expiry_and_exec() {
         !o.status.success(),
         "a denied request cannot be approved later"
     );
+    // Asking again while the denial stands gets the denial and its reason, in the session's record.
+    let err = psql_err(&gw, &agent, "DELETE FROM orders WHERE id = 2");
+    assert!(
+        err.contains(&id) && err.contains("not during the freeze"),
+        "{err}"
+    );
     assert_eq!(db.direct("SELECT count(*) FROM orders WHERE id = 2"), "1");
 
     // Expiry (the audit-writes rule's requests live one second).
