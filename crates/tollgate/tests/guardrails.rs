@@ -272,26 +272,17 @@ fn rules_from_config_apply_by_connection_and_group() {
         err.contains("agents-read-only") && err.contains("agents may only read production"),
         "{err}"
     );
-    let o = gw.psql(
-        "dev",
-        &agent,
-        "disable",
-        &["-c", "INSERT INTO audit_log (note) VALUES ('bot')"],
-    );
-    assert!(o.status.success(), "{o:?}");
-    let o = gw.psql(
-        "prod",
-        &human,
-        "disable",
-        &["-c", "INSERT INTO audit_log (note) VALUES ('human')"],
-    );
-    assert!(o.status.success(), "{o:?}");
-    let o = gw.psql(
-        "prod",
-        &agent,
-        "disable",
-        &["-c", "SELECT count(*) FROM orders"],
-    );
-    assert!(o.status.success(), "{o:?}");
+    for (conn, key, sql) in [
+        ("dev", &agent, "INSERT INTO audit_log (note) VALUES ('bot')"),
+        (
+            "prod",
+            &human,
+            "INSERT INTO audit_log (note) VALUES ('human')",
+        ),
+        ("prod", &agent, "SELECT count(*) FROM orders"),
+    ] {
+        let o = gw.psql(conn, key, "disable", &["-c", sql]);
+        assert!(o.status.success(), "{conn} {sql}: {o:?}");
+    }
     assert_eq!(db.direct("SELECT count(*) FROM audit_log"), "2");
 }

@@ -37,28 +37,33 @@ pub fn pg_admin(sql: &str) -> String {
 
 /// Runs SQL as the `postgres` superuser on a given local port.
 pub fn pg_admin_on(port: u16, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-        ])
-        .arg(port.to_string())
-        .args(["-d", "postgres", "-c", sql])
-        .env("PGSSLMODE", "disable")
-        .output()
-        .expect("psql runs");
+    psql_direct(port, "postgres", "postgres", None, sql)
+}
+
+/// Runs SQL directly against a local PostgreSQL (not through the gateway); panics on failure.
+fn psql_direct(port: u16, user: &str, db: &str, password: Option<&str>, sql: &str) -> String {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+    ])
+    .arg(port.to_string())
+    .args(["-U", user, "-d", db, "-c", sql])
+    .env("PGSSLMODE", "disable");
+    if let Some(pw) = password {
+        cmd.env("PGPASSWORD", pw);
+    }
+    let out = cmd.output().expect("psql runs");
     assert!(
         out.status.success(),
-        "admin SQL failed: {sql}\n{}",
+        "SQL as {user} failed: {sql}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -95,30 +100,7 @@ impl TestDb {
 
     /// Runs SQL in this database as its owner, directly (not through the gateway).
     pub fn direct(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-            ])
-            .arg(self.port.to_string())
-            .args(["-U", &self.role, "-d", &self.db, "-c", sql])
-            .env("PGPASSWORD", &self.password)
-            .env("PGSSLMODE", "disable")
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "direct SQL failed: {sql}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql_direct(self.port, &self.role, &self.db, Some(&self.password), sql)
     }
 
     /// A `[[connections]]` block for this database.
