@@ -10,7 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod mask;
 mod time_fmt;
+pub use mask::{ColumnMask, MaskDecision, MaskTally, Masker, NoMasking, SessionMask, TableColumn};
 pub use time_fmt::{format_rfc3339, now_micros, parse_duration};
 
 /// Errors raised by the helpers of this crate.
@@ -221,6 +223,10 @@ pub struct Outcome {
     /// The approval request it needed or used, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// Values masked in what the client received, counted per rule or detector (never the
+    /// values themselves).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub masked: std::collections::BTreeMap<String, u64>,
 }
 
 /// How a command ended.
@@ -322,6 +328,11 @@ pub struct ApprovalRequest<'a> {
     pub text: &'a str,
     /// Its parameters (extended protocol), rendered as recorded.
     pub params: &'a [Option<String>],
+    /// The statement as approvers are shown it and the store keeps it (masked in a masked
+    /// session); the approval is bound to `text` and `params`.
+    pub shown_text: &'a str,
+    /// The parameters as shown.
+    pub shown_params: &'a [Option<String>],
 }
 
 /// Where an approval stands.
@@ -452,6 +463,9 @@ pub struct SessionInfo {
     /// The client's application name, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
+    /// Whether results were masked: `on`, or why the caller saw clear values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masking: Option<String>,
 }
 
 /// Persists events. Implementations must keep per-session order and must not lose events.

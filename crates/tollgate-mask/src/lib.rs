@@ -1,0 +1,580 @@
+//! Sensitive-data masking for Tollgate: built-in detectors, custom regex detectors, column
+//! rules and masking strategies. Pure functions over bytes: no sockets, no runtime.
+//!
+//! A [`Mask`] is compiled once from a [`MaskSpec`] and shared by every session it applies to.
+//! It implements [`tollgate_core::SessionMask`], the seam the protocol crates call.
+
+pub mod detect;
+mod strategy;
+
+use std::borrow::Cow;
+
+use ring::hmac;
+use tollgate_core::{ColumnMask, MaskTally, SessionMask, TableColumn};
+
+pub use detect::{Finding, Kind, KindSet, find};
+pub use strategy::Strategy;
+use strategy::{Shape, apply};
+
+/// Errors building a [`Mask`].
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    /// A custom detector's pattern does not compile.
+    #[error("custom detector {name:?}: invalid pattern: {reason}")]
+    BadPattern {
+        /// Detector name.
+        name: String,
+        /// What the regex compiler said.
+        reason: String,
+    },
+    /// A custom detector's pattern matches the empty string.
+    #[error("custom detector {0:?}: the pattern matches the empty string")]
+    EmptyMatch(String),
+    /// Two detectors or rules share a name.
+    #[error("the name {0:?} is used by more than one masking detector or rule")]
+    DuplicateName(String),
+}
+
+/// A detector defined in config by a regular expression.
+#[derive(Debug, Clone)]
+pub struct CustomDetector {
+    /// Name in records and redactions.
+    pub name: String,
+    /// Regular expression (Rust `regex` syntax); every match is masked.
+    pub pattern: String,
+    /// How matches are replaced.
+    pub strategy: Strategy,
+}
+
+/// Masks whole columns, whatever their content.
+#[derive(Debug, Clone)]
+pub struct ColumnRule {
+    /// Name in records and redactions.
+    pub name: String,
+    /// Column-name patterns, case-insensitive, `*` matching any run (`password`, `*_token`).
+    pub columns: Vec<String>,
+    /// Source columns by `[schema.]table.column`.
+    pub tables: Vec<TableColumn>,
+    /// How values are replaced.
+    pub strategy: Strategy,
+}
+
+/// Everything a [`Mask`] is built from.
+#[derive(Debug, Clone)]
+pub struct MaskSpec {
+    /// Enabled built-in detectors and their strategies.
+    pub detectors: Vec<(Kind, Strategy)>,
+    /// Custom regex detectors.
+    pub custom: Vec<CustomDetector>,
+    /// Column rules, checked in order; the first that names a column decides it.
+    pub column_rules: Vec<ColumnRule>,
+    /// Key of the HMAC behind pseudonyms.
+    pub pseudonym_key: Vec<u8>,
+}
+
+struct CompiledCustom {
+    name: String,
+    regex: regex::bytes::Regex,
+    strategy: Strategy,
+}
+
+struct CompiledRule {
+    name: String,
+    /// Lower-cased patterns split at `*`.
+    patterns: Vec<Vec<String>>,
+    strategy: Strategy,
+}
+
+/// A compiled masking configuration.
+pub struct Mask {
+    kinds: KindSet,
+    strategies: [Strategy; Kind::ALL.len()],
+    custom: Vec<CompiledCustom>,
+    rules: Vec<CompiledRule>,
+    tables: Vec<TableColumn>,
+    /// For each entry of `tables`, the rule that named it.
+    table_rule: Vec<u32>,
+    key: hmac::Key,
+    counters: Vec<String>,
+}
+
+impl std::fmt::Debug for Mask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mask")
+            .field("kinds", &self.kinds)
+            .field("custom", &self.custom.len())
+            .field("rules", &self.rules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mask {
+    /// Compiles a spec.
+    pub fn new(spec: &MaskSpec) -> Result<Self, MaskError> {
+        let mut kinds = KindSet::none();
+        let mut strategies = Kind::ALL.map(Strategy::default_for);
+        for &(kind, strategy) in &spec.detectors {
+            kinds = kinds.with(kind);
+            strategies[kind as usize] = strategy;
+        }
+        let mut counters: Vec<String> = Kind::ALL.iter().map(|k| k.name().to_string()).collect();
+        let claim = |name: &str, counters: &mut Vec<String>| {
+            if counters.iter().any(|c| c == name) {
+                return Err(MaskError::DuplicateName(name.to_string()));
+            }
+            counters.push(name.to_string());
+            Ok(())
+        };
+        let mut custom = Vec::new();
+        for c in &spec.custom {
+            claim(&c.name, &mut counters)?;
+            let regex = regex::bytes::RegexBuilder::new(&c.pattern)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| MaskError::BadPattern {
+                    name: c.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            if regex.is_match(b"") {
+                return Err(MaskError::EmptyMatch(c.name.clone()));
+            }
+            custom.push(CompiledCustom {
+                name: c.name.clone(),
+                regex,
+                strategy: c.strategy,
+            });
+        }
+        let mut rules = Vec::new();
+        let mut tables = Vec::new();
+        let mut table_rule = Vec::new();
+        for (i, r) in spec.column_rules.iter().enumerate() {
+            claim(&r.name, &mut counters)?;
+            rules.push(CompiledRule {
+                name: r.name.clone(),
+                patterns: r
+                    .columns
+                    .iter()
+                    .map(|p| p.to_lowercase().split('*').map(str::to_string).collect())
+                    .collect(),
+                strategy: r.strategy,
+            });
+            for t in &r.tables {
+                tables.push(t.clone());
+                table_rule.push(i as u32);
+            }
+        }
+        Ok(Self {
+            kinds,
+            strategies,
+            custom,
+            rules,
+            tables,
+            table_rule,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &spec.pseudonym_key),
+            counters,
+        })
+    }
+
+    /// Masks what the detectors find in a text (errors, notices, recorded statements).
+    pub fn mask_text<'a>(&self, text: &'a str, tally: &mut MaskTally) -> Cow<'a, str> {
+        let mut out = Vec::new();
+        if !self.scan(text.as_bytes(), &mut out, tally) {
+            return Cow::Borrowed(text);
+        }
+        Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Detector pass: masks every finding; false when nothing was found.
+    fn scan(&self, value: &[u8], out: &mut Vec<u8>, tally: &mut MaskTally) -> bool {
+        let mut found = Vec::new();
+        if !self.kinds.is_empty() {
+            find(value, self.kinds, &mut found);
+        }
+        // Custom findings are tagged past the built-in kinds.
+        let mut custom_found: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, c) in self.custom.iter().enumerate() {
+            for m in c.regex.find_iter(value) {
+                if m.end() > m.start() {
+                    custom_found.push((m.start(), m.end(), i));
+                }
+            }
+        }
+        let mut encoded = Vec::new();
+        if !self.kinds.is_empty() {
+            encoded_findings(value, self.kinds, &mut encoded);
+        }
+        if found.is_empty() && custom_found.is_empty() && encoded.is_empty() {
+            return false;
+        }
+        // (start, end, source): source < ALL.len() is a kind, beyond it a custom detector.
+        let mut spans: Vec<(usize, usize, usize)> = found
+            .iter()
+            .filter(|f| f.start < f.end && f.end <= value.len())
+            .map(|f| (f.start, f.end, f.kind as usize))
+            .chain(
+                custom_found
+                    .into_iter()
+                    .map(|(s, e, i)| (s, e, Kind::ALL.len() + i)),
+            )
+            .chain(
+                encoded
+                    .iter()
+                    .map(|f| (f.start, f.end, ENCODED_BASE + f.kind as usize)),
+            )
+            .collect();
+        spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut pos = 0;
+        let mut any = false;
+        for (start, end, source) in spans {
+            if start < pos {
+                continue; // overlaps a span already masked
+            }
+            out.extend_from_slice(&value[pos..start]);
+            let piece = &value[start..end];
+            if source >= ENCODED_BASE {
+                // An encoded value hiding a finding: redacted whole, counted under its kind.
+                let kind_index = source - ENCODED_BASE;
+                let name = Kind::ALL
+                    .get(kind_index)
+                    .map(|k| k.name())
+                    .unwrap_or("encoded");
+                apply(Strategy::Redact, Shape::Other, name, piece, &self.key, out);
+                tally.bump(kind_index);
+                pos = end;
+                any = true;
+                continue;
+            }
+            match Kind::ALL.get(source) {
+                Some(&kind) => apply(
+                    self.strategies[source],
+                    Shape::Known(kind),
+                    kind.name(),
+                    piece,
+                    &self.key,
+                    out,
+                ),
+                None => {
+                    let Some(c) = self.custom.get(source - Kind::ALL.len()) else {
+                        continue;
+                    };
+                    apply(c.strategy, Shape::Other, &c.name, piece, &self.key, out);
+                }
+            }
+            tally.bump(source);
+            pos = end;
+            any = true;
+        }
+        out.extend_from_slice(&value[pos..]);
+        any
+    }
+
+    /// Masks a whole value under column rule `index`.
+    fn whole(&self, index: usize, value: &[u8], out: &mut Vec<u8>, tally: &mut MaskTally) -> bool {
+        let Some(rule) = self.rules.get(index) else {
+            return false;
+        };
+        // A value that is entirely one recognised kind keeps that kind's shape.
+        let trimmed = value.trim_ascii();
+        let mut found = Vec::new();
+        find(trimmed, KindSet::all(), &mut found);
+        let shape = found
+            .iter()
+            .find(|f| f.start == 0 && f.end == trimmed.len())
+            .map(|f| Shape::Known(f.kind))
+            .unwrap_or(Shape::Other);
+        apply(rule.strategy, shape, &rule.name, value, &self.key, out);
+        tally.bump(Kind::ALL.len() + self.custom.len() + index);
+        true
+    }
+}
+
+/// Span sources at or past this are encoded findings (offset by their kind).
+const ENCODED_BASE: usize = 1 << 16;
+
+/// Shortest hex or base64 run worth decoding (the shortest e-mail, `a@b.co`, is 8 in base64).
+const MIN_ENCODED: usize = 8;
+
+/// Finds hex (`\x…` bytea text, `encode(…, 'hex')`) and base64 runs that decode to something a
+/// detector finds; each such run is reported whole, with the kind found inside it.
+fn encoded_findings(value: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
+    let mut i = 0;
+    let mut decoded = Vec::new();
+    let mut inner = Vec::new();
+    while i < value.len() {
+        if !is_b64(value[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < value.len() && is_b64(value[i]) {
+            i += 1;
+        }
+        let mut end = i;
+        while end < value.len() && value[end] == b'=' && end - i < 2 {
+            end += 1;
+        }
+        let run = &value[start..end];
+        if run.len() < MIN_ENCODED {
+            i = end.max(i);
+            continue;
+        }
+        decoded.clear();
+        let body = &value[start..i];
+        // `\x` prefix of bytea text output: the run starts with the `x`.
+        let hex_body = body
+            .strip_prefix(b"x")
+            .filter(|_| start > 0 && value[start - 1] == b'\\');
+        let hex = hex_body.unwrap_or(body);
+        if hex.len() >= MIN_ENCODED
+            && hex.len().is_multiple_of(2)
+            && hex.iter().all(u8::is_ascii_hexdigit)
+        {
+            for pair in hex.chunks_exact(2) {
+                decoded.push((hex_val(pair[0]) << 4) | hex_val(pair[1]));
+            }
+        } else if run.len().is_multiple_of(4)
+            && body
+                .iter()
+                .any(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            base64_decode(run, &mut decoded);
+        }
+        if !decoded.is_empty() {
+            inner.clear();
+            find(&decoded, kinds, &mut inner);
+            if let Some(f) = inner.first() {
+                let span_start = if hex_body.is_some() { start - 1 } else { start };
+                out.push(Finding {
+                    start: span_start,
+                    end,
+                    kind: f.kind,
+                });
+            }
+        }
+        i = end.max(i);
+    }
+}
+
+fn is_b64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+}
+
+fn hex_val(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// Standard base64 with padding; stops quietly at anything else.
+fn base64_decode(run: &[u8], out: &mut Vec<u8>) {
+    let val = |b: u8| -> Option<u32> {
+        Some(match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    for quad in run.chunks_exact(4) {
+        let mut acc = 0u32;
+        let mut n = 0;
+        for &b in quad {
+            match val(b) {
+                Some(v) => {
+                    acc = (acc << 6) | v;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        match n {
+            4 => out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]),
+            3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
+            2 => out.push((acc >> 4) as u8),
+            _ => {}
+        }
+        if n < 4 {
+            return;
+        }
+    }
+}
+
+/// Whether `name` (lower-cased) matches a pattern split at `*`.
+fn glob_match(parts: &[String], name: &str) -> bool {
+    match parts {
+        [] => name.is_empty(),
+        [only] => only == name,
+        [first, middle @ .., last] => {
+            if name.len() < first.len() + last.len()
+                || !name.starts_with(first.as_str())
+                || !name.ends_with(last.as_str())
+            {
+                return false;
+            }
+            let mut rest = &name[first.len()..name.len() - last.len()];
+            for part in middle {
+                match rest.find(part.as_str()) {
+                    Some(i) => rest = &rest[i + part.len()..],
+                    None => return false,
+                }
+            }
+            true
+        }
+    }
+}
+
+impl SessionMask for Mask {
+    fn table_columns(&self) -> &[TableColumn] {
+        &self.tables
+    }
+
+    fn column(&self, name: &str, table_column: Option<usize>) -> ColumnMask {
+        if let Some(rule) = table_column.and_then(|i| self.table_rule.get(i)) {
+            return ColumnMask::Rule(*rule);
+        }
+        let lower = name.to_lowercase();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.patterns.iter().any(|p| glob_match(p, &lower)) {
+                return ColumnMask::Rule(i as u32);
+            }
+        }
+        ColumnMask::Scan
+    }
+
+    fn mask(
+        &self,
+        how: ColumnMask,
+        value: &[u8],
+        out: &mut Vec<u8>,
+        tally: &mut MaskTally,
+    ) -> bool {
+        match how {
+            ColumnMask::Scan => self.scan(value, out, tally),
+            ColumnMask::Rule(i) => self.whole(i as usize, value, out, tally),
+        }
+    }
+
+    fn counter_names(&self) -> &[String] {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MaskSpec {
+        MaskSpec {
+            detectors: Kind::ALL
+                .iter()
+                .map(|&k| (k, Strategy::default_for(k)))
+                .collect(),
+            custom: vec![CustomDetector {
+                name: "employee-id".into(),
+                pattern: r"\bEMP-\d{6}\b".into(),
+                strategy: Strategy::Redact,
+            }],
+            column_rules: vec![ColumnRule {
+                name: "secrets".into(),
+                columns: vec!["password".into(), "*_token".into(), "*secret*".into()],
+                tables: vec![TableColumn {
+                    schema: None,
+                    table: "users".into(),
+                    column: "dob".into(),
+                }],
+                strategy: Strategy::Redact,
+            }],
+            pseudonym_key: b"k".to_vec(),
+        }
+    }
+
+    #[test]
+    fn column_rules_match_names_and_tables() {
+        let m = Mask::new(&spec()).unwrap();
+        assert_eq!(m.column("Password", None), ColumnMask::Rule(0));
+        assert_eq!(m.column("refresh_token", None), ColumnMask::Rule(0));
+        assert_eq!(m.column("client_secret_hash", None), ColumnMask::Rule(0));
+        assert_eq!(m.column("tokenizer", None), ColumnMask::Scan);
+        assert_eq!(m.column("email", None), ColumnMask::Scan);
+        assert_eq!(m.column("anything", Some(0)), ColumnMask::Rule(0));
+        let mut out = Vec::new();
+        let mut tally = MaskTally::default();
+        assert!(m.mask(ColumnMask::Rule(0), b"hunter2", &mut out, &mut tally));
+        assert_eq!(out, b"[REDACTED:secrets]");
+        let named = tally.take_named(m.counter_names());
+        assert_eq!(named.get("secrets"), Some(&1));
+    }
+
+    #[test]
+    fn custom_detectors_mask_matches_and_count() {
+        let m = Mask::new(&spec()).unwrap();
+        let mut tally = MaskTally::default();
+        let text = m.mask_text("badge EMP-123456 issued", &mut tally);
+        assert_eq!(text, "badge [REDACTED:employee-id] issued");
+        assert_eq!(
+            tally.take_named(m.counter_names()).get("employee-id"),
+            Some(&1)
+        );
+        assert!(matches!(
+            m.mask_text("nothing here", &mut tally),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn encoded_values_are_decoded_and_scanned() {
+        let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        let e = "alice.smith@example.com";
+        assert_eq!(
+            encoded(&format!("\\x{}", hex(e))),
+            vec![(0, 2 + 2 * e.len())]
+        );
+        assert_eq!(
+            encoded(&format!("v={}", hex(e))),
+            vec![(2, 2 + 2 * e.len())]
+        );
+        // base64 of the address
+        assert_eq!(encoded("YWxpY2Uuc21pdGhAZXhhbXBsZS5jb20="), vec![(0, 32)]);
+        // Hashes and random base64 decode to nothing sensitive.
+        assert!(encoded("d41d8cd98f00b204e9800998ecf8427e").is_empty());
+        assert!(encoded("q83vEjRWeJq8zd7/ASNFZw==").is_empty());
+        assert!(encoded("internationalization").is_empty());
+    }
+
+    fn encoded(s: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        encoded_findings(s.as_bytes(), KindSet::all(), &mut out);
+        out.iter().map(|f| (f.start, f.end)).collect()
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let mut s = spec();
+        s.custom[0].pattern = "(".into();
+        assert!(matches!(Mask::new(&s), Err(MaskError::BadPattern { .. })));
+        let mut s = spec();
+        s.custom[0].pattern = "x*".into();
+        assert!(matches!(Mask::new(&s), Err(MaskError::EmptyMatch(_))));
+        let mut s = spec();
+        s.custom[0].name = "email".into();
+        assert!(matches!(Mask::new(&s), Err(MaskError::DuplicateName(_))));
+    }
+
+    #[test]
+    fn globs() {
+        let g =
+            |p: &str, n: &str| glob_match(&p.split('*').map(str::to_string).collect::<Vec<_>>(), n);
+        assert!(g("email", "email"));
+        assert!(!g("email", "emails"));
+        assert!(g("*email*", "work_email_2"));
+        assert!(g("*_ssn", "user_ssn"));
+        assert!(!g("*_ssn", "ssn"));
+        assert!(g("a*b*c", "axxbyyc"));
+        assert!(!g("ab*ba", "aba"));
+    }
+}
