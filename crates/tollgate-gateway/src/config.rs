@@ -13,6 +13,7 @@ use tollgate_pg::PgTarget;
 use tollgate_policy::{Engine, PolicySpec, RuleSpec, compile_rules};
 
 use crate::GatewayError;
+use crate::masking::{ConnectionMasking, MaskingSection, MaskingSettings};
 use crate::notify::{NotificationSpec, Webhook};
 
 /// The whole file.
@@ -42,6 +43,9 @@ pub struct ConfigFile {
     /// Webhooks told about approval requests and decisions.
     #[serde(default)]
     pub notifications: Vec<NotificationSpec>,
+    /// Masking of results (default pack on).
+    #[serde(default)]
+    pub masking: MaskingSection,
 }
 
 /// `[listen]`.
@@ -119,6 +123,16 @@ pub struct ConnectionSection {
     pub grant_approvers: Vec<String>,
     /// Longest grant that may be requested (default "8h").
     pub max_grant: Option<String>,
+    /// Mask results on this connection (default true; `[masking] enabled` must be on too).
+    #[serde(default = "default_true")]
+    pub masking: bool,
+    /// Groups that see clear values on this connection.
+    #[serde(default)]
+    pub unmasked_groups: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Validated configuration.
@@ -146,6 +160,10 @@ pub struct Config {
     pub policy: Arc<Engine>,
     /// Approval webhooks.
     pub webhooks: Vec<Webhook>,
+    /// Masking settings.
+    pub masking: MaskingSettings,
+    /// Per-connection masking switches.
+    pub connection_masking: std::collections::HashMap<String, ConnectionMasking>,
 }
 
 impl Config {
@@ -225,6 +243,7 @@ impl Config {
         };
         let mut seen = HashSet::new();
         let mut connections = Vec::new();
+        let mut connection_masking = std::collections::HashMap::new();
         for (i, c) in file.connections.into_iter().enumerate() {
             let key = |k: &str| format!("connections[{i}].{k}");
             if c.name.is_empty()
@@ -302,6 +321,13 @@ impl Config {
             } else {
                 None
             };
+            connection_masking.insert(
+                c.name.clone(),
+                ConnectionMasking {
+                    enabled: c.masking,
+                    unmasked_groups: c.unmasked_groups,
+                },
+            );
             connections.push(Arc::new(Connection {
                 name: c.name,
                 protocol,
@@ -317,6 +343,8 @@ impl Config {
                 message: e.to_string(),
             }
         })?);
+        let names: Vec<String> = connections.iter().map(|c| c.name.clone()).collect();
+        let masking = MaskingSettings::from_section(file.masking, &names, &err)?;
         let webhooks = file
             .notifications
             .iter()
@@ -338,6 +366,8 @@ impl Config {
             pg_max_message_bytes,
             connect_timeout,
             connections,
+            masking,
+            connection_masking,
         })
     }
 }

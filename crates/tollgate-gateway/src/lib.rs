@@ -5,6 +5,7 @@ pub mod api;
 pub mod approvals;
 pub mod config;
 pub mod keys;
+pub mod masking;
 pub mod material;
 pub mod notify;
 
@@ -119,13 +120,21 @@ impl Gateway {
         let postgres_addr = local(&pg_listener, config.postgres_addr);
         let api_addr = local(&api_listener, config.api_addr);
 
+        let masker = Arc::new(masking::MaskPolicy::new(
+            config.masking.clone(),
+            config.connection_masking.clone(),
+            &data_dir,
+        )?);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let recorder: Arc<dyn Recorder> = writer.clone();
         let pg = PgFront::new(
-            keys.clone(),
-            recorder,
-            config.policy.clone(),
-            approvals.clone(),
+            tollgate_pg::Services {
+                gatekeeper: keys.clone(),
+                recorder,
+                policy: config.policy.clone(),
+                approvals: approvals.clone(),
+                masker,
+            },
             Some(tokio_rustls::TlsAcceptor::from(tls)),
             PgFrontConfig {
                 require_tls: config.pg_require_tls,

@@ -213,6 +213,8 @@ pub struct BindMsg<'a> {
     pub statement: &'a str,
     /// Parameters rendered as text; binary values as `\x` hex; `None` for NULL.
     pub params: Vec<Option<String>>,
+    /// Result column format codes (empty: all text; one: for every column).
+    pub result_formats: Vec<i16>,
 }
 
 /// Longest rendering of one parameter kept in the record; longer values are cut with a marker.
@@ -258,10 +260,19 @@ pub fn parse_bind(body: &[u8]) -> Result<BindMsg<'_>, PgError> {
         };
         params.push(Some(render_param(value, format)));
     }
+    let nresults = r.i16()?;
+    if nresults < 0 {
+        return Err(PgError::protocol("negative result format count in Bind"));
+    }
+    let mut result_formats = Vec::with_capacity(nresults as usize);
+    for _ in 0..nresults {
+        result_formats.push(r.i16()?);
+    }
     Ok(BindMsg {
         portal,
         statement,
         params,
+        result_formats,
     })
 }
 
@@ -416,7 +427,10 @@ mod tests {
         b.put_i32(2);
         b.put_slice(&[0xde, 0xad]);
         b.put_i32(-1);
+        b.put_i16(1);
+        b.put_i16(1);
         let m = parse_bind(&b).unwrap();
+        assert_eq!(m.result_formats, vec![1]);
         assert_eq!(m.portal, "p");
         assert_eq!(m.statement, "s1");
         assert_eq!(m.params, vec![Some("\\xdead".to_string()), None]);

@@ -12,8 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use tollgate_core::{
-    Approvals, Channel, EventKind, Gatekeeper, Identity, Policy, Protocol, Recorder, Refusal,
-    RefusalCode, SessionInfo, SessionLog, new_session_id,
+    Approvals, Channel, EventKind, Gatekeeper, Identity, MaskDecision, Masker, Policy, Protocol,
+    Recorder, Refusal, RefusalCode, SessionInfo, SessionLog, TableColumn, new_session_id,
 };
 
 use crate::cancel::{CancelRegistry, CancelTarget};
@@ -46,12 +46,28 @@ impl Default for PgFrontConfig {
     }
 }
 
+/// The gateway's deciders a front calls: who is calling, what may run, who approves, what is
+/// masked, and where events go.
+pub struct Services {
+    /// Authentication and access.
+    pub gatekeeper: Arc<dyn Gatekeeper>,
+    /// Event sink.
+    pub recorder: Arc<dyn Recorder>,
+    /// Guardrails.
+    pub policy: Arc<dyn Policy>,
+    /// Approvals.
+    pub approvals: Arc<dyn Approvals>,
+    /// Masking.
+    pub masker: Arc<dyn Masker>,
+}
+
 /// The PostgreSQL front: shared by every session of the listener.
 pub struct PgFront {
     pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
     pub(crate) recorder: Arc<dyn Recorder>,
     pub(crate) policy: Arc<dyn Policy>,
     pub(crate) approvals: Arc<dyn Approvals>,
+    pub(crate) masker: Arc<dyn Masker>,
     tls: Option<TlsAcceptor>,
     pub(crate) config: PgFrontConfig,
     cancels: CancelRegistry,
@@ -82,19 +98,24 @@ pub(crate) enum Entry {
 impl PgFront {
     /// Builds the front. `shutdown` turning true ends every session with a clean error.
     pub fn new(
-        gatekeeper: Arc<dyn Gatekeeper>,
-        recorder: Arc<dyn Recorder>,
-        policy: Arc<dyn Policy>,
-        approvals: Arc<dyn Approvals>,
+        services: Services,
         tls: Option<TlsAcceptor>,
         config: PgFrontConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
+        let Services {
+            gatekeeper,
+            recorder,
+            policy,
+            approvals,
+            masker,
+        } = services;
         Arc::new(Self {
             gatekeeper,
             recorder,
             policy,
             approvals,
+            masker,
             tls,
             config,
             cancels: CancelRegistry::default(),
@@ -161,6 +182,7 @@ impl PgFront {
             tls: false,
             client_user: None,
             application: None,
+            masking: None,
         };
         let mut stream = PgStream::Plain(tcp);
         let handshake = tokio::time::timeout(
@@ -315,6 +337,7 @@ impl PgFront {
             tls: false,
             client_user: None,
             application: None,
+            masking: None,
         };
         let mut len = [0u8; 4];
         let startup = async {
@@ -396,7 +419,7 @@ impl PgFront {
             .await
         }
         .await;
-        let up = match upstream {
+        let mut up = match upstream {
             Ok(up) => up,
             Err(e) => {
                 tracing::warn!(connection = %info.connection, error = %e, "target unavailable");
@@ -413,6 +436,38 @@ impl PgFront {
         hello.put_slice(&up.greeting);
         codec::backend_key_data(&mut hello, key.0, key.1);
         hello.put_slice(&up.ready);
+        let masking = match self.masker.session(&identity, &info.connection) {
+            MaskDecision::Clear(reason) => {
+                info.masking = Some(format!("off: {reason}"));
+                None
+            }
+            MaskDecision::Masked(mask) => {
+                let sources = match resolve_columns(
+                    &mut up.stream,
+                    mask.table_columns(),
+                    &self.config,
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(connection = %info.connection, error = %e, "masking rules could not be resolved");
+                        let err = PgError::Refused(Refusal::new(
+                            RefusalCode::UpstreamUnavailable,
+                            format!(
+                                "connection \"{}\": the masking rules' table columns could not be resolved on the target: {e}",
+                                info.connection
+                            ),
+                        ));
+                        self.cancels.unregister(key);
+                        self.refuse(&mut stream, &mut log, info, &err).await;
+                        return;
+                    }
+                };
+                info.masking = Some("on".into());
+                Some(crate::masking::Masking::new(mask, sources))
+            }
+        };
         let connection_name = info.connection.clone();
         log.append(EventKind::SessionStart(info));
         let reason = match stream.write_all(&hello).await {
@@ -424,6 +479,7 @@ impl PgFront {
                     &identity,
                     &connection_name,
                     &mut log,
+                    masking,
                 )
                 .await
             }
@@ -454,6 +510,60 @@ impl PgFront {
             .authenticate(token)
             .map_err(PgError::Refused)
     }
+}
+
+/// Resolves the `table.column` entries of masking rules to (table oid, column number) on the
+/// session's own connection, before the client's first message. Column 0 stands for a whole
+/// table (`table.*`). Tables that do not exist resolve to nothing.
+async fn resolve_columns(
+    stream: &mut PgStream,
+    columns: &[TableColumn],
+    config: &PgFrontConfig,
+) -> Result<std::collections::HashMap<(u32, i16), usize>, PgError> {
+    let mut sources = std::collections::HashMap::new();
+    if columns.is_empty() {
+        return Ok(sources);
+    }
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut parts = Vec::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        let relation = match &c.schema {
+            Some(schema) => format!(
+                "to_regclass(format('%I.%I', {}, {}))",
+                literal(schema),
+                literal(&c.table)
+            ),
+            None => format!("to_regclass(format('%I', {}))", literal(&c.table)),
+        };
+        parts.push(if c.column == "*" {
+            format!("SELECT {i}, {relation}::oid, 0::int2 WHERE {relation} IS NOT NULL")
+        } else {
+            format!(
+                "SELECT {i}, a.attrelid::oid, a.attnum FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = {relation} AND a.attname = {} AND NOT a.attisdropped",
+                literal(&c.column)
+            )
+        });
+    }
+    let sql = parts.join(" UNION ALL ");
+    let rows = tokio::time::timeout(
+        config.connect_timeout,
+        upstream::simple_query(stream, &sql, config.max_message_bytes),
+    )
+    .await
+    .map_err(|_| PgError::UpstreamUnavailable("catalog lookup timed out".into()))??;
+    for row in rows {
+        let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let (Ok(index), Ok(oid), Ok(attnum)) = (
+            field(0).parse::<usize>(),
+            field(1).parse::<u32>(),
+            field(2).parse::<i16>(),
+        ) else {
+            continue;
+        };
+        sources.insert((oid, attnum), index);
+    }
+    Ok(sources)
 }
 
 /// The refusal a failed handshake amounts to.

@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod codec;
 pub mod exec;
 pub mod front;
+mod masking;
 mod relay;
 pub mod scram;
 pub mod stream;
@@ -13,7 +14,7 @@ pub mod upstream;
 
 pub use cancel::CancelRegistry;
 pub use exec::{ExecResult, exec_simple};
-pub use front::{PgFront, PgFrontConfig};
+pub use front::{PgFront, PgFrontConfig, Services};
 pub use upstream::PgTarget;
 
 use tollgate_core::{Refusal, RefusalCode};

@@ -15,11 +15,12 @@ use tokio::sync::Notify;
 use tollgate_core::{
     ApprovalMode, ApprovalRequest, ApprovalState, ApprovalTerms, Command, CommandError,
     CommandStatus, EventKind, Identity, Outcome, PolicyContext, Protocol, ProtocolStep, Refusal,
-    RefusalCode, SessionLog, Verdict,
+    RefusalCode, SessionLog, SessionMask, Verdict,
 };
 
 use crate::codec::{self, typed_header};
 use crate::front::PgFront;
+use crate::masking::{DescribeTarget, ExecuteFormats, Masking, put_raw, scrub};
 use crate::stream::PgStream;
 use crate::{PgError, sqlstate_for};
 
@@ -39,6 +40,8 @@ enum PendingKind {
     CopyEnd,
     /// An answer the gateway writes itself (a refused command), in its place in the stream.
     Injected,
+    /// A Describe whose RowDescription masking needs to attribute (only while masking).
+    Describe,
 }
 
 struct Pending {
@@ -51,6 +54,10 @@ struct Pending {
     /// For an Execute the gateway replaced (approval missing): the ErrorResponse that takes the
     /// place of the target's answer to the substitute.
     rewrite: Option<BytesMut>,
+    /// For a `Describe`: what it describes.
+    describe: Option<DescribeTarget>,
+    /// For an Execute while masking: which portal and result formats its rows come in.
+    execute: Option<ExecuteFormats>,
 }
 
 impl Pending {
@@ -62,6 +69,8 @@ impl Pending {
             outcome: Outcome::default(),
             injection: None,
             rewrite: None,
+            describe: None,
+            execute: None,
         }
     }
 }
@@ -86,6 +95,7 @@ pub(crate) async fn run(
     identity: &Identity,
     connection: &str,
     log: &mut SessionLog,
+    mut masking: Option<Masking>,
 ) -> String {
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut target_rd, mut target_wr) = tokio::io::split(target);
@@ -110,9 +120,17 @@ pub(crate) async fn run(
             &queue,
             &injected,
             cap,
+            masking.as_ref().map(|m| Arc::clone(m.mask())),
         );
-        let downstream_fut =
-            target_to_client(&mut target_rd, &mut client_wr, &queue, &injected, log, cap);
+        let downstream_fut = target_to_client(
+            &mut target_rd,
+            &mut client_wr,
+            &queue,
+            &injected,
+            log,
+            cap,
+            masking.as_mut(),
+        );
         tokio::select! {
             e = upstream_fut => e,
             e = downstream_fut => e,
@@ -126,7 +144,8 @@ pub(crate) async fn run(
         .map(|mut q| q.drain(..).collect())
         .unwrap_or_default();
     for p in leftovers {
-        if let Some(command) = p.command {
+        if let Some(mut command) = p.command {
+            scrub_for_record(&mut command, masking.as_ref());
             let mut outcome = p.outcome;
             if p.kind != PendingKind::Injected {
                 outcome.status = CommandStatus::Interrupted;
@@ -284,6 +303,10 @@ async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::
 
 struct Portal {
     statement: String,
+    /// Generation of the Bind that made it and of its statement's Parse.
+    generation: u64,
+    statement_generation: u64,
+    result_formats: Arc<[i16]>,
     text: Arc<str>,
     params: Vec<Option<String>>,
     rule: Option<String>,
@@ -300,6 +323,8 @@ struct Need {
 /// A prepared statement: its text and the allow rule that let it through, if any.
 struct Prepared {
     text: Arc<str>,
+    /// Generation of the Parse that made it.
+    generation: u64,
     rule: Option<String>,
     needs: Option<Arc<Need>>,
 }
@@ -365,9 +390,13 @@ async fn client_to_target(
     queue: &Queue,
     injected: &Notify,
     cap: usize,
+    session_mask: Option<Arc<dyn SessionMask>>,
 ) -> End {
+    let masking = session_mask.is_some();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut partial = 0usize;
+    // Counts Parse and Bind messages, so a reused statement or portal name is told apart.
+    let mut generation = 0u64;
     let mut statements: HashMap<String, Prepared> = HashMap::new();
     let mut portals: HashMap<String, Portal> = HashMap::new();
     // After a refused Parse, the extended protocol discards everything up to the next Sync.
@@ -435,6 +464,7 @@ async fn client_to_target(
                                 terms,
                             } = &verdict
                             {
+                                let shown = shown_command(&command, session_mask.as_deref());
                                 let state = front.approvals.request(&ApprovalRequest {
                                     requester: ctx.identity,
                                     session,
@@ -443,6 +473,8 @@ async fn client_to_target(
                                     terms,
                                     text,
                                     params: &[],
+                                    shown_text: &shown.text,
+                                    shown_params: &shown.params,
                                 });
                                 let refuse = |msg: String, id: Option<String>| {
                                     let mut p =
@@ -537,10 +569,12 @@ async fn client_to_target(
                             {
                                 statements.retain(|k, _| k.is_empty());
                             }
+                            generation += 1;
                             statements.insert(
                                 parse.name.to_string(),
                                 Prepared {
                                     text: Arc::from(parse.query),
+                                    generation,
                                     rule: allowed_rule(verdict),
                                     needs,
                                 },
@@ -548,10 +582,18 @@ async fn client_to_target(
                         }
                         b'B' => {
                             let bind = codec::parse_bind(body)?;
-                            let (text, rule, needs) = statements
+                            let (text, rule, needs, statement_generation) = statements
                                 .get(bind.statement)
-                                .map(|p| (Arc::clone(&p.text), p.rule.clone(), p.needs.clone()))
-                                .unwrap_or_else(|| (Arc::from(""), None, None));
+                                .map(|p| {
+                                    (
+                                        Arc::clone(&p.text),
+                                        p.rule.clone(),
+                                        p.needs.clone(),
+                                        p.generation,
+                                    )
+                                })
+                                .unwrap_or_else(|| (Arc::from(""), None, None, 0));
+                            generation += 1;
                             if portals.len() >= MAX_NAMED && !portals.contains_key(bind.portal) {
                                 portals.retain(|k, _| k.is_empty());
                             }
@@ -559,6 +601,9 @@ async fn client_to_target(
                                 bind.portal.to_string(),
                                 Portal {
                                     statement: bind.statement.to_string(),
+                                    generation,
+                                    statement_generation,
+                                    result_formats: bind.result_formats.into(),
                                     text,
                                     params: bind.params,
                                     rule,
@@ -583,6 +628,7 @@ async fn client_to_target(
                                     statement: (!p.statement.is_empty())
                                         .then(|| p.statement.clone()),
                                 };
+                                let shown = shown_command(&command, session_mask.as_deref());
                                 let state = front.approvals.request(&ApprovalRequest {
                                     requester: ctx.identity,
                                     session,
@@ -591,6 +637,8 @@ async fn client_to_target(
                                     terms: &need.terms,
                                     text: &p.text,
                                     params: &p.params,
+                                    shown_text: &shown.text,
+                                    shown_params: &shown.params,
                                 });
                                 let told = match state {
                                     ApprovalState::Approved { id } => {
@@ -647,6 +695,16 @@ async fn client_to_target(
                                         }),
                                     );
                                     pending.outcome.rule = p.rule.clone();
+                                    if masking {
+                                        pending.execute = Some(ExecuteFormats {
+                                            portal: (portal.to_string(), p.generation),
+                                            statement: (
+                                                p.statement.clone(),
+                                                p.statement_generation,
+                                            ),
+                                            formats: Arc::clone(&p.result_formats),
+                                        });
+                                    }
                                     pending
                                 }
                                 None => Pending::new(
@@ -703,7 +761,32 @@ async fn client_to_target(
                         }
                         b'X' => return Ok(Step::StopAfter(End::ClientTerminated)),
                         b'c' | b'f' => push(Pending::new(PendingKind::CopyEnd, None)),
-                        b'D' | b'H' | b'd' | b'p' => {}
+                        b'D' => {
+                            if masking {
+                                let mut r = codec::Reader::new(body);
+                                let kind = r.bytes(1)?[0];
+                                let name = r.cstr()?;
+                                let target = match kind {
+                                    b'S' => DescribeTarget::Statement(
+                                        name.to_string(),
+                                        statements.get(name).map(|p| p.generation).unwrap_or(0),
+                                    ),
+                                    b'P' => DescribeTarget::Portal(
+                                        name.to_string(),
+                                        portals.get(name).map(|p| p.generation).unwrap_or(0),
+                                    ),
+                                    _ => {
+                                        return Err(PgError::protocol(
+                                            "Describe of an unknown object kind",
+                                        ));
+                                    }
+                                };
+                                let mut p = Pending::new(PendingKind::Describe, None);
+                                p.describe = Some(target);
+                                push(p);
+                            }
+                        }
+                        b'H' | b'd' | b'p' => {}
                         other => {
                             return Err(PgError::protocol(format!(
                                 "unknown frontend message type {:?} (0x{other:02x})",
@@ -915,7 +998,13 @@ async fn target_to_client(
     injected: &Notify,
     log: &mut SessionLog,
     cap: usize,
+    mut masking: Option<&mut Masking>,
 ) -> End {
+    let masked = masking.is_some();
+    // While masking, every forwarded message is copied (masked or not) into `out`.
+    let mut out = BytesMut::new();
+    // A binary COPY TO cannot be masked: its data is dropped and the client gets an error.
+    let mut discard_copy = false;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut partial = 0usize;
     let mut done: Vec<Pending> = Vec::new();
@@ -928,7 +1017,7 @@ async fn target_to_client(
         if let Err(e) = write_injected(queue, wr, status, &mut done).await {
             return End::Failed(e);
         }
-        record(log, &mut done);
+        record(log, &mut done, masking.as_deref());
         tokio::select! {
             read = fill(rd, &mut buf) => match read {
                 Ok(0) | Err(_) => return End::TargetGone { fatal_seen },
@@ -946,111 +1035,206 @@ async fn target_to_client(
                     &buf,
                     &mut partial,
                     cap,
-                    |t| t == b'D' || t == b'd',
-                    |tag, body| {
-                        // A CopyEnd marker at the front belongs to no pending answer.
-                        while q.front().is_some_and(|p| p.kind == PendingKind::CopyEnd) {
-                            q.pop_front();
-                        }
-                        if copy_in && matches!(tag, b'C' | b'E') {
-                            copy_in = false;
-                            end_copy_in(&mut q);
-                        }
-                        match tag {
-                            b'G' => copy_in = true,
-                            b'C' => {
-                                let tag_text = codec::Reader::new(body).cstr().unwrap_or_default();
-                                if let Some(front) = q.front_mut() {
-                                    match front.kind {
-                                        PendingKind::Simple => {
-                                            front.outcome.rows += tag_rows(tag_text);
-                                            front.outcome.tags.push(tag_text.to_string());
+                    |t| !masked && (t == b'D' || t == b'd'),
+                    |tag, raw_body| {
+                        let before = done.len();
+                        let mut replaced: Option<BytesMut> = None;
+                        let mut emitted = false;
+                        if let Some(m) = masking.as_deref_mut() {
+                            match tag {
+                                b'T' => {
+                                    let target = q
+                                        .front()
+                                        .filter(|p| p.kind == PendingKind::Describe)
+                                        .and_then(|p| p.describe.clone());
+                                    m.row_description(raw_body, target.as_ref())?;
+                                    if target.is_some() {
+                                        q.pop_front();
+                                    }
+                                }
+                                b'n' if q
+                                    .front()
+                                    .is_some_and(|p| p.kind == PendingKind::Describe) =>
+                                {
+                                    q.pop_front();
+                                }
+                                b'D' => {
+                                    let execute = q
+                                        .front()
+                                        .filter(|p| p.kind == PendingKind::Execute)
+                                        .and_then(|p| p.execute.as_ref());
+                                    m.data_row(raw_body, execute, &mut out)?;
+                                    emitted = true;
+                                }
+                                b'H' if !m.copy_out(raw_body) => {
+                                    discard_copy = true;
+                                    emitted = true;
+                                    let message = "binary COPY output cannot be masked: use COPY ... TO STDOUT in text or csv format";
+                                    codec::error_response(&mut out, "ERROR", "0A000", message);
+                                    if let Some(p) = q.front_mut() {
+                                        p.outcome.status = CommandStatus::Error;
+                                        p.outcome.error = Some(CommandError {
+                                            code: "0A000".into(),
+                                            message: message.into(),
+                                        });
+                                    }
+                                }
+                                b'd' | b'c' if discard_copy => emitted = true,
+                                b'C' if discard_copy => {
+                                    discard_copy = false;
+                                    emitted = true;
+                                }
+                                b'd' if m.in_copy_out() => {
+                                    m.copy_data(raw_body, &mut out);
+                                    emitted = true;
+                                }
+                                b'E' | b'N' => {
+                                    if tag == b'E' {
+                                        // Describes still waiting will not be answered.
+                                        while q
+                                            .front()
+                                            .is_some_and(|p| p.kind == PendingKind::Describe)
+                                        {
+                                            q.pop_front();
                                         }
-                                        PendingKind::Execute => {
+                                    }
+                                    replaced = m.fields(raw_body);
+                                }
+                                b'A' => replaced = m.notification(raw_body),
+                                _ => {}
+                            }
+                        }
+                        let body: &[u8] = replaced.as_deref().unwrap_or(raw_body);
+                        let step = (|| -> Result<Step, PgError> {
+                            // A CopyEnd marker at the front belongs to no pending answer.
+                            while q.front().is_some_and(|p| p.kind == PendingKind::CopyEnd) {
+                                q.pop_front();
+                            }
+                            if copy_in && matches!(tag, b'C' | b'E') {
+                                copy_in = false;
+                                end_copy_in(&mut q);
+                            }
+                            match tag {
+                                b'G' => copy_in = true,
+                                b'C' => {
+                                    let tag_text =
+                                        codec::Reader::new(body).cstr().unwrap_or_default();
+                                    if let Some(front) = q.front_mut() {
+                                        match front.kind {
+                                            PendingKind::Simple => {
+                                                front.outcome.rows += tag_rows(tag_text);
+                                                front.outcome.tags.push(tag_text.to_string());
+                                            }
+                                            PendingKind::Execute => {
+                                                if let Some(mut p) = q.pop_front() {
+                                                    p.outcome.rows += tag_rows(tag_text);
+                                                    p.outcome.tags.push(tag_text.to_string());
+                                                    done.push(p);
+                                                }
+                                            }
+                                            _ => {}
+                                        }
+                                    }
+                                }
+                                b'I' | b's' => {
+                                    if q.front().is_some_and(|p| p.kind == PendingKind::Execute)
+                                        && let Some(mut p) = q.pop_front()
+                                    {
+                                        if tag == b's' {
+                                            p.outcome.status = CommandStatus::Suspended;
+                                        }
+                                        done.push(p);
+                                    }
+                                }
+                                b'E' if q.front().is_some_and(|p| {
+                                    p.kind == PendingKind::Execute && p.rewrite.is_some()
+                                }) =>
+                                {
+                                    // The target's answer to a substitute Execute: the client gets the
+                                    // gateway's refusal in its place.
+                                    if let Some(mut p) = q.pop_front() {
+                                        let told = p.rewrite.take();
+                                        done.push(p);
+                                        if let Some(told) = told {
+                                            let mut injected =
+                                                Pending::new(PendingKind::Injected, None);
+                                            injected.injection = Some((told, false));
+                                            q.push_front(injected);
+                                        }
+                                    }
+                                    return Ok(Step::Drop);
+                                }
+                                b'E' => {
+                                    let fields = codec::parse_error_fields(body);
+                                    if fields.severity == "FATAL" || fields.severity == "PANIC" {
+                                        fatal_seen = true;
+                                    }
+                                    let error = CommandError {
+                                        code: fields.code,
+                                        message: fields.message,
+                                    };
+                                    match q.front().map(|p| p.kind) {
+                                        Some(PendingKind::Simple | PendingKind::Function) => {
+                                            if let Some(p) = q.front_mut() {
+                                                p.outcome.status = CommandStatus::Error;
+                                                p.outcome.error = Some(error);
+                                            }
+                                        }
+                                        Some(PendingKind::Execute) => {
                                             if let Some(mut p) = q.pop_front() {
-                                                p.outcome.rows += tag_rows(tag_text);
-                                                p.outcome.tags.push(tag_text.to_string());
+                                                p.outcome.status = CommandStatus::Error;
+                                                p.outcome.error = Some(error);
                                                 done.push(p);
                                             }
                                         }
                                         _ => {}
                                     }
                                 }
-                            }
-                            b'I' | b's' => {
-                                if q.front().is_some_and(|p| p.kind == PendingKind::Execute)
-                                    && let Some(mut p) = q.pop_front()
-                                {
-                                    if tag == b's' {
-                                        p.outcome.status = CommandStatus::Suspended;
-                                    }
-                                    done.push(p);
-                                }
-                            }
-                            b'E' if q.front().is_some_and(|p| {
-                                p.kind == PendingKind::Execute && p.rewrite.is_some()
-                            }) =>
-                            {
-                                // The target's answer to a substitute Execute: the client gets the
-                                // gateway's refusal in its place.
-                                if let Some(mut p) = q.pop_front() {
-                                    let told = p.rewrite.take();
-                                    done.push(p);
-                                    if let Some(told) = told {
-                                        let mut injected =
-                                            Pending::new(PendingKind::Injected, None);
-                                        injected.injection = Some((told, false));
-                                        q.push_front(injected);
-                                    }
-                                }
-                                return Ok(Step::Drop);
-                            }
-                            b'E' => {
-                                let fields = codec::parse_error_fields(body);
-                                if fields.severity == "FATAL" || fields.severity == "PANIC" {
-                                    fatal_seen = true;
-                                }
-                                let error = CommandError {
-                                    code: fields.code,
-                                    message: fields.message,
-                                };
-                                match q.front().map(|p| p.kind) {
-                                    Some(PendingKind::Simple | PendingKind::Function) => {
-                                        if let Some(p) = q.front_mut() {
-                                            p.outcome.status = CommandStatus::Error;
-                                            p.outcome.error = Some(error);
-                                        }
-                                    }
-                                    Some(PendingKind::Execute) => {
+                                b'Z' => {
+                                    status = body.first().copied().unwrap_or(b'I');
+                                    while q.front().is_some_and(|p| {
+                                        matches!(
+                                            p.kind,
+                                            PendingKind::Execute | PendingKind::Describe
+                                        )
+                                    }) {
                                         if let Some(mut p) = q.pop_front() {
-                                            p.outcome.status = CommandStatus::Error;
-                                            p.outcome.error = Some(error);
+                                            p.outcome.status = CommandStatus::Skipped;
                                             done.push(p);
                                         }
                                     }
-                                    _ => {}
-                                }
-                            }
-                            b'Z' => {
-                                status = body.first().copied().unwrap_or(b'I');
-                                while q.front().is_some_and(|p| p.kind == PendingKind::Execute) {
-                                    if let Some(mut p) = q.pop_front() {
-                                        p.outcome.status = CommandStatus::Skipped;
+                                    if q.front().is_some_and(|p| p.kind != PendingKind::Injected)
+                                        && let Some(p) = q.pop_front()
+                                    {
                                         done.push(p);
                                     }
                                 }
-                                if q.front().is_some_and(|p| p.kind != PendingKind::Injected)
-                                    && let Some(p) = q.pop_front()
-                                {
-                                    done.push(p);
-                                }
+                                _ => {}
                             }
-                            _ => {}
+                            if q.front().is_some_and(|p| p.kind == PendingKind::Injected) {
+                                return Ok(Step::Pause);
+                            }
+                            Ok(Step::Continue)
+                        })()?;
+                        if let Some(m) = masking.as_deref_mut() {
+                            if matches!(tag, b'C' | b'E' | b's' | b'Z' | b'I') {
+                                m.end_result();
+                            }
+                            if done.len() > before
+                                && let Some(p) = done[before..]
+                                    .iter_mut()
+                                    .rev()
+                                    .find(|p| p.command.is_some())
+                            {
+                                p.outcome.masked = m.take_tally();
+                            }
+                            let forwarded =
+                                matches!(step, Step::Continue | Step::StopAfter(_) | Step::Pause);
+                            if forwarded && !emitted {
+                                put_raw(&mut out, tag, body);
+                            }
                         }
-                        if q.front().is_some_and(|p| p.kind == PendingKind::Injected) {
-                            return Ok(Step::Pause);
-                        }
-                        Ok(Step::Continue)
+                        Ok(step)
                     },
                 )
             };
@@ -1058,7 +1242,19 @@ async fn target_to_client(
                 Ok(x) => x,
                 Err(e) => return End::Failed(e),
             };
-            if forward > 0 {
+            if masked {
+                if !out.is_empty() {
+                    if let Err(e) = wr.write_all(&out).await {
+                        return End::Failed(PgError::Io(e));
+                    }
+                    out.clear();
+                    if out.capacity() > 4 * READ_CHUNK {
+                        // A huge row passed: give the memory back.
+                        out = BytesMut::new();
+                    }
+                }
+                buf.advance(forward);
+            } else if forward > 0 {
                 if let Err(e) = wr.write_all(&buf[..forward]).await {
                     return End::Failed(PgError::Io(e));
                 }
@@ -1083,7 +1279,7 @@ async fn target_to_client(
                 None => break,
             }
         }
-        record(log, &mut done);
+        record(log, &mut done, masking.as_deref());
     }
 }
 
@@ -1121,9 +1317,10 @@ async fn write_injected(
     Ok(())
 }
 
-fn record(log: &mut SessionLog, done: &mut Vec<Pending>) {
+fn record(log: &mut SessionLog, done: &mut Vec<Pending>, masking: Option<&Masking>) {
     for p in done.drain(..) {
-        if let Some(command) = p.command {
+        if let Some(mut command) = p.command {
+            scrub_for_record(&mut command, masking);
             let mut outcome = p.outcome;
             outcome.duration_us = p.started.elapsed().as_micros() as u64;
             log.append(EventKind::Command { command, outcome });
@@ -1131,9 +1328,104 @@ fn record(log: &mut SessionLog, done: &mut Vec<Pending>) {
     }
 }
 
+/// What a command's record may hold: role passwords in the text are always hidden, and in a
+/// masked session whatever the detectors find in the text and parameters is masked.
+fn scrub_for_record(command: &mut Command, masking: Option<&Masking>) {
+    if let Some(hidden) = hide_role_passwords(&command.text) {
+        command.text = Arc::from(hidden);
+    }
+    if let Some(m) = masking {
+        scrub(m.mask().as_ref(), command);
+    }
+}
+
+/// A command as approvers see it and the store keeps it.
+fn shown_command(command: &Command, mask: Option<&dyn SessionMask>) -> Command {
+    let mut shown = command.clone();
+    if let Some(hidden) = hide_role_passwords(&shown.text) {
+        shown.text = Arc::from(hidden);
+    }
+    if let Some(mask) = mask {
+        scrub(mask, &mut shown);
+    }
+    shown
+}
+
+/// Replaces the string literal after a `PASSWORD` keyword (`CREATE ROLE … PASSWORD '…'`,
+/// `ALTER USER … PASSWORD '…'`) with `'***'`. Returns None when there is none.
+fn hide_role_passwords(text: &str) -> Option<String> {
+    const WORD: &[u8] = b"password";
+    let bytes = text.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i + WORD.len() <= bytes.len() {
+        let at_word = bytes[i..i + WORD.len()].eq_ignore_ascii_case(WORD)
+            && (i == 0 || !ident(bytes[i - 1]))
+            && bytes.get(i + WORD.len()).is_none_or(|&b| !ident(b));
+        if !at_word {
+            i += 1;
+            continue;
+        }
+        let mut j = i + WORD.len();
+        while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        let escapes =
+            j < bytes.len() && matches!(bytes[j], b'E' | b'e') && bytes.get(j + 1) == Some(&b'\'');
+        if escapes {
+            j += 1;
+        }
+        if bytes.get(j) != Some(&b'\'') {
+            i = j.max(i + 1);
+            continue;
+        }
+        // The literal runs to the next quote that is not doubled.
+        let mut k = j + 1;
+        loop {
+            match bytes.get(k) {
+                None => break,
+                Some(b'\\') if escapes => k += 2,
+                Some(b'\'') if bytes.get(k + 1) == Some(&b'\'') => k += 2,
+                Some(b'\'') => break,
+                Some(_) => k += 1,
+            }
+        }
+        let o = out.get_or_insert_with(String::new);
+        o.push_str(&text[copied..j]);
+        o.push_str("'***'");
+        copied = (k + 1).min(text.len());
+        i = copied;
+    }
+    let mut o = out?;
+    o.push_str(&text[copied..]);
+    Some(o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_passwords_are_hidden_from_the_record() {
+        assert_eq!(
+            hide_role_passwords("CREATE ROLE app LOGIN PASSWORD 'hunter''2' VALID UNTIL 'x'")
+                .as_deref(),
+            Some("CREATE ROLE app LOGIN PASSWORD '***' VALID UNTIL 'x'")
+        );
+        assert_eq!(
+            hide_role_passwords("alter user a with password E'p\\'w'; alter user b password 'q'")
+                .as_deref(),
+            Some("alter user a with password E'***'; alter user b password '***'")
+        );
+        assert_eq!(hide_role_passwords("SELECT password_reset FROM t"), None);
+        assert_eq!(hide_role_passwords("ALTER ROLE x PASSWORD NULL"), None);
+        assert_eq!(
+            hide_role_passwords("ALTER ROLE x PASSWORD 'unterminated").as_deref(),
+            Some("ALTER ROLE x PASSWORD '***'")
+        );
+    }
 
     #[test]
     fn rows_from_tags() {

@@ -408,6 +408,60 @@ async fn authenticate(
     }
 }
 
+/// Runs one simple query on an idle connection and returns its rows as text (`None` for NULL).
+/// The connection is idle again afterwards. Used by the gateway for its own catalog lookups.
+pub async fn simple_query(
+    stream: &mut PgStream,
+    sql: &str,
+    cap: usize,
+) -> Result<Vec<Vec<Option<String>>>, PgError> {
+    let mut out = BytesMut::new();
+    codec::query(&mut out, sql);
+    stream.write_all(&out).await.map_err(PgError::Io)?;
+    let mut buf = BytesMut::new();
+    let mut rows = Vec::new();
+    let mut failure = None;
+    loop {
+        let (tag, body) = read_message(stream, &mut buf, cap)
+            .await?
+            .ok_or_else(|| PgError::UpstreamUnavailable("target closed the connection".into()))?;
+        match tag {
+            b'D' => {
+                let mut r = codec::Reader::new(&body);
+                let n = r.i16()?;
+                let mut row = Vec::with_capacity(n.max(0) as usize);
+                for _ in 0..n.max(0) {
+                    let len = r.i32()?;
+                    if len < 0 {
+                        row.push(None);
+                    } else {
+                        let v = r.bytes(len as usize)?;
+                        row.push(Some(String::from_utf8_lossy(v).into_owned()));
+                    }
+                }
+                rows.push(row);
+            }
+            b'E' => {
+                let f = codec::parse_error_fields(&body);
+                failure = Some(PgError::Target {
+                    code: f.code,
+                    message: f.message,
+                });
+            }
+            b'Z' => {
+                if !buf.is_empty() {
+                    return Err(PgError::protocol("target sent data after ReadyForQuery"));
+                }
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(rows),
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Sends a CancelRequest for the target's process.
 pub async fn send_cancel(addr: SocketAddr, key: (i32, i32)) -> Result<(), PgError> {
     let mut tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))

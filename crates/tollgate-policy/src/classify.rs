@@ -82,6 +82,7 @@ pub const STATEMENT_TAGS: &[&str] = &[
     "revoke",
     "role_change",
     "copy_program",
+    "copy_to_client",
     "server_file_access",
     "dangerous_function",
     "dynamic_sql",
@@ -364,6 +365,7 @@ impl Visitor for Walker {
                 match target {
                     CopyTarget::Program { .. } => self.tag("copy_program"),
                     CopyTarget::File { .. } => self.tag("server_file_access"),
+                    CopyTarget::Stdout if *to => self.tag("copy_to_client"),
                     CopyTarget::Stdin | CopyTarget::Stdout => {}
                 }
             }

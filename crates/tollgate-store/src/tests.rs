@@ -52,6 +52,7 @@ fn events_are_ordered_and_sessions_summarised() {
             tls: true,
             client_user: None,
             application: None,
+            masking: None,
         }),
         EventKind::Command {
             command: Command {
@@ -110,6 +111,7 @@ fn runs_written_in_several_batches_read_back_in_order() {
         tls: false,
         client_user: None,
         application: None,
+        masking: None,
     });
     let mut seq = 0;
     let mut emit = |kind| {
