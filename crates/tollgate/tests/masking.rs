@@ -34,13 +34,15 @@ const IBANS: [&str; 4] = [
     "FR1420041010050500013M02606",
     "NL91ABNA0417164300",
 ];
-/// Values only a column rule recognises (`secret-columns` by name, and a table rule).
+/// bcrypt hashes: the `secret-columns` rule masks the column, the `password-hash` detector the
+/// values wherever they appear.
 const PASSWORD_HASHES: [&str; 4] = [
-    "pbkdf2-a1-Zx9wQv3LmN",
-    "pbkdf2-b2-Kp7rTt2HsY",
-    "pbkdf2-c3-Qm4nWe8JdU",
-    "pbkdf2-d4-Vb6cXz1FgR",
+    "$2b$12$353WV6VK3kQJDw3S/GFCWcB5n2Xbj9.I4hyIembiBGLxLjvGA.ZYE",
+    "$2b$12$6uwzHXgpJlo/yNPdK/F58UW3WOzvMwzZ.gkAYVwKDQZ2f/ojvHHJY",
+    "$2b$12$d/tt4O7PvVRlbdWSXv7IzELLCecwez8jUGOb7HhZYAGgy3dFDUitO",
+    "$2b$12$JsP3oPCA6rlCAH7GlmPHH3tDOprI6HzB9/uu/HIJMezov425IBlJ7",
 ];
+/// Values only a column rule recognises (a table rule).
 const LOYALTY: [&str; 4] = [
     "LOY-TIGER-41",
     "LOY-EAGLE-17",
@@ -125,6 +127,7 @@ fn detectable_values() -> Vec<&'static str> {
         .chain(&CARDS)
         .chain(&SSNS)
         .chain(&IBANS)
+        .chain(&PASSWORD_HASHES)
         .copied()
         .collect()
 }

@@ -1,0 +1,901 @@
+//! Built-in detectors: each finds spans of one kind of sensitive value in raw bytes, checked
+//! with checksums and context so ordinary data is left alone.
+//!
+//! [`find`] first profiles the input in one cheap pass (which byte classes occur, how many
+//! digits, how long the digit runs are) and then runs only the detectors whose prerequisites
+//! hold. Structured values (cards, phones, IBANs, addresses) are matched by hand-written
+//! scanners anchored on cheap `memchr` / `memmem` searches (`@`, `+`, `:`, `=`, `_`, `-`, `A`,
+//! `eyJ`, `secret`) or on the digit runs found by the profile.
+//!
+//! This module holds the public API, the byte-class profile that gates the detectors and the
+//! byte helpers they share. The detectors live in one submodule per family: `email`,
+//! `numbers` (phone, card, SSN, IBAN), `network` (IPv4, IPv6) and `secrets` (keys, tokens and
+//! secret assignments).
+
+mod email;
+mod hashes;
+mod network;
+mod numbers;
+mod secrets;
+
+use email::scan_email;
+use hashes::{MIN_HASH, scan_password_hashes};
+use network::{ipv4_at, scan_ipv6};
+use numbers::{card_at, scan_iban, scan_phone, ssn_at};
+use secrets::scan_secrets;
+
+/// A built-in detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// E-mail address.
+    Email,
+    /// Phone number: E.164 (`+` and 8–15 digits, separators allowed) or common national formats.
+    Phone,
+    /// Payment card number (13–19 digits, known issuer prefix, Luhn-valid; spaces or dashes).
+    Card,
+    /// US social security number (`123-45-6789`, valid area/group/serial).
+    Ssn,
+    /// IBAN (country length and mod-97 checked; spaces allowed in groups of four).
+    Iban,
+    /// IPv4 address.
+    Ipv4,
+    /// IPv6 address.
+    Ipv6,
+    /// JSON Web Token.
+    Jwt,
+    /// PEM private key block.
+    PrivateKey,
+    /// AWS access key id (`AKIA…`, `ASIA…`).
+    AwsAccessKey,
+    /// AWS secret access key (40 characters next to an AWS secret keyword).
+    AwsSecretKey,
+    /// GitHub token (`ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`).
+    GithubToken,
+    /// GitLab personal access token (`glpat-`).
+    GitlabToken,
+    /// Slack token (`xoxb-`, `xoxp-`, …) or webhook URL.
+    SlackToken,
+    /// Stripe secret or restricted key (`sk_live_`, `rk_test_`, …).
+    StripeKey,
+    /// Google API key (`AIza…`).
+    GoogleApiKey,
+    /// The value of a `password=…`, `secret: …`, `api_key="…"` assignment.
+    SecretAssignment,
+    /// A stored password hash: modular crypt (`$2b$…`, `$6$…`, `$argon2id$…`), Django-style
+    /// (`pbkdf2_sha256$…`), PostgreSQL (`SCRAM-SHA-256$…`, `md5` and 32 hex digits) or LDAP
+    /// (`{SSHA}…`).
+    PasswordHash,
+}
+
+impl Kind {
+    /// Every built-in detector.
+    pub const ALL: [Kind; 18] = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Card,
+        Kind::Ssn,
+        Kind::Iban,
+        Kind::Ipv4,
+        Kind::Ipv6,
+        Kind::Jwt,
+        Kind::PrivateKey,
+        Kind::AwsAccessKey,
+        Kind::AwsSecretKey,
+        Kind::GithubToken,
+        Kind::GitlabToken,
+        Kind::SlackToken,
+        Kind::StripeKey,
+        Kind::GoogleApiKey,
+        Kind::SecretAssignment,
+        Kind::PasswordHash,
+    ];
+
+    /// The detector's name in config and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Email => "email",
+            Kind::Phone => "phone",
+            Kind::Card => "card",
+            Kind::Ssn => "ssn",
+            Kind::Iban => "iban",
+            Kind::Ipv4 => "ipv4",
+            Kind::Ipv6 => "ipv6",
+            Kind::Jwt => "jwt",
+            Kind::PrivateKey => "private-key",
+            Kind::AwsAccessKey => "aws-access-key",
+            Kind::AwsSecretKey => "aws-secret-key",
+            Kind::GithubToken => "github-token",
+            Kind::GitlabToken => "gitlab-token",
+            Kind::SlackToken => "slack-token",
+            Kind::StripeKey => "stripe-key",
+            Kind::GoogleApiKey => "google-api-key",
+            Kind::SecretAssignment => "secret-assignment",
+            Kind::PasswordHash => "password-hash",
+        }
+    }
+
+    /// The detector called `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// A set of built-in detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KindSet(u32);
+
+impl KindSet {
+    /// Every built-in detector.
+    pub fn all() -> Self {
+        Kind::ALL.into_iter().fold(Self(0), |s, k| s.with(k))
+    }
+    /// No detector.
+    pub fn none() -> Self {
+        Self(0)
+    }
+    /// This set plus `kind`.
+    pub fn with(self, kind: Kind) -> Self {
+        Self(self.0 | kind.bit())
+    }
+    /// This set without `kind`.
+    pub fn without(self, kind: Kind) -> Self {
+        Self(self.0 & !kind.bit())
+    }
+    /// Whether `kind` is in the set.
+    pub fn contains(self, kind: Kind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// One sensitive value found in an input: `input[start..end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    /// First byte of the value.
+    pub start: usize,
+    /// One past its last byte.
+    pub end: usize,
+    /// What it is.
+    pub kind: Kind,
+}
+
+/// Appends to `out` every value of the `kinds` detectors found in `input` (any order; spans may
+/// overlap). Never panics, whatever the bytes.
+pub fn find(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
+    // The shortest value any detector reports needs five bytes (`pwd=x`).
+    if kinds.is_empty() || input.len() < 5 {
+        return;
+    }
+    let p = Profile::of(input);
+    let len = input.len();
+    // Digit positions (short inputs) and run statistics, only when a digit detector may run.
+    let digit_kinds = [Kind::Phone, Kind::Card, Kind::Ssn]
+        .iter()
+        .any(|&k| kinds.contains(k));
+    let want_runs = p.digits >= 9 && digit_kinds;
+    let digit_mask = (len <= 64 && p.digits >= 4 && (want_runs || p.dots >= 3 || p.has(UPPER)))
+        .then(|| digit_mask(input));
+    let stats = match digit_mask {
+        _ if !want_runs => RunStats::default(),
+        Some(mask) => RunStats::of_mask(mask),
+        None => RunStats::of_bytes(input),
+    };
+    let runs = |lens| RunStarts::new(input, digit_mask, lens);
+
+    if kinds.contains(Kind::Email) && p.has(AT) && p.has(DOT) {
+        scan_email(input, out);
+    }
+    if kinds.contains(Kind::Phone) {
+        let e164 = p.has(PLUS) && p.digits >= 8;
+        let nanp = p.digits >= 10 && stats.runs3 >= 3 && stats.runs4 >= 1;
+        if e164 || nanp {
+            scan_phone(input, e164, nanp.then(|| runs(RunLens::Nanp)), out);
+        }
+    }
+    if kinds.contains(Kind::Card) && p.digits >= 13 && (stats.run13 || stats.runs4 >= 3) {
+        scan_digit_runs(input, runs(RunLens::Card), Kind::Card, card_at, out);
+    }
+    if kinds.contains(Kind::Ssn) && stats.runs3 >= 2 && stats.runs4 >= 1 && p.has(DASH | SPACE) {
+        scan_digit_runs(input, runs(RunLens::Three), Kind::Ssn, ssn_at, out);
+    }
+    if kinds.contains(Kind::Iban) && p.has(UPPER) && p.digits >= 2 && len >= 15 {
+        scan_iban(input, runs(RunLens::Iban), out);
+    }
+    if kinds.contains(Kind::Ipv4) && p.dots >= 3 && p.digits >= 4 {
+        scan_digit_runs(input, runs(RunLens::Octet), Kind::Ipv4, ipv4_at, out);
+    }
+    // Three groups take 3+ colons (`a:b::c`), or 6+ without `::`; a time has two.
+    if kinds.contains(Kind::Ipv6) && p.colons >= 3 && (p.colons >= 6 || has_double_colon(input)) {
+        scan_ipv6(input, out);
+    }
+    // Every keyword and token prefix holds a letter outside `a`–`f`, so hex, numbers and dates
+    // never reach the secret detectors. (The one gap: an `ACCA…` AWS key id whose 16 other
+    // characters are all hex digits, alone in a value without any other letter `g`–`z`.)
+    if p.has(NON_HEX) {
+        scan_secrets(input, &p, kinds, out);
+    }
+    if kinds.contains(Kind::PasswordHash) && len >= MIN_HASH {
+        scan_password_hashes(input, out);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte helpers. Out-of-range reads yield 0, which every detector treats as a boundary.
+
+/// The byte at `i`, or 0 past the end.
+#[inline]
+fn at(s: &[u8], i: usize) -> u8 {
+    s.get(i).copied().unwrap_or(0)
+}
+
+/// The byte before `i`, or 0 at the start.
+#[inline]
+fn before(s: &[u8], i: usize) -> u8 {
+    match i.checked_sub(1) {
+        Some(j) => at(s, j),
+        None => 0,
+    }
+}
+
+/// How many bytes from `i` on satisfy `pred`.
+#[inline]
+fn run_while(s: &[u8], i: usize, pred: impl Fn(u8) -> bool) -> usize {
+    s.get(i..)
+        .map_or(0, |rest| rest.iter().take_while(|&&b| pred(b)).count())
+}
+
+/// Like [`run_while`] but stops counting at `max`.
+#[inline]
+fn run_upto(s: &[u8], i: usize, max: usize, pred: impl Fn(u8) -> bool) -> usize {
+    s.get(i..).map_or(0, |rest| {
+        rest.iter().take(max).take_while(|&&b| pred(b)).count()
+    })
+}
+
+#[inline]
+fn is_digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+#[inline]
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+/// Letter, digit or underscore (a regex `\w` byte).
+#[inline]
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Whether `i` starts a maximal run of ASCII digits.
+#[inline]
+fn starts_digit_run(s: &[u8], i: usize) -> bool {
+    is_digit(at(s, i)) && !is_digit(before(s, i))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profile: one pass over the bytes deciding which detectors can possibly match.
+//
+// Each byte maps to a `u64`: three 17-bit counting lanes (digits, dots, colons) that are summed,
+// and class bits above them that are OR-ed. Sums stay exact because inputs are processed in
+// chunks far below 2^17 bytes and carries only move upwards, into the ignored class bits.
+
+const LANE_BITS: u32 = 17;
+const LANE_MASK: u64 = (1 << LANE_BITS) - 1;
+const DOTS_AT: u32 = LANE_BITS;
+const COLONS_AT: u32 = 2 * LANE_BITS;
+const CLASSES_AT: u32 = 3 * LANE_BITS;
+/// Bytes summed before the lanes are flushed.
+const CHUNK: usize = 1 << 16;
+
+const DIGIT: u16 = 1;
+const DOT: u16 = 1 << 1;
+const COLON: u16 = 1 << 2;
+const UPPER: u16 = 1 << 3;
+const LOWER: u16 = 1 << 4;
+const AT: u16 = 1 << 5;
+const DASH: u16 = 1 << 6;
+const PLUS: u16 = 1 << 7;
+const SPACE: u16 = 1 << 8;
+const EQUALS: u16 = 1 << 9;
+const UNDERSCORE: u16 = 1 << 10;
+const SLASH: u16 = 1 << 11;
+/// A letter that is not a hex digit (`g`–`z`, `G`–`Z`): every keyword has one, hex has none.
+const NON_HEX: u16 = 1 << 12;
+
+/// Lane counts and class bits of every byte value.
+static BYTE_PROFILE: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let class = match b {
+            b'0'..=b'9' => DIGIT,
+            b'.' => DOT,
+            b':' => COLON,
+            b'A'..=b'F' => UPPER,
+            b'G'..=b'Z' => UPPER | NON_HEX,
+            b'a'..=b'f' => LOWER,
+            b'g'..=b'z' => LOWER | NON_HEX,
+            b'@' => AT,
+            b'-' => DASH,
+            b'+' => PLUS,
+            b' ' => SPACE,
+            b'=' => EQUALS,
+            b'_' => UNDERSCORE,
+            b'/' => SLASH,
+            _ => 0,
+        };
+        let lanes = match b {
+            b'0'..=b'9' => 1,
+            b'.' => 1 << DOTS_AT,
+            b':' => 1 << COLONS_AT,
+            _ => 0,
+        };
+        t[i] = lanes | ((class as u64) << CLASSES_AT);
+        i += 1;
+    }
+    t
+};
+
+/// What kinds of bytes an input holds.
+struct Profile {
+    /// Union of the class bits of every byte.
+    classes: u16,
+    /// ASCII digits.
+    digits: usize,
+    /// `.` bytes.
+    dots: usize,
+    /// `:` bytes.
+    colons: usize,
+}
+
+impl Profile {
+    fn of(input: &[u8]) -> Self {
+        let mut p = Profile {
+            classes: 0,
+            digits: 0,
+            dots: 0,
+            colons: 0,
+        };
+        if input.len() <= CHUNK {
+            p.add_bytes(input);
+        } else {
+            input.chunks(CHUNK).for_each(|chunk| p.add_bytes(chunk));
+        }
+        p
+    }
+
+    /// Folds in the bytes of one chunk of at most [`CHUNK`] bytes.
+    #[inline]
+    fn add_bytes(&mut self, chunk: &[u8]) {
+        let (mut or, mut sum) = (0u64, 0u64);
+        for &b in chunk {
+            let t = BYTE_PROFILE[usize::from(b)];
+            or |= t;
+            sum = sum.wrapping_add(t);
+        }
+        self.classes |= (or >> CLASSES_AT) as u16;
+        self.digits += (sum & LANE_MASK) as usize;
+        self.dots += ((sum >> DOTS_AT) & LANE_MASK) as usize;
+        self.colons += ((sum >> COLONS_AT) & LANE_MASK) as usize;
+    }
+
+    /// Whether some byte has one of the `bits` classes.
+    fn has(&self, bits: u16) -> bool {
+        self.classes & bits != 0
+    }
+}
+
+/// How an input's digits are grouped into runs, as far as the card / SSN / phone gates care.
+#[derive(Default)]
+struct RunStats {
+    /// Whether some run of digits is 13 or more long.
+    run13: bool,
+    /// Runs of at least three digits, counted up to 3.
+    runs3: u8,
+    /// Runs of at least four digits, counted up to 3.
+    runs4: u8,
+}
+
+impl RunStats {
+    /// From the digit position mask `d` of an input of at most 64 bytes.
+    fn of_mask(d: u64) -> Self {
+        // Bit i of `mN` is set when digits occupy positions i..i+N; a run of N+ digits is a
+        // block of set bits in `mN`.
+        let m2 = d & (d >> 1);
+        let m3 = m2 & (d >> 2);
+        let m4 = m2 & (m2 >> 2);
+        let m8 = m4 & (m4 >> 4);
+        let m13 = m8 & (m4 >> 8) & (d >> 12);
+        RunStats {
+            run13: m13 != 0,
+            runs3: blocks_upto3(m3),
+            runs4: blocks_upto3(m4),
+        }
+    }
+
+    /// Byte by byte, for long inputs.
+    fn of_bytes(input: &[u8]) -> Self {
+        let mut stats = RunStats::default();
+        let mut run = 0usize;
+        for &b in input {
+            run = if is_digit(b) { run + 1 } else { 0 };
+            stats.runs3 = stats.runs3.saturating_add(u8::from(run == 3)).min(3);
+            stats.runs4 = stats.runs4.saturating_add(u8::from(run == 4)).min(3);
+            stats.run13 |= run >= 13;
+        }
+        stats
+    }
+}
+
+/// The number of blocks of consecutive set bits in `m`, counted up to 3.
+fn blocks_upto3(m: u64) -> u8 {
+    let mut firsts = m & !(m << 1);
+    let mut n = 0;
+    while firsts != 0 && n < 3 {
+        firsts &= firsts - 1;
+        n += 1;
+    }
+    n
+}
+
+/// Bit `i` set when `input[i]` is an ASCII digit, for inputs of at most 64 bytes: eight bytes
+/// at a time with SWAR arithmetic instead of a branch per byte.
+fn digit_mask(input: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Multiplying the per-byte flags (bit 0 of each byte) by this gathers them into the top byte.
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let digits = |x: u64| -> u64 {
+        // High bit of each byte set when 47 < byte < 58 (exact: no borrows across bytes).
+        let low = x & (ONES * 127);
+        let flags =
+            (ONES * (127 + 58)).wrapping_sub(low) & !x & low.wrapping_add(ONES * (127 - 47)) & HIGH;
+        (flags >> 7).wrapping_mul(GATHER) >> 56
+    };
+    let mut words = input.chunks_exact(8);
+    let mut mask = 0u64;
+    let mut shift = 0u32;
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        mask |= digits(u64::from_le_bytes(bytes)).wrapping_shl(shift);
+        shift += 8;
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() && shift < 64 {
+        // Assembled in a register: a copy into a buffer and an 8-byte reload stalls.
+        let word = tail
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+        mask |= digits(word) << shift;
+    }
+    mask
+}
+
+/// Start offsets of the maximal digit runs of an input, in increasing order.
+enum RunStarts<'a> {
+    /// Remaining run starts as a bit mask (short inputs).
+    Mask(u64),
+    /// Byte-by-byte scan from `i` (long inputs).
+    Scan { input: &'a [u8], i: usize },
+}
+
+/// The digit run lengths a detector can start at; with a digit mask, other runs are skipped
+/// without calling the detector.
+#[derive(Clone, Copy)]
+enum RunLens {
+    /// Cards: a first group of 4, or 13+ digits ungrouped.
+    Card,
+    /// SSN area number: exactly 3.
+    Three,
+    /// NANP area code: exactly 3, or 1 for a leading `1-`.
+    Nanp,
+    /// IPv4 octet: at most 3.
+    Octet,
+    /// IBAN check digits: at least 2.
+    Iban,
+}
+
+impl<'a> RunStarts<'a> {
+    /// `digit_mask` is the input's digit position mask when it has one (short inputs).
+    fn new(input: &'a [u8], digit_mask: Option<u64>, lens: RunLens) -> Self {
+        let Some(d) = digit_mask else {
+            return RunStarts::Scan { input, i: 0 };
+        };
+        // Bit i of `mN` is set when digits occupy positions i..i+N.
+        let m2 = d & (d >> 1);
+        let m3 = m2 & (d >> 2);
+        let m4 = m2 & (m2 >> 2);
+        let m5 = m4 & (d >> 4);
+        let m13 = m4 & (m4 >> 4) & (m4 >> 8) & (d >> 12);
+        let keep = match lens {
+            RunLens::Card => (m4 & !m5) | m13,
+            RunLens::Three => m3 & !m4,
+            RunLens::Nanp => (m3 & !m4) | (d & !m2),
+            RunLens::Octet => !m4,
+            RunLens::Iban => m2,
+        };
+        RunStarts::Mask(d & !(d << 1) & keep)
+    }
+}
+
+impl Iterator for RunStarts<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            RunStarts::Mask(m) => {
+                if *m == 0 {
+                    return None;
+                }
+                let i = m.trailing_zeros() as usize;
+                *m &= *m - 1;
+                Some(i)
+            }
+            RunStarts::Scan { input, i } => {
+                while *i < input.len() {
+                    let j = *i;
+                    *i += 1;
+                    if starts_digit_run(input, j) {
+                        return Some(j);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Whether `input` holds `::`.
+fn has_double_colon(input: &[u8]) -> bool {
+    memchr::memchr_iter(b':', input).any(|i| at(input, i + 1) == b':')
+}
+
+fn push(out: &mut Vec<Finding>, kind: Kind, start: usize, end: usize) {
+    out.push(Finding { start, end, kind });
+}
+
+/// Runs `detect` at the start of every maximal digit run (skipping runs inside a match) and
+/// reports what it finds as `kind`.
+fn scan_digit_runs(
+    input: &[u8],
+    starts: RunStarts<'_>,
+    kind: Kind,
+    detect: fn(&[u8], usize) -> Option<usize>,
+    out: &mut Vec<Finding>,
+) {
+    let mut resume = 0;
+    for s in starts {
+        if s < resume {
+            continue;
+        }
+        if let Some(e) = detect(input, s) {
+            push(out, kind, s, e);
+            resume = e;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The spans `find` reports for `kind` alone, as text.
+    fn spans(kind: Kind, input: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        find(input.as_bytes(), KindSet::none().with(kind), &mut out);
+        out.iter()
+            .map(|f| {
+                assert_eq!(f.kind, kind);
+                &input[f.start..f.end]
+            })
+            .collect()
+    }
+
+    /// Asserts `kind` finds exactly `expected` in `input`, alone and with every kind on.
+    pub(super) fn check(kind: Kind, input: &str, expected: &[&str]) {
+        assert_eq!(spans(kind, input), expected, "{} in {input:?}", kind.name());
+        let mut out = Vec::new();
+        find(input.as_bytes(), KindSet::all(), &mut out);
+        let got: Vec<&str> = out
+            .iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| &input[f.start..f.end])
+            .collect();
+        assert_eq!(got, expected, "{} (all kinds) in {input:?}", kind.name());
+    }
+
+    pub(super) fn found(kind: Kind, cases: &[(&str, &str)]) {
+        for (input, span) in cases {
+            check(kind, input, &[span]);
+        }
+    }
+
+    pub(super) fn missed(kind: Kind, inputs: &[&str]) {
+        for input in inputs {
+            check(kind, input, &[]);
+        }
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_name(k.name()), Some(k));
+        }
+        assert!(KindSet::all().contains(Kind::SecretAssignment));
+        assert!(!KindSet::all().without(Kind::Card).contains(Kind::Card));
+    }
+
+    #[test]
+    fn disabled_kinds_find_nothing() {
+        let mut out = Vec::new();
+        let text = b"john@example.com 4111111111111111 password=x AKIAIOSFODNN7EXAMPLE";
+        find(text, KindSet::none(), &mut out);
+        assert!(out.is_empty());
+        find(text, KindSet::all().without(Kind::Email), &mut out);
+        assert!(out.iter().all(|f| f.kind != Kind::Email));
+        assert!(!out.is_empty());
+    }
+
+    #[test]
+    fn appends_to_existing_findings() {
+        let mut out = vec![Finding {
+            start: 0,
+            end: 1,
+            kind: Kind::Card,
+        }];
+        find(b"a@example.com", KindSet::all(), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[1],
+            Finding {
+                start: 0,
+                end: 13,
+                kind: Kind::Email
+            }
+        );
+    }
+
+    pub(super) const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+
+    #[test]
+    fn ordinary_values_are_not_matched() {
+        for v in [
+            "0",
+            "42",
+            "2024-01-15 10:00:00",
+            "paid",
+            "2024-06-01 12:30:45.123456+00",
+            "1234.56",
+            "SKU-10293-B",
+            "1.2.3",
+            "12:30:45",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+            "db-01.prod.internal",
+            "ORD-2024-000123",
+            "37.7749,-122.4194",
+            "{\"status\":\"paid\",\"amount\":12.5}",
+        ] {
+            let mut out = Vec::new();
+            find(v.as_bytes(), KindSet::all(), &mut out);
+            assert!(out.is_empty(), "{v:?}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn mixed_text_finds_everything() {
+        let text = format!(
+            "user john@example.com paid with 4111 1111 1111 1111 from 10.0.0.1, ssn 123-45-6789, \
+             iban DE89370400440532013000, call +1 415-555-2671, key AKIAIOSFODNN7EXAMPLE, \
+             jwt {JWT}, password=hunter2"
+        );
+        let mut out = Vec::new();
+        find(text.as_bytes(), KindSet::all(), &mut out);
+        let mut kinds: Vec<Kind> = out.iter().map(|f| f.kind).collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                Kind::Email,
+                Kind::Phone,
+                Kind::Card,
+                Kind::Ssn,
+                Kind::Iban,
+                Kind::Ipv4,
+                Kind::Jwt,
+                Kind::AwsAccessKey,
+                Kind::SecretAssignment,
+            ]
+        );
+    }
+
+    #[test]
+    fn adversarial_inputs_stay_linear() {
+        // Each pattern repeated to ~256 KB: a quadratic path would take minutes here.
+        let patterns: [&[u8]; 24] = [
+            b"xoxb-",
+            b"-----BEGIN PRIVATE KEY-----",
+            b"-----BEGIN PRIVATE KEY-----\n-----END CERTIFICATE-----\n",
+            b"pwd=",
+            b"password='",
+            b"a@",
+            b"a.b@c",
+            b"1 ",
+            b"4111 ",
+            b"+1 ",
+            b"1:",
+            b"::",
+            b"a:",
+            b"eyJ.",
+            b"eyJaaaaaaaaaaaa.",
+            b"aws_secret=",
+            b"secret ",
+            b"sk_live_",
+            b"github_pat_",
+            b"AKIA",
+            b"DE89",
+            b"1.",
+            b"glpat-",
+            b"hooks.slack.com/services/T0/",
+        ];
+        for pattern in patterns {
+            let input = pattern.repeat((256 << 10) / pattern.len());
+            let t0 = std::time::Instant::now();
+            let mut out = Vec::new();
+            find(&input, KindSet::all(), &mut out);
+            let elapsed = t0.elapsed();
+            assert!(
+                elapsed < std::time::Duration::from_secs(5),
+                "{:?}: {elapsed:?}",
+                String::from_utf8_lossy(pattern)
+            );
+        }
+        // Long runs followed by many short anchors.
+        let mut input = b"sk_live_".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 200_000));
+        input.extend(b"-a_".repeat(50_000));
+        let mut out = Vec::new();
+        find(&input, KindSet::all(), &mut out);
+    }
+
+    /// Byte soup built from fragments that exercise every detector's edge cases.
+    fn fragments() -> impl Strategy<Value = Vec<u8>> {
+        let pieces: Vec<&'static [u8]> = vec![
+            b"4111",
+            b"1111",
+            b" ",
+            b"-",
+            b".",
+            b":",
+            b"::",
+            b"@",
+            b"+",
+            b"(",
+            b")",
+            b"1",
+            b"25",
+            b"255",
+            b"0",
+            b"9",
+            b"DE89",
+            b"GB82",
+            b"3704",
+            b"eyJ",
+            b"eyJhbGciOiJIUzI1NiJ9",
+            b"password",
+            b"pwd",
+            b"Token",
+            b"=",
+            b"=>",
+            b"\"",
+            b"'",
+            b"\\",
+            b"token",
+            b"AKIA",
+            b"AIza",
+            b"ghp_",
+            b"gh",
+            b"github",
+            b"_pat_",
+            b"glpat",
+            b"glpat-",
+            b"xox",
+            b"xoxb-",
+            b"sk",
+            b"_live_",
+            b"sk_live_",
+            b"-----BEGIN ",
+            b"PRIVATE KEY-----",
+            b"-----END ",
+            b"-----",
+            b"hooks.slack.com/services/",
+            b"https://",
+            b"T0",
+            b"/",
+            b"B0",
+            b"aws_secret",
+            b"aws ",
+            b"ecret",
+            b"ECRET",
+            b"secret",
+            b"_access_key",
+            b"AccessKey",
+            b"wJalrXUtnFEMI",
+            b"\n",
+            b"\t",
+            b"\xff",
+            b"\xc3\xa9",
+            b"example",
+            b"com",
+            b"fe80",
+            b"ffff",
+            b"ABCDEFGHIJKLMNOP",
+            b"abcdefghij",
+            b"0123456789",
+            b"_",
+            b"[",
+            b"{",
+            b"%",
+        ];
+        proptest::collection::vec(proptest::sample::select(pieces), 0..80).prop_map(|v| v.concat())
+    }
+
+    fn assert_sane(input: &[u8]) {
+        let mut out = Vec::new();
+        find(input, KindSet::all(), &mut out);
+        for f in &out {
+            assert!(
+                f.start < f.end && f.end <= input.len(),
+                "{f:?} in {} bytes",
+                input.len()
+            );
+        }
+        let mut again = Vec::new();
+        find(input, KindSet::all(), &mut again);
+        assert_eq!(out, again);
+        for k in Kind::ALL {
+            let mut alone = Vec::new();
+            find(input, KindSet::none().with(k), &mut alone);
+            let expected: Vec<Finding> = out.iter().copied().filter(|f| f.kind == k).collect();
+            assert_eq!(alone, expected, "{}", k.name());
+            for (i, f) in alone.iter().enumerate() {
+                assert!(!alone[..i].contains(f), "duplicate {f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn past_property_failures() {
+        // A 14-digit "octet" once overflowed the IPv4 parser.
+        assert_sane(b"hooks.slack.com/services/41110123456789hooks.slack.com/services/");
+        // An unterminated private key once hid a GitLab token from the all-kinds run only.
+        assert_sane(b"-----BEGIN PRIVATE KEY-----glpat-aws_secret255-----BEGIN ");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_panics_on_arbitrary_bytes(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+            assert_sane(&input);
+        }
+
+        #[test]
+        fn never_panics_on_fragment_soup(input in fragments()) {
+            assert_sane(&input);
+        }
+    }
+}
