@@ -10,7 +10,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use tollgate_mask::{Finding, KindSet, find};
+use tollgate_core::{ColumnMask, MaskTally, SessionMask};
+use tollgate_mask::{Finding, Kind, KindSet, Mask, MaskSpec, Strategy, find};
 
 /// xorshift64*: deterministic, dependency-free.
 struct Rng(u64);
@@ -256,6 +257,50 @@ fn main() {
         mb / best,
         best * 1e9 / table.values.len() as f64,
         findings
+    );
+
+    // The whole masking pass the gateway runs on a value: detectors, the hex/base64 pass and
+    // the rewrite with each finding's strategy.
+    let mask = match Mask::new(&MaskSpec {
+        detectors: Kind::ALL
+            .iter()
+            .map(|&k| (k, Strategy::default_for(k)))
+            .collect(),
+        custom: Vec::new(),
+        column_rules: Vec::new(),
+        pseudonym_key: b"benchmark pseudonym key".to_vec(),
+    }) {
+        Ok(mask) => mask,
+        Err(e) => {
+            eprintln!("mask: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut best = f64::MAX;
+    let mut changed = 0usize;
+    let mut masked = Vec::with_capacity(256);
+    let mut tally = MaskTally::default();
+    for _ in 0..3 {
+        changed = 0;
+        let t0 = Instant::now();
+        for &(s, e, _) in &table.values {
+            masked.clear();
+            if mask.mask(
+                ColumnMask::Scan,
+                black_box(&table.bytes[s..e]),
+                &mut masked,
+                &mut tally,
+            ) {
+                changed += 1;
+            }
+        }
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    println!(
+        "masking:   {:.0} MB/s, {:.1} ns/value, {} values changed (detect + encoded pass + rewrite, best of 3)",
+        mb / best,
+        best * 1e9 / table.values.len() as f64,
+        changed
     );
 
     println!("per column (values copied contiguously; ns/value, MB/s):");

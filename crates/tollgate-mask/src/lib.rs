@@ -186,46 +186,54 @@ impl Mask {
 
     /// Detector pass: masks every finding; false when nothing was found.
     fn scan(&self, value: &[u8], out: &mut Vec<u8>, tally: &mut MaskTally) -> bool {
-        let mut found = Vec::new();
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.scan_with(value, out, tally, &mut scratch),
+            Err(_) => self.scan_with(value, out, tally, &mut Scratch::default()),
+        })
+    }
+
+    fn scan_with(
+        &self,
+        value: &[u8],
+        out: &mut Vec<u8>,
+        tally: &mut MaskTally,
+        scratch: &mut Scratch,
+    ) -> bool {
+        let Scratch {
+            found,
+            spans,
+            decoded,
+            inner,
+        } = scratch;
+        found.clear();
+        spans.clear();
         if !self.kinds.is_empty() {
-            find(value, self.kinds, &mut found);
-        }
-        // Custom findings are tagged past the built-in kinds.
-        let mut custom_found: Vec<(usize, usize, usize)> = Vec::new();
-        for (i, c) in self.custom.iter().enumerate() {
-            for m in c.regex.find_iter(value) {
-                if m.end() > m.start() {
-                    custom_found.push((m.start(), m.end(), i));
+            find(value, self.kinds, found);
+            let plain = found.len();
+            encoded_findings(value, self.kinds, found, decoded, inner);
+            // (start, end, source): a kind's index, a custom detector's past the kinds, an
+            // encoded finding's past ENCODED_BASE.
+            for (i, f) in found.iter().enumerate() {
+                if f.start < f.end && f.end <= value.len() {
+                    let base = if i < plain { 0 } else { ENCODED_BASE };
+                    spans.push((f.start, f.end, base + f.kind as usize));
                 }
             }
         }
-        let mut encoded = Vec::new();
-        if !self.kinds.is_empty() {
-            encoded_findings(value, self.kinds, &mut encoded);
+        for (i, c) in self.custom.iter().enumerate() {
+            for m in c.regex.find_iter(value) {
+                if m.end() > m.start() {
+                    spans.push((m.start(), m.end(), Kind::ALL.len() + i));
+                }
+            }
         }
-        if found.is_empty() && custom_found.is_empty() && encoded.is_empty() {
+        if spans.is_empty() {
             return false;
         }
-        // (start, end, source): source < ALL.len() is a kind, beyond it a custom detector.
-        let mut spans: Vec<(usize, usize, usize)> = found
-            .iter()
-            .filter(|f| f.start < f.end && f.end <= value.len())
-            .map(|f| (f.start, f.end, f.kind as usize))
-            .chain(
-                custom_found
-                    .into_iter()
-                    .map(|(s, e, i)| (s, e, Kind::ALL.len() + i)),
-            )
-            .chain(
-                encoded
-                    .iter()
-                    .map(|f| (f.start, f.end, ENCODED_BASE + f.kind as usize)),
-            )
-            .collect();
-        spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        spans.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         let mut pos = 0;
         let mut any = false;
-        for (start, end, source) in spans {
+        for &(start, end, source) in spans.iter() {
             if start < pos {
                 continue; // overlaps a span already masked
             }
@@ -288,6 +296,19 @@ impl Mask {
     }
 }
 
+/// Buffers reused from one value to the next on each thread.
+#[derive(Default)]
+struct Scratch {
+    found: Vec<Finding>,
+    spans: Vec<(usize, usize, usize)>,
+    decoded: Vec<u8>,
+    inner: Vec<Finding>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// Span sources at or past this are encoded findings (offset by their kind).
 const ENCODED_BASE: usize = 1 << 16;
 
@@ -296,26 +317,43 @@ const MIN_ENCODED: usize = 8;
 
 /// Finds hex (`\x…` bytea text, `encode(…, 'hex')`) and base64 runs that decode to something a
 /// detector finds; each such run is reported whole, with the kind found inside it.
-fn encoded_findings(value: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
+fn encoded_findings(
+    value: &[u8],
+    kinds: KindSet,
+    out: &mut Vec<Finding>,
+    decoded: &mut Vec<u8>,
+    inner: &mut Vec<Finding>,
+) {
+    if value.len() < MIN_ENCODED {
+        return;
+    }
     let mut i = 0;
-    let mut decoded = Vec::new();
-    let mut inner = Vec::new();
     while i < value.len() {
-        if !is_b64(value[i]) {
-            i += 1;
-            continue;
+        // Skip to the next base64 byte.
+        match value[i..].iter().position(|&b| B64[b as usize]) {
+            Some(skip) => i += skip,
+            None => return,
         }
         let start = i;
-        while i < value.len() && is_b64(value[i]) {
-            i += 1;
+        // A run of base64 bytes; PostgreSQL's encode(…, 'base64') wraps lines at 76 with `\n`.
+        let mut newlines = 0;
+        while i < value.len() {
+            if B64[value[i] as usize] {
+                i += 1;
+            } else if value[i] == b'\n' && value.get(i + 1).is_some_and(|&b| B64[b as usize]) {
+                newlines += 1;
+                i += 1;
+            } else {
+                break;
+            }
         }
         let mut end = i;
         while end < value.len() && value[end] == b'=' && end - i < 2 {
             end += 1;
         }
         let run = &value[start..end];
-        if run.len() < MIN_ENCODED {
-            i = end.max(i);
+        if run.len() - newlines < MIN_ENCODED {
+            i = end;
             continue;
         }
         decoded.clear();
@@ -325,23 +363,24 @@ fn encoded_findings(value: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
             .strip_prefix(b"x")
             .filter(|_| start > 0 && value[start - 1] == b'\\');
         let hex = hex_body.unwrap_or(body);
-        if hex.len() >= MIN_ENCODED
+        if newlines == 0
+            && hex.len() >= MIN_ENCODED
             && hex.len().is_multiple_of(2)
             && hex.iter().all(u8::is_ascii_hexdigit)
         {
             for pair in hex.chunks_exact(2) {
                 decoded.push((hex_val(pair[0]) << 4) | hex_val(pair[1]));
             }
-        } else if run.len().is_multiple_of(4)
+        } else if (run.len() - newlines).is_multiple_of(4)
             && body
                 .iter()
                 .any(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         {
-            base64_decode(run, &mut decoded);
+            base64_decode(run, decoded);
         }
         if !decoded.is_empty() {
             inner.clear();
-            find(&decoded, kinds, &mut inner);
+            find(decoded, kinds, inner);
             if let Some(f) = inner.first() {
                 let span_start = if hex_body.is_some() { start - 1 } else { start };
                 out.push(Finding {
@@ -351,13 +390,21 @@ fn encoded_findings(value: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
                 });
             }
         }
-        i = end.max(i);
+        i = end;
     }
 }
 
-fn is_b64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
-}
+/// Bytes of standard base64 (without padding), which include every hex digit.
+static B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+        b += 1;
+    }
+    t
+};
 
 fn hex_val(b: u8) -> u8 {
     match b {
@@ -368,7 +415,7 @@ fn hex_val(b: u8) -> u8 {
     }
 }
 
-/// Standard base64 with padding; stops quietly at anything else.
+/// Standard base64 with padding, line breaks skipped; stops quietly at anything else.
 fn base64_decode(run: &[u8], out: &mut Vec<u8>) {
     let val = |b: u8| -> Option<u32> {
         Some(match b {
@@ -380,10 +427,21 @@ fn base64_decode(run: &[u8], out: &mut Vec<u8>) {
             _ => return None,
         } as u32)
     };
-    for quad in run.chunks_exact(4) {
+    let mut quad = [0u8; 4];
+    let mut filled = 0;
+    for &b in run {
+        if b == b'\n' {
+            continue;
+        }
+        quad[filled] = b;
+        filled += 1;
+        if filled < 4 {
+            continue;
+        }
+        filled = 0;
         let mut acc = 0u32;
         let mut n = 0;
-        for &b in quad {
+        for &b in &quad {
             match val(b) {
                 Some(v) => {
                     acc = (acc << 6) | v;
@@ -540,6 +598,9 @@ mod tests {
         );
         // base64 of the address
         assert_eq!(encoded("YWxpY2Uuc21pdGhAZXhhbXBsZS5jb20="), vec![(0, 32)]);
+        // Wrapped at 76 as PostgreSQL writes it: the address straddles the line break.
+        let long = "c29tZSBwYWRkaW5nIHRleHQgdG8gcHVzaCB0aGUgYWRkcmVzcyBhY3Jvc3MgYSBsaW5lIGJyZWFr\nIGFsaWNlLnNtaXRoQGV4YW1wbGUuY29t";
+        assert_eq!(encoded(long), vec![(0, long.len())]);
         // Hashes and random base64 decode to nothing sensitive.
         assert!(encoded("d41d8cd98f00b204e9800998ecf8427e").is_empty());
         assert!(encoded("q83vEjRWeJq8zd7/ASNFZw==").is_empty());
@@ -548,7 +609,13 @@ mod tests {
 
     fn encoded(s: &str) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
-        encoded_findings(s.as_bytes(), KindSet::all(), &mut out);
+        encoded_findings(
+            s.as_bytes(),
+            KindSet::all(),
+            &mut out,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
         out.iter().map(|f| (f.start, f.end)).collect()
     }
 
