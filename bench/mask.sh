@@ -31,193 +31,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION="${DURATION:-10}"
-ROUNDS="${ROUNDS:-3}"
-PG_HOST="${PG_HOST:-127.0.0.1}"
-PG_PORT="${PG_PORT:-5432}"
-PG_SUPERUSER="${PG_SUPERUSER:-postgres}"
 TG_PG_PORT="${TG_PG_PORT:-16433}"
 TG_API_PORT="${TG_API_PORT:-18010}"
-SCALE="${SCALE:-10}"
-CLIENTS="${CLIENTS:-8}"
-THREADS="${THREADS:-2}"
 ROWS="${ROWS:-100000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/tollgate-target}"
 
-BENCH_PASSWORD="tg_mask_password"
-ADMIN_KEY="bench-admin-key-$(date +%s)-$$"
+BENCH_DB=tg_mask
+# Side gateway-mask is the gateway's connection `mask`, gateway-plain its connection `plain`.
+SIDES=(direct gateway-mask gateway-plain)
+PGBENCH_FMT='  %-13s %-9s tps %9.1f  latency %7.3f ms  tx %7d%s'
+TIMED_FMT='  %-13s %-9s %7.3f s  %7.1f MiB/s  %8.0f rows/s%s'
 SELECT_ALL="SELECT * FROM pii"
 SELECT_PAGE="SELECT * FROM pii LIMIT 1000"
 # Bump when the generated data changes, so that an existing table is rebuilt.
 DATA_VERSION="mask.sh data v1, $ROWS rows"
-SIDES=(direct gateway-mask gateway-plain)
 
-die() { echo "error: $*" >&2; exit 1; }
-log() { echo "$*" >&2; }
-
-for tool in psql pgbench python3; do
-  command -v "$tool" >/dev/null 2>&1 || die "$tool not found on PATH"
-done
-
-# --- temp dir, gateway lifecycle --------------------------------------------------------------
-
-TMP="$(mktemp -d)"
-GW_PID=""
-
-stop_gateway() {
-  [ -n "$GW_PID" ] || return 0
-  if kill -0 "$GW_PID" 2>/dev/null; then
-    kill -TERM "$GW_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "$GW_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$GW_PID" 2>/dev/null || true
-  fi
-  wait "$GW_PID" 2>/dev/null || true
-  GW_PID=""
-}
-
-cleanup() {
-  stop_gateway
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-gateway_log_tail() {
-  log "--- gateway log (last 30 lines) ---"
-  tail -n 30 "$TMP/gateway.log" >&2 || true
-}
-
-# --- connections ------------------------------------------------------------------------------
-
-# on SIDE CMD...: runs CMD with libpq variables pointing at the direct server or at one of the
-# gateway's two connections (gateway-mask → `mask`, gateway-plain → `plain`).
-on() {
-  local side="$1"; shift
-  case "$side" in
-    direct)
-      env PGHOST="$PG_HOST" PGPORT="$PG_PORT" PGUSER=tg_mask PGDATABASE=tg_mask \
-        PGPASSWORD="$BENCH_PASSWORD" PGSSLMODE=disable "$@" ;;
-    gateway-mask|gateway-plain)
-      env PGHOST=127.0.0.1 PGPORT="$TG_PG_PORT" PGUSER=bench PGDATABASE="${side#gateway-}" \
-        PGPASSWORD="$ADMIN_KEY" PGSSLMODE=disable "$@" ;;
-    *) die "unknown side $side" ;;
-  esac
-}
-
-superuser_psql() {
-  env PGSSLMODE=disable psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" \
-    -U "$PG_SUPERUSER" -d postgres "$@"
-}
-
-is_gateway() { [ "$1" != direct ]; }
-
-# --- measurement helpers ----------------------------------------------------------------------
-
-RESULTS="$TMP/results"
-: >"$RESULTS"
-record() { echo "$1 $2 $3" >>"$RESULTS"; }   # metric side value
-
-CLK_TCK="$(getconf CLK_TCK)"
-# Gateway CPU time (user + system) in clock ticks; fields 14 and 15 of /proc/PID/stat.
-gw_ticks() { sed 's/^.*) //' "/proc/$GW_PID/stat" | awk '{ print $12 + $13 }'; }
-gw_mem_kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$GW_PID/status"; }
-now() { date +%s.%N; }
-calc() { python3 -c "print(f'{$1:$2}')"; }
-
-# The three sides in round R's order: rotated by one place per round, so that over three rounds
-# each side runs once first, once second and once last.
-sides() {
-  local r=$((($1 - 1) % 3))
-  echo "${SIDES[@]:r}" "${SIDES[@]:0:r}" | xargs
-}
-
-check_gateway_alive() {
-  kill -0 "$GW_PID" 2>/dev/null || { gateway_log_tail; die "the gateway exited"; }
-}
-
-# run_pgbench SIDE METRIC ARGS...: records tps and latency; for the gateway also CPU per tx.
-run_pgbench() {
-  local side="$1" metric="$2"; shift 2
-  local out t0=0 t1=0 tps lat ntx
-  check_gateway_alive
-  if is_gateway "$side"; then t0="$(gw_ticks)"; fi
-  out="$(on "$side" pgbench -n "$@" 2>&1)" || {
-    echo "$out" >&2
-    if is_gateway "$side"; then gateway_log_tail; fi
-    die "pgbench ($side $metric) failed"
-  }
-  if is_gateway "$side"; then t1="$(gw_ticks)"; fi
-  tps="$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out")"
-  lat="$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' <<<"$out")"
-  ntx="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*$/\1/p' <<<"$out")"
-  [ -n "$tps" ] && [ -n "$lat" ] && [ -n "$ntx" ] && [ "$ntx" -gt 0 ] || {
-    echo "$out" >&2
-    die "cannot parse pgbench output ($side $metric)"
-  }
-  record "tps_$metric" "$side" "$tps"
-  record "lat_$metric" "$side" "$lat"
-  local extra=""
-  if is_gateway "$side"; then
-    local cpu_us
-    cpu_us="$(calc "($t1 - $t0) * 1e6 / $CLK_TCK / $ntx" .1f)"
-    record "cpu_$metric" "$side" "$cpu_us"
-    extra="  gateway CPU ${cpu_us} µs/tx"
-  fi
-  log "$(printf '  %-13s %-9s tps %9.1f  latency %7.3f ms  tx %7d%s' \
-    "$side" "$metric" "$tps" "$lat" "$ntx" "$extra")"
-}
-
-# run_timed SIDE METRIC CMD...: records wall time of CMD run against SIDE, and for the gateway
-# its CPU time over the run in seconds.
-run_timed() {
-  local side="$1" metric="$2"; shift 2
-  local t0 t1 c0=0 c1=0 secs extra=""
-  check_gateway_alive
-  if is_gateway "$side"; then c0="$(gw_ticks)"; fi
-  t0="$(now)"
-  on "$side" "$@" >/dev/null || {
-    if is_gateway "$side"; then gateway_log_tail; fi
-    die "$metric ($side) failed"
-  }
-  t1="$(now)"
-  if is_gateway "$side"; then c1="$(gw_ticks)"; fi
-  secs="$(calc "$t1 - $t0" .3f)"
-  record "$metric" "$side" "$secs"
-  if is_gateway "$side"; then
-    local cpu
-    cpu="$(calc "($c1 - $c0) / $CLK_TCK" .2f)"
-    record "cpu_$metric" "$side" "$cpu"
-    extra="  gateway CPU $cpu s"
-  fi
-  log "$(printf '  %-13s %-9s %7.3f s  %7.1f MiB/s  %8.0f rows/s%s' \
-    "$side" "$metric" "$secs" "$(calc "$RESULT_BYTES / 1048576 / $secs" .1f)" \
-    "$(calc "$ROWS / $secs" .0f)" "$extra")"
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # --- setup ------------------------------------------------------------------------------------
 
-pg_isready -h "$PG_HOST" -p "$PG_PORT" -q 2>/dev/null || die "PostgreSQL is not reachable on $PG_HOST:$PG_PORT"
-
-if [ -n "${TOLLGATE_BIN:-}" ]; then
-  BIN="$TOLLGATE_BIN"
-else
-  log "building tollgate (release)"
-  cargo build --release --quiet -p tollgate
-  BIN="$CARGO_TARGET_DIR/release/tollgate"
-fi
-[ -x "$BIN" ] || die "gateway binary not found: $BIN"
-
-log "preparing role and database tg_mask"
-superuser_psql -v pw="$BENCH_PASSWORD" <<'SQL'
-SELECT 'CREATE ROLE tg_mask LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tg_mask')
-\gexec
-ALTER ROLE tg_mask LOGIN PASSWORD :'pw';
-SELECT 'CREATE DATABASE tg_mask OWNER tg_mask' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tg_mask')
-\gexec
-SQL
+bench_setup
 
 have_data="$(on direct psql -X -A -t -c \
   "SELECT obj_description(to_regclass('public.pii'), 'pg_class')")"
@@ -294,65 +127,13 @@ VACUUM ANALYZE pii;
 SQL
 fi
 
-have_scale=0
-if [ "$(on direct psql -X -A -t -c "SELECT to_regclass('pgbench_branches') IS NOT NULL")" = t ]; then
-  have_scale="$(on direct psql -X -A -t -c "SELECT count(*) FROM pgbench_branches")"
-fi
-if [ "$have_scale" != "$SCALE" ]; then
-  log "initialising pgbench tables (scale $SCALE)"
-  on direct pgbench -i -q -s "$SCALE" >/dev/null 2>"$TMP/pgbench-init.log" \
-    || { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
-fi
+ensure_pgbench_tables
 
 echo "$SELECT_PAGE;" >"$TMP/page.sql"
 
-cat >"$TMP/tollgate.toml" <<EOF
-[policy]
-default_rules = true
-
-[listen]
-api = "127.0.0.1:$TG_API_PORT"
-postgres = "127.0.0.1:$TG_PG_PORT"
-
-[[connections]]
-name = "mask"
-kind = "postgres"
-url = "postgres://tg_mask@$PG_HOST:$PG_PORT/tg_mask?sslmode=disable"
-password_env = "TG_MASK_PASSWORD"
-groups = ["bench", "admin"]
-
-[[connections]]
-name = "plain"
-kind = "postgres"
-url = "postgres://tg_mask@$PG_HOST:$PG_PORT/tg_mask?sslmode=disable"
-password_env = "TG_MASK_PASSWORD"
-groups = ["bench", "admin"]
-masking = false
-EOF
-
-log "starting the gateway"
-TOLLGATE_ADMIN_KEY="$ADMIN_KEY" TG_MASK_PASSWORD="$BENCH_PASSWORD" \
-  "$BIN" up --config "$TMP/tollgate.toml" --data-dir "$TMP/data" >"$TMP/gateway.log" 2>&1 &
-GW_PID=$!
-up=0
-for _ in $(seq 1 300); do
-  kill -0 "$GW_PID" 2>/dev/null || break
-  if grep -q "is up" "$TMP/gateway.log" && pg_isready -h 127.0.0.1 -p "$TG_PG_PORT" -q 2>/dev/null; then
-    up=1
-    break
-  fi
-  sleep 0.1
-done
-if [ "$up" != 1 ]; then
-  gateway_log_tail
-  kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited during startup"
-  die "the gateway did not come up within 30 s"
-fi
-for side in gateway-mask gateway-plain; do
-  on "$side" psql -X -q -A -t -c "SELECT 1" >/dev/null \
-    || { gateway_log_tail; die "cannot query through the gateway ($side)"; }
-done
-record rss_start gateway "$(calc "$(gw_mem_kib VmRSS) / 1024" .1f)"
+start_gateway $'[policy]\ndefault_rules = true' \
+  "$(gateway_connection mask)" \
+  "$(gateway_connection plain 'masking = false')"
 
 # --- result check (also warms the caches) -----------------------------------------------------
 
@@ -361,7 +142,7 @@ log "checking results (one full read per side)"
 # outputs are compared sorted; id is unique.
 for side in "${SIDES[@]}"; do
   on "$side" psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$SELECT_ALL" >"$TMP/$side.out" \
-    || { if is_gateway "$side"; then gateway_log_tail; fi; die "$SELECT_ALL ($side) failed"; }
+    || side_failed "$side" "$SELECT_ALL ($side) failed"
   sort -o "$TMP/$side.out" "$TMP/$side.out"
 done
 RESULT_BYTES="$(stat -c %s "$TMP/direct.out")"
@@ -405,9 +186,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-check_gateway_alive
-record rss_peak gateway "$(calc "$(gw_mem_kib VmHWM) / 1024" .1f)"
-stop_gateway
+finish_gateway
 if grep -qi "panic" "$TMP/gateway.log"; then
   log "warning: the gateway log mentions a panic:"
   grep -i -m 5 "panic" "$TMP/gateway.log" >&2 || true
@@ -415,24 +194,11 @@ fi
 
 # --- summary ----------------------------------------------------------------------------------
 
-python3 - "$RESULTS" "$CLIENTS" "$ROWS" "$RESULT_BYTES" "$MASKED_BYTES" "$PAGE_BYTES" <<'PY'
-import sys
-from collections import defaultdict
-from statistics import median
-
-vals = defaultdict(list)
-for line in open(sys.argv[1]):
-    metric, side, value = line.split()
-    vals[(metric, side)].append(float(value))
-clients = sys.argv[2]
-rows = int(sys.argv[3])
+summarise "$RESULT_BYTES" "$MASKED_BYTES" "$PAGE_BYTES" <<'PY'
 result_bytes, masked_bytes, page_bytes = (int(a) for a in sys.argv[4:7])
 n = (f"{rows // 1000000}M" if rows % 1000000 == 0
      else f"{rows // 1000}k" if rows % 1000 == 0 else str(rows))
 result_kib, page_kib = result_bytes / 1024, page_bytes / 1024
-
-def med(metric, side):
-    return median(vals[(metric, side)])
 
 def row(label, direct, mask, plain, ratio=""):
     print(f"{label:<34}{direct:<12}{mask:<14}{plain:<15}{ratio}".rstrip())
