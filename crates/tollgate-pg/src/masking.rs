@@ -370,7 +370,8 @@ impl Masking {
     }
 
     /// Masks the human-readable fields of an ErrorResponse or NoticeResponse. Returns the
-    /// rewritten body, or None when nothing changed.
+    /// rewritten body, or None when nothing changed. A field without its terminator is dropped
+    /// rather than relayed unread.
     pub fn fields(&mut self, body: &[u8]) -> Option<BytesMut> {
         let mut out = BytesMut::with_capacity(body.len() + 32);
         let mut changed = false;
@@ -379,7 +380,10 @@ impl Masking {
             if tag == 0 {
                 break;
             }
-            let end = after.iter().position(|&b| b == 0)?;
+            let Some(end) = after.iter().position(|&b| b == 0) else {
+                changed = true;
+                break;
+            };
             let value = &after[..end];
             out.put_u8(tag);
             // Message, detail, hint, context, internal query: where values show up.
@@ -404,12 +408,47 @@ impl Masking {
         changed.then_some(out)
     }
 
+    /// Masks a FunctionCallResponse value. Returns the rewritten body, if changed. The result
+    /// format is the caller's choice and not known here: a UTF-8 value is rewritten as text,
+    /// anything else with a finding is withheld (NULL).
+    pub fn function_result(&mut self, body: &[u8]) -> Option<BytesMut> {
+        let len = codec::read_i32(body, 0).ok()?;
+        let value = body.get(4..)?;
+        if len < 0 {
+            return None;
+        }
+        self.value.clear();
+        if !self
+            .mask
+            .mask(ColumnMask::Scan, value, &mut self.value, &mut self.tally)
+        {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(self.value.len() + 4);
+        if std::str::from_utf8(value).is_ok() {
+            out.put_i32(self.value.len() as i32);
+            out.put_slice(&self.value);
+        } else {
+            out.put_i32(-1);
+        }
+        Some(out)
+    }
+
     /// Masks a NotificationResponse payload. Returns the rewritten body, if changed.
     pub fn notification(&mut self, body: &[u8]) -> Option<BytesMut> {
         let mut r = Reader::new(body);
-        let pid = r.i32().ok()?;
-        let channel = r.cstr().ok()?;
-        let payload = r.rest().strip_suffix(&[0])?;
+        let pid = r.i32().unwrap_or(0);
+        let parsed = r
+            .cstr()
+            .ok()
+            .and_then(|channel| Some((channel, r.rest().strip_suffix(&[0])?)));
+        let Some((channel, payload)) = parsed else {
+            // Unreadable: relay an empty notification rather than bytes nobody checked.
+            let mut out = BytesMut::new();
+            out.put_i32(pid);
+            out.put_slice(b"\0\0");
+            return Some(out);
+        };
         self.value.clear();
         if !self
             .mask
@@ -480,4 +519,225 @@ pub(crate) fn put_raw(out: &mut BytesMut, tag: u8, body: &[u8]) {
     out.put_u8(tag);
     out.put_i32(body.len() as i32 + 4);
     out.put_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::TableColumn;
+
+    /// Masks the word `alice` wherever it appears; column `pw` is under rule 0.
+    struct Alice;
+
+    impl SessionMask for Alice {
+        fn table_columns(&self) -> &[TableColumn] {
+            &[]
+        }
+        fn column(&self, name: &str, _: Option<usize>) -> ColumnMask {
+            if name == "pw" {
+                ColumnMask::Rule(0)
+            } else {
+                ColumnMask::Scan
+            }
+        }
+        fn mask(
+            &self,
+            how: ColumnMask,
+            value: &[u8],
+            out: &mut Vec<u8>,
+            tally: &mut MaskTally,
+        ) -> bool {
+            let text = String::from_utf8_lossy(value);
+            match how {
+                ColumnMask::Rule(_) => {
+                    out.extend_from_slice(b"[R]");
+                    tally.bump(1);
+                    true
+                }
+                ColumnMask::Scan if text.contains("alice") => {
+                    out.extend_from_slice(text.replace("alice", "*****").as_bytes());
+                    tally.bump(0);
+                    true
+                }
+                ColumnMask::Scan => false,
+            }
+        }
+        fn counter_names(&self) -> &[String] {
+            static NAMES: std::sync::LazyLock<Vec<String>> =
+                std::sync::LazyLock::new(|| vec!["alice".into(), "rule".into()]);
+            &NAMES
+        }
+    }
+
+    fn row_description(cols: &[(&str, u32, i16)]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_i16(cols.len() as i16);
+        for (name, type_oid, format) in cols {
+            codec::put_cstr(&mut b, name);
+            b.put_i32(0);
+            b.put_i16(0);
+            b.put_i32(*type_oid as i32);
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(*format);
+        }
+        b
+    }
+
+    fn data_row(values: &[Option<&[u8]>]) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b
+    }
+
+    fn masking() -> Masking {
+        Masking::new(Arc::new(Alice), HashMap::new())
+    }
+
+    #[test]
+    fn rows_are_rewritten_by_column_treatment() {
+        let mut m = masking();
+        // text, int4, binary text, binary int8 under a rule, binary array, text under a rule
+        let desc = row_description(&[
+            ("note", 25, 0),
+            ("n", 23, 0),
+            ("name", 1043, 1),
+            ("pw", 20, 1),
+            ("tags", 1009, 1),
+            ("pw", 25, 0),
+        ]);
+        m.row_description(&desc, None).unwrap();
+        let row = data_row(&[
+            Some(b"hi alice"),
+            Some(b"12"),
+            Some(b"alice"),
+            Some(&7i64.to_be_bytes()),
+            Some(b"\x00\x00\x00\x01alice"),
+            None,
+        ]);
+        let mut out = BytesMut::new();
+        m.data_row(&row, None, &mut out).unwrap();
+        let expected = data_row(&[
+            Some(b"hi *****"),
+            Some(b"12"),
+            Some(b"*****"),
+            None,
+            None,
+            None,
+        ]);
+        assert_eq!(&out[5..], &expected[..]);
+        assert_eq!(out[0], b'D');
+        assert_eq!(
+            i32::from_be_bytes(out[1..5].try_into().unwrap()) as usize,
+            out.len() - 1
+        );
+        let tally = m.take_tally();
+        assert_eq!(tally.get("alice"), Some(&3));
+        assert_eq!(tally.get("rule"), Some(&1));
+        // An untouched row goes out byte for byte.
+        let clean = data_row(&[Some(b"bob"), Some(b"1"), Some(b"x"), None, None, None]);
+        let mut out = BytesMut::new();
+        m.data_row(&clean, None, &mut out).unwrap();
+        assert_eq!(&out[5..], &clean[..]);
+    }
+
+    #[test]
+    fn rows_without_a_description_are_scanned_and_withheld_when_unsure() {
+        let mut m = masking();
+        let row = data_row(&[Some(b"alice"), Some(b"bob")]);
+        let mut out = BytesMut::new();
+        m.data_row(&row, None, &mut out).unwrap();
+        assert_eq!(&out[5..], &data_row(&[None, Some(b"bob")])[..]);
+        // A truncated row is a protocol error, not a panic.
+        let mut bad = data_row(&[Some(b"alice")]);
+        bad.truncate(bad.len() - 2);
+        m.end_result();
+        assert!(m.data_row(&bad, None, &mut BytesMut::new()).is_err());
+    }
+
+    #[test]
+    fn statement_descriptions_follow_bind_formats_and_generations() {
+        let mut m = masking();
+        let desc = row_description(&[("name", 25, 0), ("n", 23, 0)]);
+        m.row_description(&desc, Some(&DescribeTarget::Statement("s1".into(), 4)))
+            .unwrap();
+        let exec = |generation| ExecuteFormats {
+            portal: (String::new(), 9),
+            statement: ("s1".into(), generation),
+            formats: Arc::from([1i16]),
+        };
+        let row = data_row(&[Some(b"alice"), Some(&5i32.to_be_bytes())]);
+        let mut out = BytesMut::new();
+        m.data_row(&row, Some(&exec(4)), &mut out).unwrap();
+        assert_eq!(
+            &out[5..],
+            &data_row(&[Some(b"*****"), Some(&5i32.to_be_bytes())])[..]
+        );
+        // A statement re-parsed under the same name (another generation) lends no plan.
+        m.end_result();
+        let mut out = BytesMut::new();
+        m.data_row(&row, Some(&exec(5)), &mut out).unwrap();
+        assert_eq!(&out[5..], &data_row(&[None, Some(&5i32.to_be_bytes())])[..]);
+    }
+
+    #[test]
+    fn errors_notices_notifications_and_function_results() {
+        let mut m = masking();
+        let mut e = BytesMut::new();
+        for (tag, value) in [
+            (b'S', "ERROR"),
+            (b'C', "23505"),
+            (b'M', "duplicate key"),
+            (b'D', "Key (email)=(alice) already exists."),
+        ] {
+            e.put_u8(tag);
+            codec::put_cstr(&mut e, value);
+        }
+        e.put_u8(0);
+        let masked = m.fields(&e).unwrap();
+        let fields = codec::parse_error_fields(&masked);
+        assert_eq!(fields.code, "23505");
+        assert!(!masked.windows(5).any(|w| w == b"alice"));
+        // A field without its terminator is dropped, not relayed unread.
+        assert_eq!(
+            &m.fields(b"C23505\0Mhello alice").unwrap()[..],
+            b"C23505\0\0"
+        );
+        assert_eq!(
+            &m.notification(b"\0\0\0\x07chan\0to alice").unwrap()[..],
+            b"\0\0\0\x07\0\0"
+        );
+
+        let mut n = BytesMut::new();
+        n.put_i32(42);
+        codec::put_cstr(&mut n, "chan");
+        codec::put_cstr(&mut n, "to alice");
+        let masked = m.notification(&n).unwrap();
+        assert_eq!(&masked[4..], b"chan\0to *****\0");
+
+        let mut v = BytesMut::new();
+        v.put_i32(5);
+        v.put_slice(b"alice");
+        let masked = m.function_result(&v).unwrap();
+        assert_eq!(&masked[..], b"\x00\x00\x00\x05*****");
+        let mut bin = BytesMut::new();
+        bin.put_i32(6);
+        bin.put_slice(b"\xffalice");
+        assert_eq!(
+            &m.function_result(&bin).unwrap()[..],
+            &(-1i32).to_be_bytes()
+        );
+        let mut null = BytesMut::new();
+        null.put_i32(-1);
+        assert!(m.function_result(&null).is_none());
+    }
 }

@@ -1101,6 +1101,7 @@ async fn target_to_client(
                                     replaced = m.fields(raw_body);
                                 }
                                 b'A' => replaced = m.notification(raw_body),
+                                b'V' => replaced = m.function_result(raw_body),
                                 _ => {}
                             }
                         }
