@@ -149,6 +149,26 @@ SEEDS = {
     },
 }
 
+# One line per detector kind from crates/tollgate-mask/tests/sensitive_values.tsv, plus a row
+# of ordinary values and encoded forms.
+def mask_seeds():
+    seeds = {}
+    path = os.path.join(HERE, "..", "crates", "tollgate-mask", "tests", "sensitive_values.tsv")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            kind, text, _span = line.rstrip("\n").split("\t")
+            seeds.setdefault(kind, text.encode())
+    seeds["ordinary_row"] = b"1000000000001|1234.50|paid|2024-06-01 12:30:45+00|4f1c2b9e-8d7a-4c3b-9e2f-1a2b3c4d5e60|db-01.prod.internal"
+    seeds["hex_bytea"] = b"\\x616c6963652e736d697468406578616d706c652e636f6d"
+    seeds["base64"] = b"YWxpY2Uuc21pdGhAZXhhbXBsZS5jb20="
+    seeds["json_row"] = b'{"id":1,"email":"alice.smith@example.com","password":"hunter2","card":"4111-1111-1111-1111"}'
+    return seeds
+
+
+SEEDS["mask"] = mask_seeds()
+
 for target, seeds in SEEDS.items():
     d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)
