@@ -407,6 +407,19 @@ async fn pii_is_masked_on_every_path_and_never_stored() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("character-level transforms"));
 
+    // A statement held for approval that carries a value: approvers see it masked, and the
+    // approval request is stored masked (the binding still covers the exact statement).
+    let typed = format!(
+        "UPDATE customers SET notes = 'write to {} or {}'",
+        EMAILS[0], CARDS[0]
+    );
+    let out = gw.psql("crm", &key, "disable", &["-c", &typed]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("approve-unbounded-write"));
+    let listed = gw.cli_ok(ADMIN_KEY, &["approvals", "list", "--json"]);
+    assert!(listed.contains("UPDATE customers SET notes"), "{listed}");
+    assert_no_clear("approval request", listed.as_bytes(), &all);
+
     // The record: masked counts per statement, never values; the store holds no clear value.
     drop(client);
     let commands = gw.commands();
