@@ -27,4 +27,10 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not start" >&2; exit 1; }
 fi
 
+command -v python3 >/dev/null 2>&1 || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+}
+
 cargo test --workspace --locked "$@"
+# The independent audit-log verifier's own tests (standard-library Python).
+python3 -m unittest scripts/test_verify_audit.py

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod approvals;
+pub mod audit;
 pub mod config;
 pub mod keys;
 pub mod masking;
@@ -97,10 +98,10 @@ impl Gateway {
             .or_else(|| config.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(".tollgate"));
         material::ensure_data_dir(&data_dir)?;
-        let _signing = material::signing_key(&data_dir)?;
+        let signer = material::signing_key(&data_dir)?;
         let tls = material::tls_config(&data_dir, &config.tls)?;
         let store = Store::open(&data_dir.join("tollgate.db"))?;
-        let writer = Arc::new(store.event_writer()?);
+        let writer = Arc::new(store.event_writer(signer)?);
         let notifier = notify::Notifier::spawn(config.webhooks.clone());
         let approvals = Arc::new(approvals::ApprovalBook::load(store.clone(), notifier)?);
         let keys = Arc::new(Keys::load(

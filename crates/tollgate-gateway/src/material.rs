@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::Ed25519KeyPair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::GatewayError;
@@ -35,8 +35,10 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), GatewayError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io_err(dir, e))
 }
 
-/// The gateway's Ed25519 signing key (PKCS#8 in `signing.key`).
-pub fn signing_key(dir: &Path) -> Result<Ed25519KeyPair, GatewayError> {
+/// The gateway's Ed25519 signing key (PKCS#8 in `signing.key`), which signs the audit log's
+/// checkpoints. Its public key is also written to `signing.pub` as `key_id hex` for auditors to
+/// pin.
+pub fn signing_key(dir: &Path) -> Result<tollgate_audit::Signer, GatewayError> {
     let path = dir.join("signing.key");
     if !path.exists() {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
@@ -44,11 +46,15 @@ pub fn signing_key(dir: &Path) -> Result<Ed25519KeyPair, GatewayError> {
         write_private(&path, pkcs8.as_ref())?;
     }
     let bytes = fs::read(&path).map_err(|e| io_err(&path, e))?;
-    let key = Ed25519KeyPair::from_pkcs8(&bytes).map_err(|_| {
+    let signer = tollgate_audit::Signer::from_pkcs8(&bytes).map_err(|_| {
         GatewayError::Crypto(format!("{} is not an Ed25519 PKCS#8 key", path.display()))
     })?;
-    let _ = key.public_key();
-    Ok(key)
+    let public = dir.join("signing.pub");
+    let line = format!("{} {}\n", signer.key_id(), hex::encode(signer.public_key()));
+    if fs::read_to_string(&public).ok().as_deref() != Some(line.as_str()) {
+        fs::write(&public, &line).map_err(|e| io_err(&public, e))?;
+    }
+    Ok(signer)
 }
 
 /// The TLS server configuration: from `[tls]` files, or a self-signed certificate generated in

@@ -4,7 +4,6 @@
 //! per batch, so the data path only pays for a channel send. Everything else (keys, reads for the
 //! API) uses a separate connection behind a mutex; SQLite's WAL mode lets both work at once.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection as Db, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use tollgate_audit::{ChainState, Checkpoint, Hash, Signer};
 use tollgate_core::{Event, EventKind, Recorder};
 
 /// Errors from the store.
@@ -42,7 +42,8 @@ pub enum StoreError {
 }
 
 /// Ordered list of schema migrations; index + 1 is the `user_version` after applying it.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE api_keys (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -83,7 +84,31 @@ CREATE TABLE event_runs (
     body      TEXT NOT NULL,
     PRIMARY KEY (session, first_seq)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- The tamper-evident log (docs/audit-format.md): runs of one session's records, each record
+-- followed by its chain hash; signed checkpoints; the public keys that signed them.
+CREATE TABLE audit_runs (
+    first_gseq INTEGER PRIMARY KEY,
+    last_gseq  INTEGER NOT NULL,
+    session    TEXT NOT NULL,
+    body       BLOB NOT NULL
+);
+CREATE INDEX audit_runs_session ON audit_runs(session, first_gseq);
+CREATE TABLE audit_checkpoints (
+    gseq      INTEGER PRIMARY KEY,
+    at        INTEGER NOT NULL,
+    head      BLOB NOT NULL,
+    key_id    TEXT NOT NULL,
+    signature BLOB NOT NULL
+);
+CREATE TABLE audit_keys (
+    key_id     TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#,
+];
 
 fn open(path: &Path) -> Result<Db, StoreError> {
     let err = |source| StoreError::Sqlite {
@@ -208,14 +233,30 @@ impl Store {
         f(&db).map_err(|e| self.err(e))
     }
 
-    /// Starts the event writer thread on its own connection.
-    pub fn event_writer(&self) -> Result<EventWriter, StoreError> {
+    /// Starts the event writer thread on its own connection. Events go into the hash-chained
+    /// audit log; `signer` signs its checkpoints and its public key is registered.
+    pub fn event_writer(&self, signer: Signer) -> Result<EventWriter, StoreError> {
         let db = open(&self.path)?;
+        let chain = ChainState::resume(last_record(&db).map_err(|e| self.err(e))?);
+        db.execute(
+            "INSERT OR IGNORE INTO audit_keys (key_id, public_key, created_at) VALUES (?1, ?2, ?3)",
+            params![
+                signer.key_id(),
+                signer.public_key(),
+                tollgate_core::now_micros()
+            ],
+        )
+        .map_err(|e| self.err(e))?;
         let (tx, rx) = mpsc::channel();
         let path = self.path.clone();
+        let mut log = AuditLog {
+            chain,
+            signer,
+            last_checkpoint: std::time::Instant::now(),
+        };
         let handle = std::thread::Builder::new()
             .name("tollgate-recorder".into())
-            .spawn(move || write_loop(db, &path, rx))
+            .spawn(move || write_loop(db, &path, rx, &mut log))
             .map_err(|e| StoreError::Corrupt {
                 what: "writer thread",
                 detail: e.to_string(),
@@ -328,6 +369,40 @@ impl Store {
 
     /// A session's events in order.
     pub fn events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
+        let chained = self.with(|db| {
+            let mut stmt =
+                db.prepare("SELECT body FROM audit_runs WHERE session = ?1 ORDER BY first_gseq")?;
+            let rows = stmt.query_map(params![session], |r| r.get::<_, Vec<u8>>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            what: "audit run",
+            detail,
+        };
+        let mut events = self.legacy_events(session)?;
+        for body in chained {
+            for stored in tollgate_audit::split_run(&body).map_err(|e| corrupt(e.to_string()))? {
+                let r = stored.record;
+                let kind: EventKind =
+                    serde_json::from_slice(r.payload).map_err(|e| corrupt(e.to_string()))?;
+                events.push(Event {
+                    session: session.to_string(),
+                    seq: r.seq,
+                    at: r.at,
+                    kind,
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// Everything `tollgate audit verify` reads: runs, checkpoints, keys.
+    pub fn audit_material(&self) -> Result<AuditMaterial, StoreError> {
+        self.with(read_audit_material)
+    }
+
+    /// Events written before the audit log existed (unchained).
+    fn legacy_events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
         let runs = self.with(|db| {
             let mut stmt =
                 db.prepare("SELECT body FROM event_runs WHERE session = ?1 ORDER BY first_seq")?;
@@ -378,15 +453,126 @@ impl Store {
         self.with(|db| {
             let n: i64 = db.query_row(
                 "SELECT (SELECT COUNT(*) FROM event_runs WHERE body LIKE ?1)
+                      + (SELECT COUNT(*) FROM audit_runs WHERE instr(body, ?2) > 0)
                       + (SELECT COUNT(*) FROM sessions WHERE subject LIKE ?1 OR connection LIKE ?1 OR end_reason LIKE ?1)
                       + (SELECT COUNT(*) FROM api_keys WHERE name LIKE ?1 OR hash LIKE ?1)",
-                params![pattern],
+                params![pattern, needle.as_bytes()],
                 |r| r.get(0),
             )?;
             Ok(n > 0)
         })
     }
 }
+
+/// The audit log as stored: what verification needs.
+#[derive(Debug, Default)]
+pub struct AuditMaterial {
+    /// `(session, first_gseq, last_gseq, body)` per run.
+    pub runs: Vec<(String, u64, u64, Vec<u8>)>,
+    /// Signed checkpoints.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Public keys by key id.
+    pub keys: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl AuditMaterial {
+    /// Verifies the log; `pinned` keys, when given, replace the stored ones.
+    pub fn verify(
+        &self,
+        pinned: Option<&std::collections::HashMap<String, Vec<u8>>>,
+    ) -> tollgate_audit::Report {
+        let runs: Vec<tollgate_audit::Run<'_>> = self
+            .runs
+            .iter()
+            .map(|(session, first, last, body)| tollgate_audit::Run {
+                session,
+                first_gseq: *first,
+                last_gseq: *last,
+                body,
+            })
+            .collect();
+        tollgate_audit::verify(&runs, &self.checkpoints, pinned.unwrap_or(&self.keys))
+    }
+}
+
+/// Reads the audit log of the database at `path` without writing to it (offline verification).
+pub fn read_audit(path: &Path) -> Result<AuditMaterial, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.exists() {
+        return Err(StoreError::Corrupt {
+            what: "store",
+            detail: format!("{} does not exist", path.display()),
+        });
+    }
+    let db = Db::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    read_audit_material(&db).map_err(err)
+}
+
+fn read_audit_material(db: &Db) -> rusqlite::Result<AuditMaterial> {
+    let mut m = AuditMaterial::default();
+    let mut stmt = db.prepare(
+        "SELECT session, first_gseq, last_gseq, body FROM audit_runs ORDER BY first_gseq",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, i64>(2)? as u64,
+            r.get::<_, Vec<u8>>(3)?,
+        ))
+    })?;
+    m.runs = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = db
+        .prepare("SELECT gseq, at, head, key_id, signature FROM audit_checkpoints ORDER BY gseq")?;
+    let rows = stmt.query_map([], |r| {
+        let head: Vec<u8> = r.get(2)?;
+        Ok(Checkpoint {
+            gseq: r.get::<_, i64>(0)? as u64,
+            at: r.get(1)?,
+            head: head.as_slice().try_into().unwrap_or([0; 32]),
+            key_id: r.get(3)?,
+            signature: r.get(4)?,
+        })
+    })?;
+    m.checkpoints = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = db.prepare("SELECT key_id, public_key FROM audit_keys")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })?;
+    m.keys = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(m)
+}
+
+/// gseq and hash of the last record in the log.
+fn last_record(db: &Db) -> rusqlite::Result<Option<(u64, Hash)>> {
+    let body: Option<Vec<u8>> = db
+        .query_row(
+            "SELECT body FROM audit_runs ORDER BY last_gseq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(body) = body else { return Ok(None) };
+    let last = tollgate_audit::split_run(&body)
+        .ok()
+        .and_then(|s| s.into_iter().max_by_key(|s| s.record.gseq));
+    Ok(last.map(|s| (s.record.gseq, s.hash)))
+}
+
+/// The writer's side of the audit log.
+struct AuditLog {
+    chain: ChainState,
+    signer: Signer,
+    last_checkpoint: std::time::Instant,
+}
+
+/// Records between checkpoints, at most.
+const CHECKPOINT_EVERY: u64 = 1000;
+/// Time between checkpoints while records arrive, at most.
+const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An event as stored inside a run (its session is the row's).
 #[derive(Serialize, Deserialize)]
@@ -474,7 +660,7 @@ const BATCH: usize = 4096;
 /// once per event would cost more CPU than the gateway's whole data path.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>) {
+fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>, log: &mut AuditLog) {
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -496,14 +682,17 @@ fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>) {
             // Retry a failed batch a few times (e.g. a busy database), never dropping it silently.
             let mut attempt = 0;
             loop {
-                match write_batch(&mut db, &batch) {
+                let saved = log.chain.clone();
+                match write_batch(&mut db, &batch, log) {
                     Ok(()) => break,
                     Err(e) if attempt < 50 => {
+                        log.chain = saved;
                         attempt += 1;
                         tracing::warn!(path = %path.display(), error = %e, "event batch not written; retrying");
                         std::thread::sleep(std::time::Duration::from_millis(100));
                     }
                     Err(e) => {
+                        log.chain = saved;
                         tracing::error!(path = %path.display(), error = %e, events = batch.len(), "event batch lost");
                         break;
                     }
@@ -515,9 +704,34 @@ fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>) {
             let _ = w.send(());
         }
     }
+    // The writer is closing: sign what is not signed yet.
+    if log.chain.unsigned > 0
+        && let Err(e) = db
+            .transaction()
+            .and_then(|tx| checkpoint(&tx, log).and_then(|()| tx.commit()))
+    {
+        tracing::error!(path = %path.display(), error = %e, "final audit checkpoint not written");
+    }
 }
 
-fn write_batch(db: &mut Db, batch: &[Event]) -> rusqlite::Result<()> {
+/// Signs the chain's head and stores the checkpoint.
+fn checkpoint(tx: &rusqlite::Transaction<'_>, log: &mut AuditLog) -> rusqlite::Result<()> {
+    let Some(gseq) = log.chain.last_gseq() else {
+        return Ok(());
+    };
+    let cp = log
+        .signer
+        .checkpoint(gseq, log.chain.head, tollgate_core::now_micros());
+    tx.execute(
+        "INSERT OR REPLACE INTO audit_checkpoints (gseq, at, head, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![cp.gseq as i64, cp.at, &cp.head[..], cp.key_id, cp.signature],
+    )?;
+    log.chain.unsigned = 0;
+    log.last_checkpoint = std::time::Instant::now();
+    Ok(())
+}
+
+fn write_batch(db: &mut Db, batch: &[Event], log: &mut AuditLog) -> rusqlite::Result<()> {
     // Group the batch by session, keeping each session's order: one row per session and batch.
     let mut order: Vec<&str> = Vec::new();
     let mut by_session: std::collections::HashMap<&str, Vec<&Event>> =
@@ -532,10 +746,31 @@ fn write_batch(db: &mut Db, batch: &[Event]) -> rusqlite::Result<()> {
             .push(e);
     }
     let to_sql = |err: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(err));
+    let audit_err =
+        |err: tollgate_audit::AuditError| rusqlite::Error::ToSqlConversionFailure(Box::new(err));
+    // Chain every event in arrival order (the global order); each session's records go into
+    // that session's run for this batch.
+    let mut runs: std::collections::HashMap<&str, (u64, u64, Vec<u8>)> =
+        std::collections::HashMap::new();
+    let mut payload = Vec::with_capacity(1024);
+    let mut session_ended = false;
+    for e in batch {
+        payload.clear();
+        serde_json::to_writer(&mut payload, &e.kind).map_err(to_sql)?;
+        let run = runs
+            .entry(e.session.as_str())
+            .or_insert_with(|| (log.chain.next_gseq, 0, Vec::with_capacity(4096)));
+        let gseq = log
+            .chain
+            .append(e.at, &e.session, e.seq, &payload, &mut run.2)
+            .map_err(audit_err)?;
+        run.1 = gseq;
+        session_ended |= matches!(e.kind, EventKind::SessionEnd { .. });
+    }
     let tx = db.transaction()?;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO event_runs (session, first_seq, last_seq, body) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO audit_runs (first_gseq, last_gseq, session, body) VALUES (?1, ?2, ?3, ?4)",
         )?;
         let mut start = tx.prepare_cached(
             "INSERT OR IGNORE INTO sessions (id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at)
@@ -546,26 +781,13 @@ fn write_batch(db: &mut Db, batch: &[Event]) -> rusqlite::Result<()> {
         let mut counts = tx.prepare_cached(
             "UPDATE sessions SET commands = commands + ?2, refused = refused + ?3 WHERE id = ?1",
         )?;
-        let mut body = Vec::with_capacity(64 * 1024);
         for session in order {
             let events = by_session
                 .get(session)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let (Some(first), Some(last)) = (events.first(), events.last()) else {
-                continue;
-            };
-            body.clear();
-            body.push(b'[');
             let (mut commands, mut refused) = (0i64, 0i64);
-            for (i, e) in events.iter().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                write!(body, "{{\"seq\":{},\"at\":{},\"kind\":", e.seq, e.at)
-                    .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-                serde_json::to_writer(&mut body, &e.kind).map_err(to_sql)?;
-                body.push(b'}');
+            for e in events {
                 match &e.kind {
                     EventKind::SessionStart(info) => {
                         start.execute(params![
@@ -587,14 +809,19 @@ fn write_batch(db: &mut Db, batch: &[Event]) -> rusqlite::Result<()> {
                     }
                 }
             }
-            body.push(b']');
-            let text = std::str::from_utf8(&body)
-                .map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
-            insert.execute(params![session, first.seq as i64, last.seq as i64, text])?;
+            if let Some((first, last, body)) = runs.get(session) {
+                insert.execute(params![*first as i64, *last as i64, session, body])?;
+            }
             if commands > 0 || refused > 0 {
                 counts.execute(params![session, commands, refused])?;
             }
         }
+    }
+    if log.chain.unsigned >= CHECKPOINT_EVERY
+        || session_ended
+        || log.last_checkpoint.elapsed() >= CHECKPOINT_AFTER
+    {
+        checkpoint(&tx, log)?;
     }
     tx.commit()
 }

@@ -33,7 +33,7 @@ fn keys_round_trip_and_revoke() {
 #[test]
 fn events_are_ordered_and_sessions_summarised() {
     let (_d, store) = store();
-    let writer = store.event_writer().unwrap();
+    let writer = store.event_writer(test_signer()).unwrap();
     let ident = Identity {
         subject: "alice".into(),
         via: tollgate_core::AuthMethod::ApiKey,
@@ -87,12 +87,19 @@ fn events_are_ordered_and_sessions_summarised() {
     assert!(store.contains_text("select 1").unwrap());
     assert!(!store.contains_text("never-stored").unwrap());
     writer.close();
+    // Chained and signed: the session end and the close each sign the head.
+    let audit = store.audit_material().unwrap();
+    let report = audit.verify(None);
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.records, 3);
+    assert_eq!(report.last_checkpoint, Some(2));
+    assert_eq!(report.unsigned_tail, 0);
 }
 
 #[test]
 fn runs_written_in_several_batches_read_back_in_order() {
     let (_d, store) = store();
-    let writer = store.event_writer().unwrap();
+    let writer = store.event_writer(test_signer()).unwrap();
     let command = |n: u32| EventKind::Command {
         command: Command {
             step: ProtocolStep::Execute,
@@ -144,4 +151,10 @@ fn runs_written_in_several_batches_read_back_in_order() {
     assert_eq!((s.commands, s.refused), (2, 1));
     assert!(store.events("other").unwrap().is_empty());
     writer.close();
+}
+
+fn test_signer() -> tollgate_audit::Signer {
+    let pkcs8 =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    tollgate_audit::Signer::from_pkcs8(pkcs8.as_ref()).unwrap()
 }

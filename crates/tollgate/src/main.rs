@@ -77,6 +77,11 @@ enum Cmd {
         #[command(subcommand)]
         command: AccessCmd,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
     /// Open a local port that forwards to a connection; clients there need no password.
     Connect {
         #[command(flatten)]
@@ -202,6 +207,24 @@ enum ApprovalsCmd {
 }
 
 #[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the audit log offline (no gateway needed): the hash chain, sequence continuity,
+    /// checkpoints and their signatures. Exit 0 when intact, 1 naming the first bad record.
+    Verify {
+        /// The gateway's data dir.
+        #[arg(long, default_value = ".tollgate")]
+        data_dir: PathBuf,
+        /// Pinned public keys (the gateway writes them to `signing.pub`); without it the keys
+        /// stored in the log are used, which proves integrity only against accidents.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum SessionsCmd {
     /// List sessions, newest first.
     List {
@@ -264,12 +287,80 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Sessions { api, command } => client::sessions(&api.into(), command).await,
         Cmd::Approvals { api, command } => client::approvals(&api.into(), command).await,
         Cmd::Access { api, command } => client::access(&api.into(), command).await,
+        Cmd::Audit {
+            command:
+                AuditCmd::Verify {
+                    data_dir,
+                    key,
+                    json,
+                },
+        } => audit_verify(&data_dir, key.as_deref(), json),
         Cmd::Connect {
             api,
             connection,
             port,
         } => connect::run(&api.into(), &connection, port).await,
     }
+}
+
+fn audit_verify(
+    data_dir: &std::path::Path,
+    key: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let v = match tollgate_gateway::audit::verify(data_dir, key) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: cannot verify the audit log: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let r = &v.report;
+    if json {
+        let bad = r.first_bad.as_ref().map(|b| {
+            serde_json::json!({"gseq": b.gseq, "session": b.session, "seq": b.seq, "reason": b.reason})
+        });
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": r.intact(),
+                "records": r.records,
+                "checkpoints": r.checkpoints,
+                "last_checkpoint": r.last_checkpoint,
+                "unsigned_tail": r.unsigned_tail,
+                "keys_pinned": v.pinned,
+                "first_bad": bad,
+            })
+        );
+    } else {
+        if !v.pinned {
+            eprintln!(
+                "warning: keys not pinned (pass --key with the gateway's signing.pub to check against a key you trust)"
+            );
+        }
+        match &r.first_bad {
+            None => println!(
+                "intact: {} records, {} checkpoints, last checkpoint at gseq {}; {} records after it not yet signed",
+                r.records,
+                r.checkpoints,
+                r.last_checkpoint
+                    .map_or("none".to_string(), |g| g.to_string()),
+                r.unsigned_tail
+            ),
+            Some(b) => {
+                let place = match (&b.session, b.seq) {
+                    (Some(s), Some(q)) => format!(" (session {s}, seq {q})"),
+                    _ => String::new(),
+                };
+                println!("first bad record: gseq {}{place}: {}", b.gseq, b.reason);
+            }
+        }
+    }
+    Ok(if r.intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<ExitCode> {

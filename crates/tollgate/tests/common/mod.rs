@@ -158,21 +158,32 @@ impl Gateway {
 
     /// Starts a gateway in an existing directory (to restart on the same data).
     pub fn start_in(dir: tempfile::TempDir, extra_config: &str) -> Self {
-        let api_port = free_port();
-        let pg_port = free_port();
-        let config = format!(
-            "[listen]\napi = \"127.0.0.1:{api_port}\"\npostgres = \"127.0.0.1:{pg_port}\"\n\n{extra_config}"
-        );
-        let config_path = dir.path().join("tollgate.toml");
-        std::fs::write(&config_path, config).unwrap();
         let mut gw = Self {
             dir,
-            api_port,
-            pg_port,
+            api_port: 0,
+            pg_port: 0,
             child: None,
         };
-        gw.spawn(&config_path);
+        gw.launch(extra_config);
         gw
+    }
+
+    /// Stops the gateway and starts it again on the same data dir (new ports).
+    pub fn restart(&mut self, extra_config: &str) {
+        assert!(self.stop(), "the gateway stopped cleanly");
+        self.launch(extra_config);
+    }
+
+    fn launch(&mut self, extra_config: &str) {
+        self.api_port = free_port();
+        self.pg_port = free_port();
+        let config = format!(
+            "[listen]\napi = \"127.0.0.1:{}\"\npostgres = \"127.0.0.1:{}\"\n\n{extra_config}",
+            self.api_port, self.pg_port
+        );
+        let config_path = self.dir.path().join("tollgate.toml");
+        std::fs::write(&config_path, config).unwrap();
+        self.spawn(&config_path);
     }
 
     fn spawn(&mut self, config_path: &Path) {

@@ -1,0 +1,286 @@
+use super::*;
+
+/// A log of 30 records over three sessions, stored as runs of up to 4 records of one session,
+/// with checkpoints at 9, 19 and 29.
+struct Log {
+    /// (session, first, last, body) per run.
+    runs: Vec<(String, u64, u64, Vec<u8>)>,
+    checkpoints: Vec<Checkpoint>,
+    keys: HashMap<String, Vec<u8>>,
+    signer: Signer,
+}
+
+fn signer() -> Signer {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    Signer::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+fn payload(gseq: u64) -> Vec<u8> {
+    format!("{{\"type\":\"command\",\"n\":{gseq}}}").into_bytes()
+}
+
+fn build() -> Log {
+    let signer = signer();
+    let mut chain = ChainState::resume(None);
+    let mut seqs = [0u64; 3];
+    let mut runs: Vec<(String, u64, u64, Vec<u8>)> = Vec::new();
+    let mut checkpoints = Vec::new();
+    for gseq in 0..30u64 {
+        // Sessions take turns in blocks of three records.
+        let s = ((gseq / 3) % 3) as usize;
+        let session = format!("session-{s}");
+        let extend = runs
+            .last()
+            .is_some_and(|r| r.0 == session && r.2 + 1 == gseq && r.2 - r.1 < 3);
+        if !extend {
+            runs.push((session.clone(), gseq, gseq, Vec::new()));
+        }
+        let run = runs.last_mut().unwrap();
+        let g = chain
+            .append(
+                1_000 + gseq as i64,
+                &session,
+                seqs[s],
+                &payload(gseq),
+                &mut run.3,
+            )
+            .unwrap();
+        assert_eq!(g, gseq);
+        run.2 = gseq;
+        seqs[s] += 1;
+        if gseq % 10 == 9 {
+            checkpoints.push(signer.checkpoint(gseq, chain.head, 5_000 + gseq as i64));
+        }
+    }
+    let keys = HashMap::from([(signer.key_id().to_string(), signer.public_key())]);
+    Log {
+        runs,
+        checkpoints,
+        keys,
+        signer,
+    }
+}
+
+impl Log {
+    fn verify(&self) -> Report {
+        let runs: Vec<Run<'_>> = self
+            .runs
+            .iter()
+            .map(|(s, f, l, b)| Run {
+                session: s,
+                first_gseq: *f,
+                last_gseq: *l,
+                body: b,
+            })
+            .collect();
+        verify(&runs, &self.checkpoints, &self.keys)
+    }
+
+    /// The run holding `gseq` and the byte range of that record and its hash.
+    fn locate(&self, gseq: u64) -> (usize, std::ops::Range<usize>) {
+        for (i, run) in self.runs.iter().enumerate() {
+            let mut pos = 0;
+            for s in split_run(&run.3).unwrap() {
+                let len = s.bytes.len() + 32;
+                if s.record.gseq == gseq {
+                    return (i, pos..pos + len);
+                }
+                pos += len;
+            }
+        }
+        panic!("no record {gseq}");
+    }
+
+    /// Re-encodes record `gseq` with `edit` applied and re-hashes it and everything after it,
+    /// as a forger who cannot sign would.
+    fn rehash_from(&mut self, gseq: u64, edit: impl Fn(&mut Vec<u8>)) {
+        let mut all: Vec<(u64, i64, String, u64, Vec<u8>)> = Vec::new();
+        for run in &self.runs {
+            for s in split_run(&run.3).unwrap() {
+                let r = s.record;
+                all.push((
+                    r.gseq,
+                    r.at,
+                    r.session.to_string(),
+                    r.seq,
+                    r.payload.to_vec(),
+                ));
+            }
+        }
+        all.sort_by_key(|r| r.0);
+        for r in all.iter_mut().filter(|r| r.0 == gseq) {
+            edit(&mut r.4);
+        }
+        let mut chain = ChainState::resume(None);
+        let mut hashed: HashMap<u64, Vec<u8>> = HashMap::new();
+        for (g, at, session, seq, payload) in &all {
+            let mut out = Vec::new();
+            chain.append(*at, session, *seq, payload, &mut out).unwrap();
+            hashed.insert(*g, out);
+        }
+        for run in &mut self.runs {
+            run.3 = (run.1..=run.2).flat_map(|g| hashed[&g].clone()).collect();
+        }
+    }
+}
+
+fn first_bad(report: &Report) -> (u64, String) {
+    let b = report.first_bad.as_ref().expect("tampering is detected");
+    (b.gseq, b.reason.clone())
+}
+
+#[test]
+fn an_untouched_log_verifies() {
+    let log = build();
+    let r = log.verify();
+    assert!(r.intact(), "{r:?}");
+    assert_eq!(r.records, 30);
+    assert_eq!(r.checkpoints, 3);
+    assert_eq!(r.last_checkpoint, Some(29));
+    assert_eq!(r.unsigned_tail, 0);
+}
+
+#[test]
+fn a_changed_byte_names_its_record() {
+    let mut log = build();
+    let (run, range) = log.locate(12);
+    // The last payload byte of record 12 (just before its hash).
+    let at = range.end - 33;
+    log.runs[run].3[at] ^= 1;
+    let (gseq, reason) = first_bad(&log.verify());
+    assert_eq!(gseq, 12);
+    assert!(reason.contains("hash does not match"), "{reason}");
+    let b = log.verify().first_bad.unwrap();
+    assert_eq!(b.session.as_deref(), Some("session-1"));
+}
+
+#[test]
+fn a_deleted_record_is_missing() {
+    let mut log = build();
+    let (run, range) = log.locate(15);
+    log.runs[run].3.drain(range);
+    let (gseq, reason) = first_bad(&log.verify());
+    assert_eq!(gseq, 15);
+    assert!(reason.contains("missing"), "{reason}");
+}
+
+#[test]
+fn reordered_records_break_the_chain() {
+    let mut log = build();
+    // Swap the places of records 6 and 7 in the global order (their gseq fields).
+    let places = [(log.locate(6), 7u64), (log.locate(7), 6u64)];
+    for ((run, range), to) in places {
+        let gseq_at = range.start + 4;
+        log.runs[run].3[gseq_at..gseq_at + 8].copy_from_slice(&to.to_be_bytes());
+    }
+    let (gseq, _) = first_bad(&log.verify());
+    assert_eq!(gseq, 6);
+}
+
+#[test]
+fn a_truncated_tail_is_caught_by_the_checkpoint() {
+    let mut log = build();
+    for g in (25..30).rev() {
+        let (run, range) = log.locate(g);
+        log.runs[run].3.drain(range);
+        if log.runs[run].3.is_empty() {
+            log.runs.remove(run);
+        }
+    }
+    let (gseq, reason) = first_bad(&log.verify());
+    assert_eq!(gseq, 25);
+    assert!(reason.contains("truncated"), "{reason}");
+}
+
+#[test]
+fn an_inserted_forged_record_is_caught() {
+    let mut log = build();
+    // A well-formed record claiming gseq 14, hashed onto record 13.
+    let (_, range13) = log.locate(13);
+    let (run13, _) = log.locate(13);
+    let prev: Hash = log.runs[run13].3[range13.end - 32..range13.end]
+        .try_into()
+        .unwrap();
+    let mut forged = Vec::new();
+    encode_record(
+        &Record {
+            gseq: 14,
+            at: 1_014,
+            session: "session-1",
+            seq: 99,
+            payload: b"{\"type\":\"command\",\"forged\":true}",
+        },
+        &mut forged,
+    )
+    .unwrap();
+    let h = chain(&prev, &forged);
+    forged.extend_from_slice(&h);
+    let (run, range) = log.locate(14);
+    log.runs[run].3.splice(range.start..range.start, forged);
+    let (gseq, reason) = first_bad(&log.verify());
+    assert_eq!(gseq, 14);
+    assert!(reason.contains("more than once"), "{reason}");
+}
+
+#[test]
+fn a_rehashed_forgery_fails_at_the_signed_head() {
+    let mut log = build();
+    log.rehash_from(12, |p| p.extend_from_slice(b" "));
+    let (gseq, reason) = first_bad(&log.verify());
+    assert_eq!(gseq, 10, "the first record after the last good checkpoint");
+    assert!(reason.contains("rewritten"), "{reason}");
+}
+
+#[test]
+fn signatures_and_keys_are_checked() {
+    let mut log = build();
+    log.checkpoints[1].signature[0] ^= 1;
+    assert!(first_bad(&log.verify()).1.contains("signature"));
+
+    let mut log = build();
+    let other = signer();
+    log.checkpoints[0] = other.checkpoint(9, log.checkpoints[0].head, 1);
+    assert!(first_bad(&log.verify()).1.contains("unknown key"));
+
+    // A checkpoint by a trusted key over a forged head fails too.
+    let mut log = build();
+    log.checkpoints[2] = log.signer.checkpoint(29, [7; 32], 1);
+    assert!(first_bad(&log.verify()).1.contains("rewritten"));
+}
+
+#[test]
+fn garbage_runs_are_reported_not_panicked_on() {
+    let mut log = build();
+    log.runs[3].3.truncate(10);
+    let r = log.verify();
+    assert!(!r.intact());
+    for junk in [&b""[..], b"TGE1", b"TGE1\0\0\0\0\0\0\0\x01", &[0xff; 100]] {
+        let _ = split_run(junk);
+        let _ = decode_record(junk);
+    }
+}
+
+#[test]
+fn records_round_trip_and_refuse_oversized_fields() {
+    let mut out = Vec::new();
+    let r = Record {
+        gseq: 7,
+        at: -3,
+        session: "s",
+        seq: 2,
+        payload: b"{}",
+    };
+    encode_record(&r, &mut out).unwrap();
+    assert_eq!(decode_record(&out).unwrap(), (r, out.len()));
+    let long = "x".repeat(70_000);
+    assert!(
+        encode_record(
+            &Record {
+                session: &long,
+                ..r
+            },
+            &mut Vec::new()
+        )
+        .is_err()
+    );
+}

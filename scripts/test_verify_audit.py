@@ -1,0 +1,658 @@
+#!/usr/bin/env python3
+"""Self-test of scripts/verify_audit.py; standard library only, no Rust needed.
+
+    python3 -m unittest scripts/test_verify_audit.py -v     (or: python3 scripts/test_verify_audit.py)
+
+It writes small audit databases exactly as docs/audit-format.md describes them (its own encoder
+and its own Ed25519 signer, below), tampers with them in the ways an attacker with write access
+to the database could, and runs the verifier's command line on each.
+"""
+
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = pathlib.Path(__file__).resolve().parent
+SCRIPT = HERE / "verify_audit.py"
+sys.path.insert(0, str(HERE))
+import verify_audit  # noqa: E402  (the module under test, for its Ed25519 functions)
+
+# ---------------------------------------------------------------------------------------------
+# Ed25519 signing, RFC 8032 5.1.5 / 5.1.6, for the test only. Deliberately a different
+# representation from the verifier's (affine coordinates, inversions by Fermat), so the two
+# implementations check each other instead of sharing a mistake.
+# ---------------------------------------------------------------------------------------------
+
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+D = -121665 * pow(121666, P - 2, P) % P
+# The base point, as RFC 8032 section 5.1 lists it.
+B = (15112221349535400772501151409588531511454012693041857206046113283949847762202,
+     46316835694926478169428394003475163141307993866256225615783033603165251855960)
+
+
+def _inv(x):
+    return pow(x, P - 2, P)
+
+
+def _affine_add(p1, p2):
+    # -x^2 + y^2 = 1 + d x^2 y^2: x3 = (x1 y2 + x2 y1) / (1 + d x1 x2 y1 y2),
+    #                             y3 = (y1 y2 + x1 x2) / (1 - d x1 x2 y1 y2)
+    (x1, y1), (x2, y2) = p1, p2
+    t = D * x1 * x2 * y1 * y2 % P
+    return ((x1 * y2 + x2 * y1) * _inv(1 + t) % P, (y1 * y2 + x1 * x2) * _inv(1 - t) % P)
+
+
+def _affine_mult(k, point):
+    result = (0, 1)
+    while k:
+        if k & 1:
+            result = _affine_add(result, point)
+        point = _affine_add(point, point)
+        k >>= 1
+    return result
+
+
+def _encode(point):
+    x, y = point
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def _expand(seed):
+    h = hashlib.sha512(seed).digest()
+    s = int.from_bytes(h[:32], "little")
+    s &= (1 << 254) - 8  # clear the 3 low bits and bit 255 ...
+    s |= 1 << 254        # ... and set bit 254 (5.1.5 step 2)
+    return s, h[32:]
+
+
+@functools.lru_cache(maxsize=None)
+def public_key(seed):
+    s, _ = _expand(seed)
+    return _encode(_affine_mult(s, B))
+
+
+_SIGNATURES = {}
+
+
+def sign(seed, message):
+    """RFC 8032 5.1.6 (deterministic, so signatures are cached across tests)."""
+    if (seed, message) not in _SIGNATURES:
+        s, prefix = _expand(seed)
+        a = public_key(seed)
+        r = int.from_bytes(hashlib.sha512(prefix + message).digest(), "little") % L
+        r_enc = _encode(_affine_mult(r, B))
+        k = int.from_bytes(hashlib.sha512(r_enc + a + message).digest(), "little") % L
+        _SIGNATURES[seed, message] = r_enc + ((r + k * s) % L).to_bytes(32, "little")
+    return _SIGNATURES[seed, message]
+
+
+# RFC 8032 section 7.1, TEST 1 and TEST 2.
+RFC8032_VECTORS = [
+    {
+        "secret": "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        "public": "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        "message": "",
+        "signature": "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+                     "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+    },
+    {
+        "secret": "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+        "public": "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+        "message": "72",
+        "signature": "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+                     "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+    },
+]
+
+SEED = bytes.fromhex("7f1e5d3c2b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0")
+OTHER_SEED = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+
+
+def key_id(pk):
+    return hashlib.sha256(pk).digest()[:8].hex()
+
+
+# ---------------------------------------------------------------------------------------------
+# The log, written per docs/audit-format.md
+# ---------------------------------------------------------------------------------------------
+
+class Rec:
+    def __init__(self, gseq, at, session, seq, payload):
+        self.gseq, self.at, self.session, self.seq, self.payload = gseq, at, session, seq, payload
+        self.hash = None  # the stored hash
+
+    def raw(self):
+        s = self.session.encode("utf-8")
+        return (b"TGE1" + struct.pack(">Qq", self.gseq, self.at) + struct.pack(">H", len(s)) + s
+                + struct.pack(">Q", self.seq) + struct.pack(">I", len(self.payload))
+                + self.payload)
+
+
+class Run:
+    def __init__(self, session, recs):
+        self.session, self.recs = session, recs
+        self.first, self.last = recs[0].gseq, recs[-1].gseq
+        self.body = None  # when set, written instead of the records (raw tampering)
+
+    def fit(self):
+        self.first, self.last = min(r.gseq for r in self.recs), max(r.gseq for r in self.recs)
+
+
+def checkpoint_message(gseq, head, at, kid):
+    k = kid.encode("utf-8")
+    return b"TGC1" + struct.pack(">Q", gseq) + head + struct.pack(">q", at) \
+        + struct.pack(">H", len(k)) + k
+
+
+# gseq -> (session, event type): 30 events of 3 sessions, interleaved.
+PLAN = ["a:session_start", "b:session_start", "a:command", "a:command", "c:session_start",
+        "b:command", "a:command", "c:command", "b:refusal", "a:command",            # 0..9
+        "c:command", "b:command", "c:command", "a:command", "b:command",
+        "b:command", "c:refusal", "a:command", "c:command", "b:command",            # 10..19
+        "a:command", "c:command", "b:session_end", "a:command", "c:command",
+        "a:command", "c:session_end", "a:command", "a:command", "a:session_end"]    # 20..29
+BATCHES = [(0, 5), (6, 9), (10, 16), (17, 19), (20, 24), (25, 29)]  # writer flushes
+CHECKPOINTS = [9, 19, 27]
+T0 = 1_700_000_000_000_000
+
+
+class Log:
+    """A log as the gateway would write it; tests then tamper with it."""
+
+    def __init__(self, n=30, checkpoints=CHECKPOINTS):
+        self.recs, seqs = [], {}
+        for gseq, item in enumerate(PLAN[:n]):
+            session, kind = item.split(":")
+            session = f"sess-{session}"
+            seq = seqs.get(session, 0)
+            seqs[session] = seq + 1
+            event = {"type": kind, "step": seq}
+            if kind == "command":
+                event.update(text=f"SELECT {gseq}", status="ok", rows=gseq % 4)
+            self.recs.append(Rec(gseq, T0 + 1000 * gseq, session, seq,
+                                 json.dumps(event, separators=(",", ":")).encode()))
+        self.rechain()
+        self.runs = []
+        for first, last in BATCHES:
+            batch = [r for r in self.recs if first <= r.gseq <= last]
+            for session in sorted({r.session for r in batch}):
+                self.runs.append(Run(session, [r for r in batch if r.session == session]))
+        self.seeds = {}  # key_id -> seed of the keys in audit_keys
+        self.add_key(SEED)
+        self.cps = [self.checkpoint(g) for g in checkpoints]
+
+    def add_key(self, seed):
+        pk = public_key(seed)
+        self.seeds[key_id(pk)] = seed
+        return key_id(pk)
+
+    def checkpoint(self, gseq, seed=SEED, at=None):
+        kid = key_id(public_key(seed))
+        at = T0 + 1000 * gseq + 500 if at is None else at
+        head = self.rec(gseq).hash
+        return {"gseq": gseq, "at": at, "head": head, "key_id": kid,
+                "signature": sign(seed, checkpoint_message(gseq, head, at, kid))}
+
+    def rec(self, gseq):
+        return next(r for r in self.recs if r.gseq == gseq)
+
+    def run_of(self, rec):
+        return next(run for run in self.runs if any(r is rec for r in run.recs))
+
+    def rechain(self, start=0):
+        """Recompute the stored hashes from gseq `start` on, as a forger would."""
+        previous = bytes(32)
+        for r in sorted(self.recs, key=lambda r: r.gseq):
+            if r.gseq >= start:
+                r.hash = hashlib.sha256(previous + r.raw()).digest()
+            previous = r.hash
+
+    def delete(self, rec):
+        self.recs.remove(rec)
+        for run in self.runs:
+            run.recs = [r for r in run.recs if r is not rec]
+        self.runs = [run for run in self.runs if run.recs]  # an emptied run's row is deleted
+
+    def write(self, path, keys_table=None):
+        db = sqlite3.connect(path)
+        db.executescript("""
+            CREATE TABLE audit_runs(session TEXT NOT NULL, first_gseq INTEGER NOT NULL,
+                                    last_gseq INTEGER NOT NULL, body BLOB NOT NULL);
+            CREATE TABLE audit_checkpoints(gseq INTEGER NOT NULL, at INTEGER NOT NULL,
+                                           head BLOB NOT NULL, key_id TEXT NOT NULL,
+                                           signature BLOB NOT NULL);
+            CREATE TABLE audit_keys(key_id TEXT PRIMARY KEY, public_key BLOB NOT NULL,
+                                    created_at INTEGER NOT NULL);
+        """)
+        for run in self.runs:
+            body = run.body if run.body is not None else b"".join(r.raw() + r.hash
+                                                                  for r in run.recs)
+            db.execute("INSERT INTO audit_runs VALUES (?, ?, ?, ?)",
+                       (run.session, run.first, run.last, body))
+        for cp in self.cps:
+            db.execute("INSERT INTO audit_checkpoints VALUES (?, ?, ?, ?, ?)",
+                       (cp["gseq"], cp["at"], cp["head"], cp["key_id"], cp["signature"]))
+        rows = keys_table if keys_table is not None else [
+            (kid, public_key(seed)) for kid, seed in self.seeds.items()]
+        for kid, pk in rows:
+            db.execute("INSERT INTO audit_keys VALUES (?, ?, ?)", (kid, pk, T0))
+        db.commit()
+        db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------------------------
+
+def run_cli(*args):
+    p = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                       text=True, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+class Ed25519Test(unittest.TestCase):
+    def test_base_point_is_rfc8032s(self):
+        x, y, z, _ = verify_audit.BASE
+        self.assertEqual((x * _inv(z) % P, y * _inv(z) % P), B)
+
+    def test_rfc8032_vectors(self):
+        for number, v in enumerate(RFC8032_VECTORS, 1):
+            with self.subTest(test=number):
+                seed, pk = bytes.fromhex(v["secret"]), bytes.fromhex(v["public"])
+                msg, sig = bytes.fromhex(v["message"]), bytes.fromhex(v["signature"])
+                self.assertEqual(public_key(seed), pk)  # the test's signer is right ...
+                self.assertEqual(sign(seed, msg), sig)
+                self.assertTrue(verify_audit.ed25519_verify(pk, msg, sig))  # ... and so is this
+                self.assertFalse(verify_audit.ed25519_verify(pk, msg + b"\0", sig))
+                for i in (0, 31, 32, 63):
+                    bad = bytearray(sig)
+                    bad[i] ^= 0x01
+                    self.assertFalse(verify_audit.ed25519_verify(pk, msg, bytes(bad)))
+                other = bytes.fromhex(RFC8032_VECTORS[number % 2]["public"])
+                self.assertFalse(verify_audit.ed25519_verify(other, msg, sig))
+
+    def test_own_signer(self):
+        pk = public_key(SEED)
+        for msg in [b"", b"x", b"TGC1" + bytes(100), bytes(range(256)) * 3]:
+            sig = sign(SEED, msg)
+            self.assertTrue(verify_audit.ed25519_verify(pk, msg, sig))
+            self.assertFalse(verify_audit.ed25519_verify(public_key(OTHER_SEED), msg, sig))
+            self.assertFalse(verify_audit.ed25519_verify(pk, msg + b"!", sig))
+
+    def test_rejects_s_not_below_l(self):
+        pk, msg = public_key(SEED), b"malleable"
+        sig = sign(SEED, msg)
+        s = int.from_bytes(sig[32:], "little")
+        # [S + L]B = [S]B: without the S < L check this second signature would verify.
+        self.assertFalse(verify_audit.ed25519_verify(pk, msg, sig[:32] + (s + L).to_bytes(32,
+                                                                                      "little")))
+
+    def test_rejects_non_canonical_encodings(self):
+        identity = (1).to_bytes(32, "little")                   # (0, 1)
+        identity_y_plus_p = (P + 1).to_bytes(32, "little")      # y >= p
+        identity_negative_zero = ((1 << 255) | 1).to_bytes(32, "little")  # x = 0, sign bit 1
+        order4 = (0).to_bytes(32, "little")                     # y = 0: x^2 = -1
+        self.assertIsNotNone(verify_audit.decode_point(identity))
+        self.assertIsNotNone(verify_audit.decode_point(order4))
+        for enc in (identity_y_plus_p, identity_negative_zero, P.to_bytes(32, "little"),
+                    (2**255 - 1).to_bytes(32, "little")):
+            self.assertIsNone(verify_audit.decode_point(enc))
+        self.assertIsNone(verify_audit.decode_point(b"\x02" + bytes(31)))  # y = 2: not on curve
+        # With A = R = the identity and S = 0, [S]B = R + [k]A holds for any message: canonical
+        # encodings verify (the equation is satisfied), non-canonical ones of the same points
+        # must not.
+        zero_s = bytes(32)
+        self.assertTrue(verify_audit.ed25519_verify(identity, b"m", identity + zero_s))
+        for a, r in [(identity_y_plus_p, identity), (identity, identity_y_plus_p),
+                     (identity_negative_zero, identity), (identity, identity_negative_zero)]:
+            self.assertFalse(verify_audit.ed25519_verify(a, b"m", r + zero_s))
+        self.assertFalse(verify_audit.ed25519_verify(identity, b"m", identity + zero_s[:31]))
+
+    def test_verification_time(self):
+        pk, msg = public_key(SEED), b"TGC1" + bytes(60)
+        sig = sign(SEED, msg)
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            self.assertTrue(verify_audit.ed25519_verify(pk, msg, sig))
+            times.append(time.perf_counter() - t)
+        median = sorted(times)[len(times) // 2]
+        self.assertLess(median, 0.050, f"one verification takes {median * 1000:.1f} ms")
+
+
+class VerifierTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = pathlib.Path(self.tmp.name)
+        self.db = self.dir / "tollgate.db"
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def check(self, log, *extra, keys_table=None):
+        """Writes the log, runs the verifier with --json; (exit status, result, stderr)."""
+        if self.db.exists():
+            self.db.unlink()
+        log.write(self.db, keys_table)
+        status, out, err = run_cli("--db", self.db, "--json", *extra)
+        self.assertIn(status, (0, 1), err)
+        result = json.loads(out)
+        self.assertEqual(result["ok"], status == 0)
+        return status, result, err
+
+    def assertBad(self, log, gseq, reason, *extra, session=None, seq=None, keys_table=None):
+        status, result, _ = self.check(log, *extra, keys_table=keys_table)
+        self.assertEqual(status, 1, result)
+        bad = result["first_bad"]
+        self.assertEqual(bad["gseq"], gseq, bad)
+        self.assertIn(reason, bad["reason"])
+        if session is not None:
+            self.assertEqual((bad["session"], bad["seq"]), (session, seq), bad)
+        return bad
+
+    # -- intact logs --
+
+    def test_intact(self):
+        log = Log()
+        status, result, err = self.check(log)
+        self.assertEqual(status, 0)
+        self.assertEqual(result, {"ok": True, "records": 30, "checkpoints": 3,
+                                  "last_checkpoint": 27, "unsigned_tail": 2, "first_bad": None})
+        self.assertIn("not pinned", err)
+        status, out, err = run_cli("--db", self.db)
+        self.assertEqual((status, out), (0, "intact: 30 records, 3 checkpoints, last checkpoint "
+                                            "at gseq 27; 2 records after it not yet signed\n"))
+        sessions = [run.session for run in log.runs]
+        self.assertEqual([sessions.count(s) for s in ("sess-a", "sess-b", "sess-c")], [6, 5, 6])
+
+    def test_opened_read_only(self):
+        log = Log()
+        log.write(self.db)
+        before = self.db.read_bytes()
+        os.chmod(self.db, 0o444)
+        self.assertEqual(run_cli("--db", self.db)[0], 0)
+        self.assertEqual(self.db.read_bytes(), before)
+        self.assertEqual(sorted(p.name for p in self.dir.iterdir()), ["tollgate.db"])
+
+    def test_no_checkpoint_yet(self):
+        log = Log(checkpoints=[])
+        self.assertEqual(self.check(log)[1]["unsigned_tail"], 30)
+        status, out, _ = run_cli("--db", self.db)
+        self.assertEqual((status, out), (0, "intact: 30 records, 0 checkpoints, no checkpoint "
+                                            "yet; 30 records not yet signed\n"))
+
+    def test_empty_log(self):
+        status, result, _ = self.check(Log(n=0, checkpoints=[]))
+        self.assertEqual((status, result["records"]), (0, 0))
+
+    def test_storage_order_within_a_run_is_not_significant(self):
+        # The document orders records by gseq across all runs; a body's own order is not checked.
+        log = Log()
+        run = max(log.runs, key=lambda run: len(run.recs))
+        run.recs.reverse()
+        self.assertEqual(self.check(log)[0], 0)
+
+    # -- tampering --
+
+    def test_changed_payload_byte(self):
+        log = Log()
+        rec = log.rec(12)
+        rec.payload = rec.payload.replace(b"SELECT 12", b"SELECT 13")
+        self.assertBad(log, 12, "stored hash does not match", session=rec.session, seq=rec.seq)
+        status, out, _ = run_cli("--db", self.db)
+        self.assertEqual(status, 1)
+        self.assertTrue(out.startswith(f"first bad record: gseq 12 (session {rec.session}, seq "
+                                       f"{rec.seq}): stored hash does not match"), out)
+
+    def test_deleted_record(self):
+        log = Log()
+        rec = log.rec(12)
+        log.delete(rec)  # removed from its run's body; the run's row is otherwise unchanged
+        self.assertBad(log, 12, "record missing", session=rec.session, seq=rec.seq)
+
+    def test_deleted_run(self):
+        log = Log()
+        run = log.run_of(log.rec(14))  # session b's run of gseq 11, 14, 15
+        self.assertEqual([r.gseq for r in run.recs], [11, 14, 15])
+        for rec in list(run.recs):
+            log.delete(rec)  # the row is deleted
+        bad = self.assertBad(log, 11, "record missing", session="sess-b", seq=3)
+        self.assertIn("gseq 11 absent", bad["reason"])
+
+    def test_swapped_records(self):
+        # Two events of one session exchange places in the order (session a, gseq 13 and 17).
+        log = Log()
+        first, second = log.rec(13), log.rec(17)
+        self.assertEqual(first.session, second.session)
+        first.payload, second.payload = second.payload, first.payload
+        first.at, second.at = second.at, first.at
+        self.assertBad(log, 13, "stored hash does not match", session=first.session,
+                       seq=first.seq)
+
+    def test_swapped_records_with_their_hashes(self):
+        # Whole records, hashes included, moved to each other's gseq.
+        log = Log()
+        first, second = log.rec(14), log.rec(15)
+        first.gseq, second.gseq = second.gseq, first.gseq
+        first.seq, second.seq = second.seq, first.seq
+        self.assertBad(log, 14, "stored hash does not match")
+
+    def test_truncated_tail(self):
+        log = Log()
+        for rec in [r for r in log.recs if r.gseq > 19]:
+            log.delete(rec)
+        bad = self.assertBad(log, 20, "checkpoint at gseq 27 covers a missing record")
+        self.assertIn("truncated after gseq 19", bad["reason"])
+
+    def test_truncated_unsigned_tail_cannot_be_told(self):
+        # The documented limit: after the last checkpoint a truncation looks like an ending.
+        log = Log()
+        for rec in [r for r in log.recs if r.gseq > 27]:
+            log.delete(rec)
+        status, result, _ = self.check(log)
+        self.assertEqual((status, result["unsigned_tail"]), (0, 0))
+
+    def forged(self, log, gseq, session, seq):
+        return Rec(gseq, log.rec(gseq).at, session, seq,
+                   b'{"type":"command","text":"DROP TABLE evidence","status":"ok"}')
+
+    def test_inserted_record_with_a_taken_gseq(self):
+        log = Log()
+        rec = log.rec(15)
+        forged = self.forged(log, 15, rec.session, rec.seq)
+        forged.hash = hashlib.sha256(log.rec(14).hash + forged.raw()).digest()
+        log.run_of(rec).recs.append(forged)
+        log.recs.append(forged)
+        self.assertBad(log, 15, "duplicate gseq")
+
+    def insert_renumbered(self, log, at_gseq):
+        rec = log.rec(at_gseq)
+        forged = self.forged(log, at_gseq, rec.session, rec.seq)
+        for r in log.recs:
+            if r.gseq >= at_gseq:
+                r.gseq += 1
+                if r.session == rec.session:
+                    r.seq += 1
+        run = log.run_of(rec)
+        run.recs.insert(run.recs.index(rec), forged)
+        log.recs.append(forged)
+        for run in log.runs:
+            run.fit()
+        return forged
+
+    def test_inserted_record(self):
+        # A forged record with its own correct hash, later records renumbered (not re-hashed).
+        log = Log()
+        forged = self.insert_renumbered(log, 15)
+        forged.hash = hashlib.sha256(log.rec(14).hash + forged.raw()).digest()
+        self.assertBad(log, 16, "stored hash does not match")
+
+    def test_inserted_record_rehashed(self):
+        log = Log()
+        self.insert_renumbered(log, 15)
+        log.rechain(15)
+        self.assertBad(log, 10, "checkpoint at gseq 19: head does not match")
+
+    def test_rehashed_forgery(self):
+        log = Log()
+        rec = log.rec(12)
+        rec.payload = rec.payload.replace(b'"ok"', b'"error"')
+        log.rechain(12)  # every later hash recomputed; the checkpoints cannot be re-signed
+        ten = log.rec(10)
+        bad = self.assertBad(log, 10, "checkpoint at gseq 19: head does not match",
+                             session=ten.session, seq=ten.seq)
+        self.assertIn("rewritten range gseq 10..19", bad["reason"])
+        status, out, _ = run_cli("--db", self.db)
+        self.assertEqual(status, 1)
+        self.assertIn("rewritten range gseq 10..19", out)
+
+    def test_rehashed_forgery_before_the_first_checkpoint(self):
+        log = Log()
+        log.rec(3).payload += b" "
+        log.rechain(3)
+        bad = self.assertBad(log, 0, "checkpoint at gseq 9: head does not match")
+        self.assertIn("rewritten range gseq 0..9", bad["reason"])
+
+    def test_bad_signature(self):
+        log = Log()
+        sig = bytearray(log.cps[1]["signature"])
+        sig[5] ^= 0x20
+        log.cps[1]["signature"] = bytes(sig)
+        self.assertBad(log, 19, "checkpoint at gseq 19: bad signature")
+
+    def test_checkpoint_fields_are_signed(self):
+        for field, value in [("at", T0), ("head", bytes(32)), ("gseq", 18)]:
+            with self.subTest(field=field):
+                log = Log()
+                log.cps[1][field] = value
+                self.assertBad(log, log.cps[1]["gseq"], "bad signature")
+
+    def test_unknown_key(self):
+        log = Log()
+        log.cps[1] = log.checkpoint(19, seed=OTHER_SEED)  # a key audit_keys does not hold
+        self.assertBad(log, 19, f"unknown key {key_id(public_key(OTHER_SEED))}")
+        log = Log()
+        log.cps[1]["key_id"] = "0123456789abcdef"
+        self.assertBad(log, 19, "unknown key 0123456789abcdef")
+
+    def test_keys_table_row_with_a_wrong_id_is_ignored(self):
+        log = Log()
+        status, result, err = self.check(log, keys_table=[("0123456789abcdef",
+                                                            public_key(SEED))])
+        self.assertEqual(result["first_bad"]["gseq"], 9)
+        self.assertIn("unknown key", result["first_bad"]["reason"])
+        self.assertIn("audit_keys row '0123456789abcdef'", err)
+
+    # -- step 1: runs --
+
+    def test_truncated_run_body(self):
+        log = Log()
+        run = log.run_of(log.rec(13))
+        run.body = b"".join(r.raw() + r.hash for r in run.recs)[:-5]
+        self.assertBad(log, 13, "truncated record")
+
+    def test_garbage_in_run_body(self):
+        log = Log()
+        run = log.run_of(log.rec(13))
+        run.body = b"".join(r.raw() + r.hash for r in run.recs) + b"TGE0" + bytes(40)
+        self.assertBad(log, 14, "bad magic")
+
+    def test_record_in_another_sessions_run(self):
+        log = Log()
+        rec = log.rec(13)  # session a
+        other = log.run_of(log.rec(12))  # session c, same batch
+        self.assertNotEqual(other.session, rec.session)
+        log.run_of(rec).recs.remove(rec)
+        other.recs.append(rec)
+        other.fit()
+        self.assertBad(log, 13, f"record of session {rec.session} stored in the run of "
+                                f"session {other.session}")
+
+    def test_gseq_outside_its_runs_range(self):
+        log = Log()
+        run = log.run_of(log.rec(13))
+        run.last = 12
+        self.assertBad(log, 13, "outside")
+
+    # -- keys --
+
+    def test_pinned_key(self):
+        log = Log()
+        log.write(self.db)
+        pk = public_key(SEED)
+        raw, text = self.dir / "key.bin", self.dir / "keys.txt"
+        raw.write_bytes(pk)
+        text.write_text(f"# the gateway's keys\n\n{key_id(pk)} {pk.hex()}\n"
+                        f"{key_id(public_key(OTHER_SEED))} {public_key(OTHER_SEED).hex()}\n")
+        for keyfile in (raw, text):
+            status, out, err = run_cli("--db", self.db, "--key", keyfile)
+            self.assertEqual(status, 0, out + err)
+            self.assertNotIn("not pinned", err)
+
+    def test_pinned_key_refuses_other_keys(self):
+        log = Log()
+        log.write(self.db)
+        keyfile = self.dir / "key.bin"
+        keyfile.write_bytes(public_key(OTHER_SEED))
+        status, result, _ = self.check(log, "--key", keyfile)
+        self.assertEqual(result["first_bad"]["gseq"], 9)
+        self.assertIn("unknown key", result["first_bad"]["reason"])
+
+    def test_replaced_keys_table_is_caught_only_when_pinned(self):
+        # Whoever rewrites the database can also replace audit_keys and re-sign everything.
+        log = Log()
+        log.rec(12).payload += b" "
+        log.rechain(12)
+        log.seeds = {}
+        log.add_key(OTHER_SEED)
+        log.cps = [log.checkpoint(g, seed=OTHER_SEED) for g in CHECKPOINTS]
+        status, _, err = self.check(log)
+        self.assertEqual(status, 0)
+        self.assertIn("not pinned", err)
+        keyfile = self.dir / "key.bin"
+        keyfile.write_bytes(public_key(SEED))
+        self.assertBad(log, 9, "unknown key", "--key", keyfile)
+
+    # -- usage errors --
+
+    def test_usage_errors(self):
+        Log().write(self.db)
+        notdb = self.dir / "not.db"
+        notdb.write_bytes(b"this is not an SQLite database" * 100)
+        empty_db = self.dir / "empty.db"
+        sqlite3.connect(empty_db).close()
+        sqlite3.connect(empty_db).execute("CREATE TABLE t(x)").connection.close()
+        pk = public_key(SEED)
+        bad_keys = {
+            "short.bin": pk[:31],
+            "badhex.txt": f"{key_id(pk)} {pk.hex()[:-1]}z\n",
+            "wrongid.txt": f"0123456789abcdef {pk.hex()}\n",
+            "onefield.txt": f"{pk.hex()}\n",
+            "comments.txt": "# nothing here\n",
+        }
+        cases = [["--db", self.dir / "missing.db"], ["--db", notdb], ["--db", empty_db],
+                 ["--db", self.dir], ["--db", self.db, "--key", self.dir / "missing.key"], []]
+        for name, content in bad_keys.items():
+            path = self.dir / name
+            (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+            cases.append(["--db", self.db, "--key", path])
+        for args in cases:
+            with self.subTest(args=[str(a) for a in args]):
+                status, out, err = run_cli(*args)
+                self.assertEqual(status, 2, out + err)
+                self.assertEqual(out, "")
+                self.assertTrue(err.strip())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

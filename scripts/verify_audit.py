@@ -1,0 +1,532 @@
+#!/usr/bin/env python3
+"""Independent verifier of Tollgate's tamper-evident audit log (docs/audit-format.md, version 1).
+
+Standard library only, so that the log can be checked without trusting (or building) Tollgate:
+
+    python3 scripts/verify_audit.py --db DATA_DIR/tollgate.db [--key KEYFILE] [--json]
+
+--key pins the gateway's public key(s): a file of exactly 32 raw bytes (one Ed25519 public key),
+or a text file of lines `key_id hex_public_key` (lines starting with # are comments). Without it
+the keys come from the database's own `audit_keys` table, which whoever can rewrite the database
+can also replace: a warning says so.
+
+Exit status: 0 the log is intact, 1 it is not (the first bad record is named), 2 usage error
+(missing file, unreadable database, bad key file).
+
+The Ed25519 verification below is written from RFC 8032, section 5.1 (cofactorless check).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import sqlite3
+import struct
+import sys
+
+# ---------------------------------------------------------------------------------------------
+# Ed25519 signature verification, RFC 8032 section 5.1
+# ---------------------------------------------------------------------------------------------
+
+# The field GF(p), p = 2^255 - 19, and the order L of the base point (5.1).
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+# The curve -x^2 + y^2 = 1 + d x^2 y^2 with d = -121665/121666.
+D = (-121665 * pow(121666, P - 2, P)) % P
+# A square root of -1 (used when decoding a point, 5.1.3 step 3).
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+
+# Points are kept in extended homogeneous coordinates (X, Y, Z, T) with x = X/Z, y = Y/Z and
+# x*y = T/Z (5.1.4).
+IDENTITY = (0, 1, 1, 0)
+
+
+def _recover_x(y, sign):
+    """The x of the curve point with this y and x's low bit = sign, or None (5.1.3 steps 2-4)."""
+    # x^2 = (y^2 - 1) / (d y^2 + 1) = u / v. v is never 0: d is not a square mod p.
+    u = (y * y - 1) % P
+    v = (D * y * y + 1) % P
+    # Candidate root x = (u/v)^((p+3)/8), computed as u v^3 (u v^7)^((p-5)/8) (one exponentiation).
+    x = u * pow(v, 3, P) * pow(u * pow(v, 7, P), (P - 5) // 8, P) % P
+    vxx = v * x * x % P
+    if vxx == u:
+        pass
+    elif vxx == (-u) % P:
+        x = x * SQRT_M1 % P
+    else:
+        return None  # u/v is not a square: no point has this y
+    if x == 0 and sign == 1:
+        return None  # x = 0 has no negative: a non-canonical encoding
+    if x & 1 != sign:
+        x = P - x
+    return x
+
+
+def decode_point(encoded):
+    """Decode a 32-byte point encoding (5.1.3); None when invalid or non-canonical."""
+    if len(encoded) != 32:
+        return None
+    n = int.from_bytes(encoded, "little")
+    sign = n >> 255
+    y = n & ((1 << 255) - 1)
+    if y >= P:
+        return None  # y must be reduced: y >= p is a non-canonical encoding
+    x = _recover_x(y, sign)
+    if x is None:
+        return None
+    return (x, y, 1, x * y % P)
+
+
+def encode_point(point):
+    """The 32-byte encoding of a point (5.1.2): y little-endian, x's low bit in bit 255."""
+    X, Y, Z, _ = point
+    zinv = pow(Z, P - 2, P)
+    x, y = X * zinv % P, Y * zinv % P
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def point_add(p1, p2):
+    """p1 + p2 (5.1.4, addition in extended coordinates for a = -1)."""
+    X1, Y1, Z1, T1 = p1
+    X2, Y2, Z2, T2 = p2
+    a = (Y1 - X1) * (Y2 - X2) % P
+    b = (Y1 + X1) * (Y2 + X2) % P
+    c = 2 * D * T1 * T2 % P
+    d = 2 * Z1 * Z2 % P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % P, g * h % P, f * g % P, e * h % P)
+
+
+def point_double(p1):
+    """2 * p1 (5.1.4, doubling)."""
+    X1, Y1, Z1, _ = p1
+    a = X1 * X1 % P
+    b = Y1 * Y1 % P
+    c = 2 * Z1 * Z1 % P
+    h = a + b
+    e = h - (X1 + Y1) * (X1 + Y1)
+    g = a - b
+    f = c + g
+    return (e * f % P, g * h % P, f * g % P, e * h % P)
+
+
+def scalar_mult(k, point):
+    """[k]point, by double-and-add over k's bits from the most significant."""
+    result = IDENTITY
+    for i in range(k.bit_length() - 1, -1, -1):
+        result = point_double(result)
+        if (k >> i) & 1:
+            result = point_add(result, point)
+    return result
+
+
+def point_equal(p1, p2):
+    """Projective equality: x1/z1 == x2/z2 and y1/z1 == y2/z2."""
+    X1, Y1, Z1, _ = p1
+    X2, Y2, Z2, _ = p2
+    return (X1 * Z2 - X2 * Z1) % P == 0 and (Y1 * Z2 - Y2 * Z1) % P == 0
+
+
+# The base point B: y = 4/5, x "positive" (even) (5.1).
+_B_Y = 4 * pow(5, P - 2, P) % P
+_B_X = _recover_x(_B_Y, 0)
+BASE = (_B_X, _B_Y, 1, _B_X * _B_Y % P)
+
+
+def ed25519_verify(public_key, message, signature):
+    """RFC 8032 5.1.7, cofactorless: [S]B == R + [k]A. Rejects S >= L and non-canonical A, R."""
+    public_key, message, signature = bytes(public_key), bytes(message), bytes(signature)
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    a = decode_point(public_key)
+    if a is None:
+        return False
+    r_bytes = signature[:32]
+    r = decode_point(r_bytes)
+    if r is None:
+        return False
+    s = int.from_bytes(signature[32:], "little")
+    if s >= L:
+        return False
+    k = int.from_bytes(hashlib.sha512(r_bytes + public_key + message).digest(), "little") % L
+    return point_equal(scalar_mult(s, BASE), point_add(r, scalar_mult(k, a)))
+
+
+def key_id_of(public_key):
+    """`key_id`: the hex of the first 8 bytes of SHA-256(public key)."""
+    return hashlib.sha256(bytes(public_key)).digest()[:8].hex()
+
+
+# ---------------------------------------------------------------------------------------------
+# The log format
+# ---------------------------------------------------------------------------------------------
+
+RECORD_MAGIC = b"TGE1"
+CHECKPOINT_MAGIC = b"TGC1"
+HASH_LEN = 32
+ZERO_HASH = bytes(HASH_LEN)
+
+
+class UsageError(Exception):
+    """Exit status 2: the verification could not be run at all."""
+
+
+class Bad(Exception):
+    """The log is not intact; carries the first bad record."""
+
+    def __init__(self, gseq, reason, session=None, seq=None):
+        super().__init__(reason)
+        self.gseq, self.reason, self.session, self.seq = gseq, reason, session, seq
+
+    def as_dict(self):
+        return {"gseq": self.gseq, "session": self.session, "seq": self.seq, "reason": self.reason}
+
+    def line(self):
+        where = "gseq ?" if self.gseq is None else f"gseq {self.gseq}"
+        known = []
+        if self.session is not None:
+            known.append(f"session {self.session}")
+        if self.seq is not None:
+            known.append(f"seq {self.seq}")
+        if known:
+            where += f" ({', '.join(known)})"
+        return f"first bad record: {where}: {self.reason}"
+
+
+class Record:
+    __slots__ = ("gseq", "at", "session", "seq", "raw", "stored_hash", "order")
+
+    def __init__(self, gseq, at, session, seq, raw, stored_hash, order):
+        self.gseq, self.at, self.session, self.seq = gseq, at, session, seq
+        self.raw, self.stored_hash, self.order = raw, stored_hash, order
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _Cursor:
+    def __init__(self, data, offset):
+        self.data, self.offset = data, offset
+
+    def take(self, n):
+        if self.offset + n > len(self.data):
+            raise _Truncated()
+        chunk = self.data[self.offset:self.offset + n]
+        self.offset += n
+        return chunk
+
+    def unpack(self, fmt):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+
+def _run_label(run):
+    return f"run of session {run['session']} (gseq {run['first_gseq']}..{run['last_gseq']})"
+
+
+def parse_run(run, run_index):
+    """Step 1 for one run: its records, or Bad for its first unreadable or misplaced record."""
+    body, session, first, last = run["body"], run["session"], run["first_gseq"], run["last_gseq"]
+    if not isinstance(first, int) or not isinstance(last, int) or not isinstance(session, str) \
+            or not isinstance(body, bytes):
+        raise Bad(first if isinstance(first, int) else None,
+                  f"malformed {_run_label(run)}: session must be text, first_gseq and last_gseq "
+                  f"integers, body a blob", session if isinstance(session, str) else None)
+    records = []
+    offset = 0
+    while offset < len(body):
+        start = offset
+        cur = _Cursor(body, offset)
+        prev = records[-1] if records else None
+        # A record whose gseq cannot be read is named by the first gseq it could have.
+        guess = prev.gseq + 1 if prev else first
+        where = (f"at byte {start} of the {_run_label(run)}"
+                 + (f", after gseq {prev.gseq}" if prev else ""))
+        gseq = seq = None
+        try:
+            if cur.take(4) != RECORD_MAGIC:
+                raise Bad(guess, f"unreadable record {where}: bad magic (not TGE1)", session)
+            gseq = cur.unpack(">Q")
+            at = cur.unpack(">q")
+            rec_session_bytes = cur.take(cur.unpack(">H"))
+            seq = cur.unpack(">Q")
+            cur.take(cur.unpack(">I"))  # payload: hashed as stored, never decoded
+            raw = body[start:cur.offset]
+            stored_hash = cur.take(HASH_LEN)
+        except _Truncated:
+            raise Bad(gseq if gseq is not None else guess,
+                      f"truncated record {where}: the run body ends inside the record or its "
+                      f"hash", session, seq) from None
+        offset = cur.offset
+        try:
+            rec_session = rec_session_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Bad(gseq, f"record's session id is not UTF-8 (in the {_run_label(run)})",
+                      session, seq) from None
+        if rec_session != session:
+            raise Bad(gseq, f"record of session {rec_session} stored in the {_run_label(run)}",
+                      rec_session, seq)
+        if not first <= gseq <= last:
+            raise Bad(gseq, f"gseq outside its {_run_label(run)}", rec_session, seq)
+        records.append(Record(gseq, at, rec_session, seq, raw, stored_hash, (run_index, start)))
+    return records
+
+
+def _guess_missing(gseq, records):
+    """(session, seq) of a missing gseq when exactly one session skips a seq around it."""
+    last_of = {}
+    candidates = []
+    for rec in records:  # in gseq order
+        before = last_of.get(rec.session)
+        last_of[rec.session] = rec
+        if rec.gseq < gseq:
+            continue
+        prev_seq = before.seq if before is not None else -1
+        prev_gseq = before.gseq if before is not None else -1
+        if prev_gseq < gseq < rec.gseq and rec.seq > prev_seq + 1:
+            candidates.append((rec.session, prev_seq + 1))
+    return candidates[0] if len(candidates) == 1 else (None, None)
+
+
+def verify(runs, checkpoints, keys, counts=None):
+    """Verify the log; returns a summary dict, raises Bad for the first bad record.
+
+    runs: dicts with session, first_gseq, last_gseq, body; checkpoints: dicts with gseq, at,
+    head, key_id, signature; keys: {key_id: 32-byte public key}. counts, when given, receives
+    "records" once every run has been split (also when a later step fails).
+    """
+    # 1. Split every run into records and hashes; each record's session must be its run's
+    #    session and its gseq within the run's range. The first bad record by gseq is reported.
+    records, bad = [], []
+    for index, run in enumerate(runs):
+        try:
+            records.extend(parse_run(run, index))
+        except Bad as b:
+            bad.append(b)
+    if bad:
+        raise min(bad, key=lambda b: (b.gseq is None, b.gseq or 0))
+    if counts is not None:
+        counts["records"] = len(records)
+
+    # 2. Order records by gseq: 0, 1, 2, ... with no gap and no duplicate.
+    records.sort(key=lambda r: (r.gseq, r.order))
+    for expected, rec in enumerate(records):
+        if rec.gseq == expected:
+            continue
+        if rec.gseq < expected:  # sorted: the same gseq as the record before it
+            other = records[expected - 1]
+            raise Bad(rec.gseq, f"duplicate gseq: stored twice, as session {other.session} seq "
+                                f"{other.seq} and as session {rec.session} seq {rec.seq}",
+                      rec.session, rec.seq)
+        session, seq = _guess_missing(expected, records)
+        gap = f"{expected}" if rec.gseq == expected + 1 else f"{expected}..{rec.gseq - 1}"
+        raise Bad(expected, f"record missing: gseq {gap} absent (the log goes on at gseq "
+                            f"{rec.gseq})" + (f"; session {session} skips seq {seq}"
+                                              if session is not None else ""), session, seq)
+
+    # 3. Recompute the chain; every stored hash must equal the recomputed one.
+    hashes = []
+    previous = ZERO_HASH
+    for rec in records:
+        current = hashlib.sha256(previous + rec.raw).digest()
+        if current != rec.stored_hash:
+            raise Bad(rec.gseq, "stored hash does not match the recomputed chain (the record or "
+                                "its hash was changed)", rec.session, rec.seq)
+        hashes.append(current)
+        previous = current
+
+    # 4. Every checkpoint must verify with its key, cover a record that exists, and carry that
+    #    record's recomputed hash as its head. Checkpoints are taken in gseq order.
+    def record_at(g):
+        return (records[g].session, records[g].seq) if 0 <= g < len(records) else (None, None)
+
+    verified_up_to = -1  # the highest gseq covered by a checkpoint that passed
+    for cp in sorted(checkpoints, key=lambda c: (c["gseq"] if isinstance(c["gseq"], int) else -1,
+                                                c["at"] if isinstance(c["at"], int) else 0)):
+        gseq, at, head, key_id, signature = (cp["gseq"], cp["at"], cp["head"], cp["key_id"],
+                                             cp["signature"])
+        if not isinstance(gseq, int) or not 0 <= gseq < 2**64:
+            raise Bad(None, f"malformed checkpoint: gseq {gseq!r} is not a u64")
+        session, seq = record_at(gseq)
+        label = f"checkpoint at gseq {gseq}"
+        if not isinstance(key_id, str) or key_id not in keys:
+            raise Bad(gseq, f"{label} is signed by unknown key {key_id}", session, seq)
+        key_id_bytes = key_id.encode("utf-8")
+        if not isinstance(at, int) or not -2**63 <= at < 2**63 or not isinstance(head, bytes) \
+                or len(head) != HASH_LEN or len(key_id_bytes) > 0xFFFF:
+            raise Bad(gseq, f"{label}: malformed checkpoint (at must be an i64, head 32 bytes)",
+                      session, seq)
+        message = (CHECKPOINT_MAGIC + struct.pack(">Q", gseq) + head + struct.pack(">q", at)
+                   + struct.pack(">H", len(key_id_bytes)) + key_id_bytes)
+        if not isinstance(signature, bytes) or not ed25519_verify(keys[key_id], message,
+                                                                  signature):
+            raise Bad(gseq, f"{label}: bad signature (key {key_id})", session, seq)
+        if gseq >= len(records):
+            n = len(records)
+            gap = f"{n}" if gseq == n else f"{n}..{gseq}"
+            after = f"log truncated after gseq {n - 1}" if n else "the log has no record at all"
+            raise Bad(n, f"{label} covers a missing record: gseq {gap} signed but absent "
+                         f"({after})")
+        if head != hashes[gseq]:
+            first = verified_up_to + 1
+            s, q = record_at(first)
+            since = (f"gseq 0..{verified_up_to} is attested by the checkpoint before it"
+                     if verified_up_to >= 0 else "no earlier checkpoint attests any record")
+            raise Bad(first, f"{label}: head does not match the recomputed hash of gseq {gseq}: "
+                             f"rewritten range gseq {first}..{gseq} (a record in it was changed "
+                             f"after being signed and the later hashes recomputed; {since})",
+                      s, q)
+        verified_up_to = max(verified_up_to, gseq)
+
+    last = max((cp["gseq"] for cp in checkpoints), default=None)
+    return {
+        "records": len(records),
+        "checkpoints": len(checkpoints),
+        "last_checkpoint": last,
+        "unsigned_tail": len(records) - (last + 1 if last is not None else 0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Database and key file
+# ---------------------------------------------------------------------------------------------
+
+def _blob(value):
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else value
+
+
+def _text(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    return value
+
+
+def read_database(path, need_keys):
+    """(runs, checkpoints, keys from audit_keys or None); UsageError when it cannot be read."""
+    if not os.path.exists(path):
+        raise UsageError(f"no such file: {path}")
+    if not os.path.isfile(path):
+        raise UsageError(f"not a file: {path}")
+    uri = pathlib.Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as e:
+        raise UsageError(f"cannot open {path}: {e}") from None
+    try:
+        tables = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        needed = ["audit_runs", "audit_checkpoints"] + (["audit_keys"] if need_keys else [])
+        missing = [t for t in needed if t not in tables]
+        if missing:
+            raise UsageError(f"{path} is not a Tollgate audit database: no table "
+                             f"{', '.join(missing)}")
+        runs = [{"session": _text(s), "first_gseq": f, "last_gseq": l, "body": _blob(b)}
+                for s, f, l, b in conn.execute(
+                    "SELECT session, first_gseq, last_gseq, body FROM audit_runs "
+                    "ORDER BY first_gseq, last_gseq, session")]
+        checkpoints = [{"gseq": g, "at": a, "head": _blob(h), "key_id": _text(k),
+                        "signature": _blob(s)}
+                       for g, a, h, k, s in conn.execute(
+                           "SELECT gseq, at, head, key_id, signature FROM audit_checkpoints")]
+        keys = None
+        if need_keys:
+            keys = {}
+            for key_id, public_key in conn.execute(
+                    "SELECT key_id, public_key FROM audit_keys"):
+                key_id, public_key = _text(key_id), _blob(public_key)
+                if not isinstance(public_key, bytes) or len(public_key) != 32 \
+                        or key_id != key_id_of(public_key):
+                    print(f"warning: audit_keys row {key_id!r} is not a 32-byte key whose id is "
+                          f"the hex of the first 8 bytes of its SHA-256; ignored",
+                          file=sys.stderr)
+                    continue
+                keys[key_id] = public_key
+        return runs, checkpoints, keys
+    except sqlite3.Error as e:
+        raise UsageError(f"cannot read {path}: {e}") from None
+    finally:
+        conn.close()
+
+
+def read_key_file(path):
+    """{key_id: public key} from 32 raw bytes or from lines `key_id hex_public_key`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read key file {path}: {e.strerror}") from None
+    if len(data) == 32:
+        return {key_id_of(data): data}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"key file {path}: neither 32 raw bytes nor text") from None
+    keys = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        try:
+            if len(fields) != 2:
+                raise ValueError("expected `key_id hex_public_key`")
+            key_id, public_key = fields[0].lower(), bytes.fromhex(fields[1])
+            if len(public_key) != 32:
+                raise ValueError("the public key is not 32 bytes")
+            if key_id != key_id_of(public_key):
+                raise ValueError(f"key id {key_id} is not its key's id {key_id_of(public_key)}")
+            if decode_point(public_key) is None:
+                raise ValueError("not a valid Ed25519 public key")
+        except ValueError as e:
+            raise UsageError(f"key file {path}, line {number}: {e}") from None
+        keys[key_id] = public_key
+    if not keys:
+        raise UsageError(f"key file {path} holds no key")
+    return keys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Verify a Tollgate audit log (docs/audit-format.md) without trusting it.")
+    parser.add_argument("--db", required=True, help="the tollgate.db file")
+    parser.add_argument("--key", help="pinned public key(s): 32 raw bytes, or lines "
+                                      "`key_id hex_public_key`")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        pinned = read_key_file(args.key) if args.key else None
+        runs, checkpoints, table_keys = read_database(args.db, need_keys=pinned is None)
+    except UsageError as e:
+        print(f"verify_audit: error: {e}", file=sys.stderr)
+        return 2
+    if pinned is None:
+        print("warning: keys are not pinned: checkpoints are checked against the database's own "
+              "audit_keys table (pass --key to pin the gateway's public key)", file=sys.stderr)
+    counts = {"records": None}
+    try:
+        summary = verify(runs, checkpoints, pinned if pinned is not None else table_keys, counts)
+        result = dict(ok=True, **summary, first_bad=None)
+    except Bad as bad:
+        # A log that is not intact has no "last checkpoint" or "unsigned tail" to speak of.
+        result = {"ok": False, "records": counts["records"], "checkpoints": len(checkpoints),
+                  "last_checkpoint": None, "unsigned_tail": None, "first_bad": bad.as_dict()}
+        failure = bad
+    if args.json:
+        print(json.dumps(result))
+    elif result["ok"]:
+        last = result["last_checkpoint"]
+        signed = (f"last checkpoint at gseq {last}; {result['unsigned_tail']} records after it "
+                  f"not yet signed" if last is not None
+                  else f"no checkpoint yet; {result['unsigned_tail']} records not yet signed")
+        print(f"intact: {result['records']} records, {result['checkpoints']} checkpoints, {signed}")
+    else:
+        print(failure.line())
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
