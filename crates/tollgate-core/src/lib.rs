@@ -440,6 +440,12 @@ pub enum EventKind {
         /// Why it ended.
         reason: String,
     },
+    /// The gateway stopped without ending the session (a crash or a kill); written when the
+    /// gateway next starts.
+    SessionAbandoned {
+        /// What is known of why.
+        reason: String,
+    },
 }
 
 /// Who opened a session, from where, to what.

@@ -254,6 +254,15 @@ impl Store {
             signer,
             last_checkpoint: std::time::Instant::now(),
         };
+        let mut db = db;
+        let abandoned = abandoned_sessions(&db).map_err(|e| self.err(e))?;
+        if !abandoned.is_empty() {
+            tracing::warn!(
+                sessions = abandoned.len(),
+                "sessions left open by an earlier run are recorded as abandoned"
+            );
+            write_batch(&mut db, &abandoned, &mut log).map_err(|e| self.err(e))?;
+        }
         let handle = std::thread::Builder::new()
             .name("tollgate-recorder".into())
             .spawn(move || write_loop(db, &path, rx, &mut log))
@@ -546,6 +555,55 @@ fn read_audit_material(db: &Db) -> rusqlite::Result<AuditMaterial> {
     Ok(m)
 }
 
+/// An abandonment event for every session that has a start and no end: the gateway that
+/// served them stopped without ending them.
+fn abandoned_sessions(db: &Db) -> rusqlite::Result<Vec<Event>> {
+    let mut stmt =
+        db.prepare("SELECT id FROM sessions WHERE ended_at IS NULL ORDER BY started_at")?;
+    let ids = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let now = tollgate_core::now_micros();
+    let mut events = Vec::with_capacity(ids.len());
+    for id in ids {
+        let chained: Option<Vec<u8>> = db
+            .query_row(
+                "SELECT body FROM audit_runs WHERE session = ?1 ORDER BY first_gseq DESC LIMIT 1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let last_chained = chained.and_then(|b| {
+            tollgate_audit::split_run(&b)
+                .ok()
+                .and_then(|s| s.iter().map(|s| s.record.seq).max())
+        });
+        let last_legacy: Option<i64> = db
+            .query_row(
+                "SELECT MAX(last_seq) FROM event_runs WHERE session = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let next = match (last_chained, last_legacy) {
+            (Some(c), Some(l)) => c.max(l.max(0) as u64) + 1,
+            (Some(c), None) => c + 1,
+            (None, Some(l)) => l.max(0) as u64 + 1,
+            (None, None) => 0,
+        };
+        events.push(Event {
+            session: id,
+            seq: next,
+            at: now,
+            kind: EventKind::SessionAbandoned {
+                reason: "the gateway stopped without ending the session".into(),
+            },
+        });
+    }
+    Ok(events)
+}
+
 /// gseq and hash of the last record in the log.
 fn last_record(db: &Db) -> rusqlite::Result<Option<(u64, Hash)>> {
     let body: Option<Vec<u8>> = db
@@ -765,7 +823,10 @@ fn write_batch(db: &mut Db, batch: &[Event], log: &mut AuditLog) -> rusqlite::Re
             .append(e.at, &e.session, e.seq, &payload, &mut run.2)
             .map_err(audit_err)?;
         run.1 = gseq;
-        session_ended |= matches!(e.kind, EventKind::SessionEnd { .. });
+        session_ended |= matches!(
+            e.kind,
+            EventKind::SessionEnd { .. } | EventKind::SessionAbandoned { .. }
+        );
     }
     let tx = db.transaction()?;
     {
@@ -806,6 +867,9 @@ fn write_batch(db: &mut Db, batch: &[Event], log: &mut AuditLog) -> rusqlite::Re
                     EventKind::Refusal(_) => refused += 1,
                     EventKind::SessionEnd { reason } => {
                         end.execute(params![e.session, e.at, reason])?;
+                    }
+                    EventKind::SessionAbandoned { reason } => {
+                        end.execute(params![e.session, e.at, format!("abandoned: {reason}")])?;
                     }
                 }
             }

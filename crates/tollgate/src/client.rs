@@ -322,6 +322,9 @@ pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
                             s(&kind["channel"])
                         ),
                         "session_end" => format!("session end: {}", s(&kind["reason"])),
+                        "session_abandoned" => {
+                            format!("session abandoned: {}", s(&kind["reason"]))
+                        }
                         other => other.to_string(),
                     };
                     println!("{:>4} {at} {line}", s(&e["seq"]));

@@ -281,3 +281,71 @@ fn the_log_verifies_and_every_kind_of_tampering_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("key_id hex_public_key"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_leaves_a_log_that_verifies_and_its_open_sessions_abandoned() {
+    let db = TestDb::create("tg_crash");
+    let config = db.connection("pg", &["eng"], "disable");
+    let mut gw = Gateway::start(&config);
+    let key = gw.create_key("agent", "eng", None);
+    let script = gw.dir.path().join("load.sql");
+    std::fs::write(&script, "SELECT 1;\n").unwrap();
+
+    // Load: four pgbench clients through the gateway for longer than the gateway will live.
+    let mut load = Command::new("pgbench")
+        .args(["-n", "-c", "4", "-j", "2", "-T", "20", "-f"])
+        .arg(&script)
+        .arg(gw.dsn("pg", &key, "disable"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = driver(&gw, "pg", &key).await.unwrap();
+    client
+        .simple_query("SELECT 'recorded before the crash'")
+        .await
+        .unwrap();
+    gw.wait_sessions("the statement to be recorded", |_| {
+        gw.commands()
+            .iter()
+            .any(|c| c["command"]["text"] == "SELECT 'recorded before the crash'")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    gw.kill();
+    let _ = load.kill();
+    let _ = load.wait();
+    drop(client);
+
+    // Restarted on the same data: the open sessions are recorded as abandoned, and the log,
+    // including the records written under load up to the kill, verifies.
+    gw.restart(&config);
+    let sessions = gw.wait_sessions("the restart", |s| !s.is_empty());
+    let abandoned: Vec<_> = sessions
+        .iter()
+        .filter(|s| {
+            s["end_reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("abandoned"))
+        })
+        .collect();
+    assert!(
+        abandoned.len() >= 5,
+        "the driver's and pgbench's sessions: {sessions:#?}"
+    );
+    let detail = gw.session(abandoned[0]["id"].as_str().unwrap());
+    let last = detail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"]["type"], "session_abandoned", "{last:#}");
+    assert!(
+        gw.commands()
+            .iter()
+            .any(|c| c["command"]["text"] == "SELECT 'recorded before the crash'")
+    );
+    assert!(gw.stop());
+    let data = gw.data_dir();
+    assert_eq!(verdicts(&data), [(true, None), (true, None)]);
+    let v: serde_json::Value = serde_json::from_slice(&verify(&data).stdout).unwrap();
+    assert!(
+        v["records"].as_u64().unwrap() > 50,
+        "the load was recorded: {v}"
+    );
+}

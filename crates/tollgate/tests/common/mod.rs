@@ -335,6 +335,14 @@ impl Gateway {
         }
     }
 
+    /// Kills the gateway with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its exit success.
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
