@@ -240,8 +240,122 @@ pub async fn exec(
     Ok(ExitCode::SUCCESS)
 }
 
+/// One replayed step of a session.
+fn replay_step(start: i64, e: &Value) -> Value {
+    let at = e["at"].as_i64().unwrap_or(0);
+    let kind = &e["kind"];
+    let mut step = serde_json::json!({
+        "seq": e["seq"],
+        "offset_ms": (at - start) as f64 / 1000.0,
+        "at": tollgate_core::format_rfc3339(at),
+        "type": kind["type"],
+    });
+    match kind["type"].as_str().unwrap_or("") {
+        "command" => {
+            let o = &kind["outcome"];
+            let verdict = match o["status"].as_str().unwrap_or("ok") {
+                "denied" => "denied",
+                "approval_required" => "held for approval",
+                _ if !o["approval"].is_null() => "allowed after approval",
+                _ => "allowed",
+            };
+            step["statement"] = kind["command"]["text"].clone();
+            step["params"] = kind["command"]["params"].clone();
+            step["verdict"] = verdict.into();
+            step["rule"] = o["rule"].clone();
+            step["approval"] = o["approval"].clone();
+            step["status"] = o["status"].clone();
+            step["tags"] = o["tags"].clone();
+            step["rows"] = o["rows"].clone();
+            step["duration_us"] = o["duration_us"].clone();
+            step["error"] = o["error"].clone();
+            step["masked"] = o["masked"].clone();
+        }
+        "refusal" => {
+            step["code"] = kind["code"].clone();
+            step["message"] = kind["message"].clone();
+        }
+        "session_start" => {
+            step["who"] = kind["identity"]["subject"].clone();
+            step["connection"] = kind["connection"].clone();
+            step["channel"] = kind["channel"].clone();
+            step["client_addr"] = kind["client_addr"].clone();
+            step["masking"] = kind["masking"].clone();
+        }
+        _ => step["reason"] = kind["reason"].clone(),
+    }
+    // Keep the line short: drop what the event did not have.
+    if let Some(map) = step.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    step
+}
+
+fn replay_line(step: &Value) -> String {
+    let offset = format!(
+        "+{:>9.3}s",
+        step["offset_ms"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    let body = match step["type"].as_str().unwrap_or("") {
+        "session_start" => format!(
+            "{} opened {} ({}, from {}; masking {})",
+            s(&step["who"]),
+            s(&step["connection"]),
+            s(&step["channel"]),
+            s(&step["client_addr"]),
+            s(&step["masking"])
+        ),
+        "command" => {
+            let mut l = format!("{}  [{}", s(&step["statement"]), s(&step["verdict"]));
+            if !step["rule"].is_null() {
+                l.push_str(&format!(" by {}", s(&step["rule"])));
+            }
+            l.push(']');
+            if let Some(p) = step["params"].as_array().filter(|p| !p.is_empty()) {
+                l.push_str(&format!(" params={}", Value::Array(p.clone())));
+            }
+            match step["error"].as_object() {
+                Some(_) => l.push_str(&format!(
+                    " → ERROR {} {}",
+                    s(&step["error"]["code"]),
+                    s(&step["error"]["message"])
+                )),
+                None => l.push_str(&format!(
+                    " → {} ({} rows, {} µs)",
+                    s(&step["tags"]),
+                    s(&step["rows"]),
+                    s(&step["duration_us"])
+                )),
+            }
+            if let Some(m) = step["masked"].as_object().filter(|m| !m.is_empty()) {
+                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                l.push_str(&format!(" masked {}", parts.join(", ")));
+            }
+            l
+        }
+        "refusal" => format!("REFUSED {}: {}", s(&step["code"]), s(&step["message"])),
+        "session_end" => format!("ended: {}", s(&step["reason"])),
+        "session_abandoned" => format!("abandoned: {}", s(&step["reason"])),
+        other => other.to_string(),
+    };
+    format!("{offset}  {body}")
+}
+
 pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
     match cmd {
+        SessionsCmd::Replay { id, format } => {
+            let v = api.get(&format!("/api/sessions/{id}")).await?;
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            let start = events.first().and_then(|e| e["at"].as_i64()).unwrap_or(0);
+            for e in &events {
+                let step = replay_step(start, e);
+                if format == "json" {
+                    println!("{}", serde_json::to_string(&step)?);
+                } else {
+                    println!("{}", replay_line(&step));
+                }
+            }
+        }
         SessionsCmd::List { json, limit } => {
             let v = api.get(&format!("/api/sessions?limit={limit}")).await?;
             if json {

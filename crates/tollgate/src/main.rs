@@ -243,6 +243,15 @@ enum SessionsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a session in order: time since its start, each statement with its verdict and
+    /// (masked) result summary, refusals, the end.
+    Replay {
+        /// Session id.
+        id: String,
+        /// `text`, or `json` (one JSON object per line).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
 }
 
 fn main() -> ExitCode {

@@ -394,3 +394,83 @@ async fn shutdown_ends_sessions_cleanly_and_records_their_end() {
         .unwrap();
     assert_eq!(sleep["outcome"]["status"], "interrupted");
 }
+
+#[test]
+fn a_session_replays_in_order_with_verdicts_and_results() {
+    let db = TestDb::create("tg_replay");
+    db.direct("CREATE TABLE t (id int primary key, email text); INSERT INTO t VALUES (1, 'ann@example.com')");
+    let gw = Gateway::start(&db.connection("pg", &["eng"], "disable"));
+    let key = gw.create_key("agent", "eng", None);
+    let out = gw.psql(
+        "pg",
+        &key,
+        "disable",
+        &[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-c",
+            "SELECT id, email FROM t",
+            "-c",
+            "DROP TABLE t",
+            "-c",
+            "SELECT 1/0",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deny-drop"));
+    let sessions = gw.wait_sessions("the session to end", |s| {
+        s.first().is_some_and(|s| !s["ended_at"].is_null())
+    });
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+
+    let json = gw.cli_ok(ADMIN_KEY, &["sessions", "replay", &id, "--format", "json"]);
+    let steps: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = steps.iter().map(|s| s["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "session_start",
+            "command",
+            "command",
+            "command",
+            "session_end"
+        ],
+        "{json}"
+    );
+    assert_eq!(steps[0]["who"], "agent");
+    assert_eq!(steps[0]["masking"], "on");
+    assert_eq!(steps[1]["statement"], "SELECT id, email FROM t");
+    assert_eq!(steps[1]["verdict"], "allowed");
+    assert_eq!(steps[1]["rows"], 1);
+    assert_eq!(steps[1]["masked"]["pii-columns"], 1);
+    assert_eq!(steps[2]["verdict"], "denied");
+    assert_eq!(steps[2]["rule"], "deny-drop");
+    assert_eq!(steps[3]["error"]["code"], "22012");
+    let offsets: Vec<f64> = steps
+        .iter()
+        .map(|s| s["offset_ms"].as_f64().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert_eq!(offsets[0], 0.0);
+
+    let text = gw.cli_ok(ADMIN_KEY, &["sessions", "replay", &id]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[0].contains("agent opened pg"), "{text}");
+    assert!(
+        lines[1].contains("SELECT id, email FROM t  [allowed]"),
+        "{text}"
+    );
+    assert!(lines[1].contains("masked pii-columns: 1"), "{text}");
+    assert!(lines[2].contains("[denied by deny-drop]"), "{text}");
+    assert!(lines[3].contains("ERROR 22012"), "{text}");
+    assert!(lines[4].contains("ended:"), "{text}");
+    assert!(!text.contains("ann@example.com"), "{text}");
+
+    let out = gw.cli(ADMIN_KEY, &["sessions", "replay", "no-such-session"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-session") || err.contains("not found"), "{err}");
+}
