@@ -227,6 +227,9 @@ enum Step {
     Drop,
     /// Forward up to and including this message, then let the caller write injected answers.
     Pause,
+    /// Forward what came before this message, let the caller write injected answers, then
+    /// scan this message again.
+    PauseBefore,
     /// Forward what came before this message, then hold this one for an approval.
     Hold(Box<Held>),
     /// Forward what came before this message, then these bytes instead of it.
@@ -287,6 +290,7 @@ fn scan(
             Step::StopBefore(end) => return Ok((pos, Some(Stop::End(end)))),
             Step::Drop => return Ok((pos, Some(Stop::Drop(len)))),
             Step::Pause => return Ok((pos + len, Some(Stop::Pause))),
+            Step::PauseBefore => return Ok((pos, Some(Stop::Pause))),
             Step::Hold(held) => return Ok((pos, Some(Stop::Hold(len, held)))),
             Step::Replace(bytes) => return Ok((pos, Some(Stop::Replace(len, bytes)))),
         }
@@ -1037,6 +1041,11 @@ async fn target_to_client(
                     cap,
                     |t| !masked && (t == b'D' || t == b'd'),
                     |tag, raw_body| {
+                        // An answer the gateway owes comes before anything the target sends
+                        // after it was queued.
+                        if q.front().is_some_and(|p| p.kind == PendingKind::Injected) {
+                            return Ok(Step::PauseBefore);
+                        }
                         let before = done.len();
                         let mut replaced: Option<BytesMut> = None;
                         let mut emitted = false;
