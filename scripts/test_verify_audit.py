@@ -3,11 +3,13 @@
 
     python3 -m unittest scripts/test_verify_audit.py -v     (or: python3 scripts/test_verify_audit.py)
 
-It writes small audit databases exactly as docs/audit-format.md describes them (its own encoder
-and its own Ed25519 signer, below), tampers with them in the ways an attacker with write access
-to the database could, and runs the verifier's command line on each.
+It writes small audit databases and exported bundles exactly as docs/audit-format.md describes
+them (its own encoder and its own Ed25519 signer, below), tampers with them in the ways an
+attacker with write access to the database or the bundle could, and runs the verifier's command
+line on each.
 """
 
+import base64
 import functools
 import hashlib
 import json
@@ -118,6 +120,9 @@ SEED = bytes.fromhex("7f1e5d3c2b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3
 OTHER_SEED = bytes.fromhex("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
 
 
+HASH = 32  # bytes of a record's stored hash
+
+
 def key_id(pk):
     return hashlib.sha256(pk).digest()[:8].hex()
 
@@ -222,6 +227,28 @@ class Log:
         for run in self.runs:
             run.recs = [r for r in run.recs if r is not rec]
         self.runs = [run for run in self.runs if run.recs]  # an emptied run's row is deleted
+
+    def bundle(self, first, last, checkpoints=None):
+        """Records first..last as a bundle document (docs/audit-format.md, "Bundle"), a dict.
+
+        checkpoints: the gseqs of the log's checkpoints to include; by default those inside
+        first..last, as `tollgate audit export` writes them.
+        """
+        recs = sorted((r for r in self.recs if first <= r.gseq <= last), key=lambda r: r.gseq)
+        prev = self.rec(first - 1).hash if first > 0 else bytes(32)
+        cps = [cp for cp in self.cps if (first <= cp["gseq"] <= last if checkpoints is None
+                                         else cp["gseq"] in checkpoints)]
+        return {
+            "format": "tollgate-audit-bundle",
+            "version": 1,
+            "first_gseq": first,
+            "prev_hash": prev.hex(),
+            "records": [base64.b64encode(r.raw() + r.hash).decode("ascii") for r in recs],
+            "checkpoints": [{"gseq": cp["gseq"], "at": cp["at"], "head": cp["head"].hex(),
+                             "key_id": cp["key_id"], "signature": cp["signature"].hex()}
+                            for cp in cps],
+            "keys": {kid: public_key(seed).hex() for kid, seed in self.seeds.items()},
+        }
 
     def write(self, path, keys_table=None):
         db = sqlite3.connect(path)
@@ -647,6 +674,363 @@ class VerifierTest(unittest.TestCase):
             (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
             cases.append(["--db", self.db, "--key", path])
         for args in cases:
+            with self.subTest(args=[str(a) for a in args]):
+                status, out, err = run_cli(*args)
+                self.assertEqual(status, 2, out + err)
+                self.assertEqual(out, "")
+                self.assertTrue(err.strip())
+
+
+def bundle_record(doc, index):
+    """The bytes (record ‖ hash) of a bundle's records[index]."""
+    return base64.b64decode(doc["records"][index])
+
+
+def set_bundle_record(doc, index, data):
+    doc["records"][index] = base64.b64encode(data).decode("ascii")
+
+
+class BundleTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = pathlib.Path(self.tmp.name)
+        self.path = self.dir / "bundle.json"
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def write(self, doc):
+        self.path.write_text(doc if isinstance(doc, str) else json.dumps(doc, indent=1))
+
+    def check(self, doc, *extra):
+        """Writes the bundle, runs the verifier with --json; (exit status, result, stderr)."""
+        self.write(doc)
+        status, out, err = run_cli("--bundle", self.path, "--json", *extra)
+        self.assertIn(status, (0, 1), err)
+        result = json.loads(out)
+        self.assertEqual(result["ok"], status == 0)
+        return status, result, err
+
+    def assertIntact(self, doc, *extra, **summary):
+        status, result, err = self.check(doc, *extra)
+        self.assertEqual(status, 0, result)
+        self.assertEqual(result, dict(ok=True, **summary, first_bad=None))
+        return err
+
+    def assertBad(self, doc, gseq, reason, *extra, session=None, seq=None):
+        status, result, _ = self.check(doc, *extra)
+        self.assertEqual(status, 1, result)
+        bad = result["first_bad"]
+        self.assertEqual(bad["gseq"], gseq, bad)
+        self.assertIn(reason, bad["reason"])
+        if session is not None:
+            self.assertEqual((bad["session"], bad["seq"]), (session, seq), bad)
+        return bad
+
+    def keyfile(self, seed):
+        path = self.dir / "key.bin"
+        path.write_bytes(public_key(seed))
+        return path
+
+    # -- intact bundles --
+
+    def test_intact_in_the_middle_of_the_log(self):
+        log = Log()
+        doc = log.bundle(10, 19)
+        self.assertEqual(len(doc["records"]), 10)
+        err = self.assertIntact(doc, records=10, checkpoints=1, last_checkpoint=19,
+                                unsigned_tail=0)
+        self.assertIn("keys are not pinned", err)
+        self.assertIn("bundle's own keys", err)
+        status, out, err = run_cli("--bundle", self.path)
+        self.assertEqual((status, out), (0, "intact: 10 records, 1 checkpoints, last checkpoint "
+                                            "at gseq 19; 0 records after it not yet signed\n"))
+        status, out, err = run_cli("--bundle", self.path, "--key", self.keyfile(SEED))
+        self.assertEqual(status, 0, out + err)
+        self.assertNotIn("not pinned", err)
+        # Two checkpoints inside, records after the last one not yet signed.
+        self.assertIntact(log.bundle(13, 29), records=17, checkpoints=2, last_checkpoint=27,
+                          unsigned_tail=2)
+
+    def test_intact_from_gseq_0(self):
+        log = Log()
+        doc = log.bundle(0, 29)
+        self.assertEqual(doc["prev_hash"], "0" * 64)
+        self.assertIntact(doc, records=30, checkpoints=3, last_checkpoint=27, unsigned_tail=2)
+        # The same answer as for the store holding the same log.
+        db = self.dir / "tollgate.db"
+        log.write(db)
+        self.assertEqual(run_cli("--db", db, "--json")[:2], run_cli("--bundle", self.path,
+                                                                      "--json")[:2])
+        self.assertIntact(log.bundle(0, 9), records=10, checkpoints=1, last_checkpoint=9,
+                          unsigned_tail=0)
+
+    def test_order_in_the_list_is_not_significant(self):
+        # Each record is its own run: its gseq comes from the record, not from its position.
+        doc = Log().bundle(10, 19)
+        doc["records"].reverse()
+        self.assertIntact(doc, records=10, checkpoints=1, last_checkpoint=19, unsigned_tail=0)
+
+    # -- tampering --
+
+    def test_changed_record_byte(self):
+        log = Log()
+        rec = log.rec(13)
+        for name, offset in [("payload", -HASH - 3), ("stored hash", -5), ("at", 13)]:
+            with self.subTest(byte=name):
+                doc = log.bundle(10, 19)
+                data = bytearray(bundle_record(doc, 3))
+                data[offset] ^= 0x01
+                set_bundle_record(doc, 3, bytes(data))
+                self.assertBad(doc, 13, "stored hash does not match", session=rec.session,
+                               seq=rec.seq)
+        status, out, _ = run_cli("--bundle", self.path)
+        self.assertEqual(status, 1)
+        self.assertTrue(out.startswith(f"first bad record: gseq 13 (session {rec.session}, seq "
+                                       f"{rec.seq}): stored hash does not match"), out)
+
+    def test_rehashed_record(self):
+        # Changed and the chain recomputed to the segment's end: only the checkpoint tells.
+        log = Log()
+        log.rec(13).payload = log.rec(13).payload.replace(b'"ok"', b'"error"')
+        log.rechain(13)
+        bad = self.assertBad(log.bundle(10, 19), 10, "checkpoint at gseq 19: head does not match")
+        self.assertIn("rewritten range gseq 10..19", bad["reason"])
+        bad = self.assertBad(log.bundle(5, 19), 10, "checkpoint at gseq 19: head does not match")
+        self.assertIn("gseq 5..9 is attested", bad["reason"])
+
+    def test_missing_record(self):
+        log = Log()
+        rec = log.rec(14)
+        doc = log.bundle(10, 19)
+        del doc["records"][4]
+        bad = self.assertBad(doc, 14, "record missing", session=rec.session, seq=rec.seq)
+        self.assertIn("gseq 14 absent", bad["reason"])
+        doc = log.bundle(10, 19)
+        del doc["records"][0]
+        self.assertBad(doc, 10, "record missing")
+        # The last records gone: the checkpoint over them is still there.
+        doc = log.bundle(10, 19)
+        del doc["records"][-2:]
+        bad = self.assertBad(doc, 18, "checkpoint at gseq 19 covers a missing record")
+        self.assertIn("truncated after gseq 17", bad["reason"])
+
+    def test_duplicate_record_and_wrong_first_gseq(self):
+        log = Log()
+        doc = log.bundle(10, 19)
+        doc["records"].insert(5, doc["records"][4])
+        self.assertBad(doc, 14, "duplicate gseq")
+        doc = log.bundle(10, 19)
+        doc["first_gseq"] = 11
+        self.assertBad(doc, 10, "precedes its first gseq 11")
+        doc["first_gseq"] = 9
+        self.assertBad(doc, 9, "record missing")
+
+    def test_wrong_prev_hash(self):
+        log = Log()
+        rec = log.rec(10)
+        doc = log.bundle(10, 19)
+        doc["prev_hash"] = log.rec(8).hash.hex()
+        bad = self.assertBad(doc, 10, "stored hash does not match", session=rec.session,
+                             seq=rec.seq)
+        self.assertIn("prev_hash is wrong", bad["reason"])
+        doc = log.bundle(0, 9)
+        doc["prev_hash"] = "11" * 32
+        self.assertBad(doc, 0, "prev_hash is wrong")
+        # Every hash recomputed from the wrong prev_hash: the first checkpoint's head tells.
+        doc = log.bundle(10, 19)
+        previous = b"\x11" * 32
+        doc["prev_hash"] = previous.hex()
+        for index in range(len(doc["records"])):
+            raw = bundle_record(doc, index)[:-HASH]
+            previous = hashlib.sha256(previous + raw).digest()
+            set_bundle_record(doc, index, raw + previous)
+        bad = self.assertBad(doc, 10, "checkpoint at gseq 19: head does not match")
+        self.assertIn("rewritten range gseq 10..19", bad["reason"])
+
+    def test_no_checkpoint(self):
+        log = Log()
+        rec = log.rec(10)
+        doc = log.bundle(10, 19, checkpoints=[])
+        self.assertBad(doc, 10, "no checkpoint", session=rec.session, seq=rec.seq)
+        _, result, _ = self.check(doc)
+        self.assertEqual((result["records"], result["checkpoints"]), (10, 0))
+        status, out, _ = run_cli("--bundle", self.path)
+        self.assertEqual(status, 1)
+        self.assertIn("no checkpoint", out)
+        self.assertIn("no checkpoint", self.assertBad(log.bundle(10, 18), 10, "")["reason"])
+        # Only checkpoints before the segment: ignored, so none.
+        bad = self.assertBad(log.bundle(10, 18, checkpoints=[9]), 10, "no checkpoint")
+        self.assertIn("1 checkpoint before first_gseq 10 ignored", bad["reason"])
+        self.assertBad(Log(checkpoints=[]).bundle(0, 29), 0, "no checkpoint")
+        doc = log.bundle(10, 19, checkpoints=[])
+        doc["records"] = []
+        self.assertBad(doc, 10, "no checkpoint")
+
+    def test_checkpoint_outside_the_segment_is_ignored(self):
+        log = Log()
+        self.assertIntact(log.bundle(10, 19, checkpoints=[9, 19]), records=10, checkpoints=1,
+                          last_checkpoint=19, unsigned_tail=0)
+        self.assertIntact(log.bundle(20, 29, checkpoints=[9, 19, 27]), records=10,
+                          checkpoints=1, last_checkpoint=27, unsigned_tail=2)
+        # Not even checked: its record is not in the bundle.
+        for tamper in ("signature", "key_id", "head"):
+            with self.subTest(tamper=tamper):
+                doc = log.bundle(10, 19, checkpoints=[9, 19])
+                cp = doc["checkpoints"][0]
+                self.assertEqual(cp["gseq"], 9)
+                cp[tamper] = "0123456789abcdef" if tamper == "key_id" else "00" * 32
+                self.assertIntact(doc, records=10, checkpoints=1, last_checkpoint=19,
+                                  unsigned_tail=0)
+        # A checkpoint inside the segment is checked.
+        doc = log.bundle(10, 19)
+        doc["checkpoints"][0]["signature"] = "00" * 64
+        self.assertBad(doc, 19, "checkpoint at gseq 19: bad signature")
+
+    def test_unreadable_records_are_named_by_position(self):
+        log = Log()
+        # Record 15 two bytes longer than a multiple of 3, so that its base64 ends in "=" and
+        # has unused bits in its last character (a JSON payload may carry trailing spaces).
+        while (len(log.rec(15).raw()) + HASH) % 3 != 2:
+            log.rec(15).payload += b" "
+        log.rechain()
+        log.cps = [log.checkpoint(g) for g in CHECKPOINTS]
+        self.assertIntact(log.bundle(10, 19), records=10, checkpoints=1, last_checkpoint=19,
+                          unsigned_tail=0)
+        good = bundle_record(log.bundle(10, 19), 5)
+        cases = {
+            "not base64": ("not base64!", "not base64"),
+            "not a string": (15, "not a base64 string"),
+            "truncated": (base64.b64encode(good[:-1]).decode(), "truncated"),
+            "trailing bytes": (base64.b64encode(good + b"\0").decode(), "1 bytes after"),
+            "two records": (base64.b64encode(good + good).decode(), "bytes after"),
+            "bad magic": (base64.b64encode(b"TGE0" + good[4:]).decode(), "bad magic"),
+            "empty": ("", "truncated"),
+        }
+        # Other encodings of the very same bytes: not the base64 of the record.
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        canonical = base64.b64encode(good).decode()
+        self.assertTrue(canonical.endswith("=") and not canonical.endswith("=="))
+        cases["unpadded"] = (canonical.rstrip("="), "not base64")
+        cases["with a newline"] = (canonical[:20] + "\n" + canonical[20:], "not base64")
+        cases["unused bits set"] = (canonical[:-2] + alphabet[alphabet.index(canonical[-2]) | 1]
+                                    + "=", "not canonical base64")
+        for name, (item, reason) in cases.items():
+            with self.subTest(case=name):
+                doc = log.bundle(10, 19)
+                doc["records"][5] = item
+                bad = self.assertBad(doc, 15, "unreadable record at index 5")
+                self.assertIn(reason, bad["reason"])
+                self.assertEqual((bad["session"], bad["seq"]), (None, None))
+        # The lowest position first, and before any later step's failure (a missing record);
+        # the position is the one in the list as it is: after gseq 11's removal, index 5.
+        doc = log.bundle(10, 19)
+        doc["records"][7] = doc["records"][6] = "?"
+        del doc["records"][1]
+        _, result, _ = self.check(doc)
+        self.assertEqual((result["first_bad"]["gseq"], result["records"]), (15, None))
+        self.assertIn("index 5", result["first_bad"]["reason"])
+
+    def test_pinned_key_that_is_not_the_bundles(self):
+        log = Log()
+        doc = log.bundle(10, 19)
+        self.assertBad(doc, 19, f"unknown key {key_id(public_key(SEED))}", "--key",
+                       self.keyfile(OTHER_SEED))
+        # A forger who re-signs with a key of his own and puts it in the bundle passes only
+        # without a pin.
+        log.rec(13).payload += b" "
+        log.rechain(13)
+        log.seeds = {}
+        log.add_key(OTHER_SEED)
+        log.cps = [log.checkpoint(g, seed=OTHER_SEED) for g in CHECKPOINTS]
+        forged = log.bundle(10, 19)
+        status, _, err = self.check(forged)
+        self.assertEqual(status, 0)
+        self.assertIn("not pinned", err)
+        self.assertBad(forged, 19, "unknown key", "--key", self.keyfile(SEED))
+
+    def test_bundle_key_with_a_wrong_id_is_ignored(self):
+        doc = Log().bundle(10, 19)
+        doc["keys"] = {"0123456789abcdef": public_key(SEED).hex()}
+        _, result, err = self.check(doc)
+        self.assertEqual(result["first_bad"]["gseq"], 19)
+        self.assertIn("unknown key", result["first_bad"]["reason"])
+        self.assertIn("bundle key '0123456789abcdef'", err)
+
+    # -- usage errors --
+
+    def test_malformed_documents(self):
+        log = Log()
+        good = log.bundle(10, 19)
+
+        def without(field):
+            doc = json.loads(json.dumps(good))
+            del doc[field]
+            return doc
+
+        def with_(path, value):
+            doc = json.loads(json.dumps(good))
+            *parents, last = path
+            target = doc
+            for key in parents:
+                target = target[key]
+            target[last] = value
+            return doc
+
+        cases = {
+            "empty file": "",
+            "not JSON": "{\"format\": ",
+            "NaN": json.dumps(good)[:-1] + ', "x": NaN}',
+            "a list": "[]",
+            "a string": '"tollgate-audit-bundle"',
+            "empty object": "{}",
+            "no format": without("format"),
+            "other format": with_(["format"], "tollgate-audit-log"),
+            "no version": without("version"),
+            "version 2": with_(["version"], 2),
+            "version as text": with_(["version"], "1"),
+            "version true": with_(["version"], True),
+            "version 1.0": json.dumps(good).replace('"version": 1,', '"version": 1.0,'),
+            "first_gseq negative": with_(["first_gseq"], -1),
+            "first_gseq text": with_(["first_gseq"], "10"),
+            "first_gseq too big": with_(["first_gseq"], 2**64),
+            "prev_hash not hex": with_(["prev_hash"], "zz" * 32),
+            "prev_hash short": with_(["prev_hash"], "00" * 31),
+            "records not a list": with_(["records"], good["records"][0]),
+            "checkpoints not a list": with_(["checkpoints"], good["checkpoints"][0]),
+            "checkpoint not an object": with_(["checkpoints", 0], 19),
+            "checkpoint gseq text": with_(["checkpoints", 0, "gseq"], "19"),
+            "checkpoint head not hex": with_(["checkpoints", 0, "head"], "xy"),
+            "checkpoint signature odd": with_(["checkpoints", 0, "signature"], "abc"),
+            "checkpoint key_id number": with_(["checkpoints", 0, "key_id"], 1),
+            "keys not an object": with_(["keys"], []),
+            "key not hex": with_(["keys", key_id(public_key(SEED))], "not hex"),
+        }
+        for field in ("first_gseq", "prev_hash", "records", "checkpoints", "keys"):
+            cases[f"no {field}"] = without(field)
+        for field in ("gseq", "at", "head", "key_id", "signature"):
+            doc = json.loads(json.dumps(good))
+            del doc["checkpoints"][0][field]
+            cases[f"checkpoint without {field}"] = doc
+        for name, doc in cases.items():
+            with self.subTest(case=name):
+                self.write(doc)
+                for extra in ([], ["--json"], ["--key", self.keyfile(SEED)]):
+                    status, out, err = run_cli("--bundle", self.path, *extra)
+                    self.assertEqual(status, 2, out + err)
+                    self.assertEqual(out, "")
+                    self.assertEqual(err.count("\n"), 1, err)
+                    self.assertTrue(err.startswith("verify_audit: error: "), err)
+                    self.assertNotIn("Traceback", err)
+        self.path.write_bytes(b'{"format": "tollgate-audit-bundle", "version": 1, \xff}')
+        status, out, err = run_cli("--bundle", self.path)
+        self.assertEqual((status, out, err.count("\n")), (2, "", 1), err)
+        # The file itself, and --db with --bundle.
+        db = self.dir / "tollgate.db"
+        log.write(db)
+        self.write(good)
+        for args in (["--bundle", self.dir / "missing.json"], ["--bundle", self.dir],
+                     ["--bundle", self.path, "--db", db]):
             with self.subTest(args=[str(a) for a in args]):
                 status, out, err = run_cli(*args)
                 self.assertEqual(status, 2, out + err)

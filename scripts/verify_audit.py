@@ -4,23 +4,31 @@
 Standard library only, so that the log can be checked without trusting (or building) Tollgate:
 
     python3 scripts/verify_audit.py --db DATA_DIR/tollgate.db [--key KEYFILE] [--json]
+    python3 scripts/verify_audit.py --bundle BUNDLE.json [--key KEYFILE] [--json]
+
+--db verifies the whole log in the gateway's database; --bundle verifies an exported bundle (a
+segment of the log as one JSON document, docs/audit-format.md "Bundle") with the same checks,
+the chain starting at its first_gseq from its prev_hash.
 
 --key pins the gateway's public key(s): a file of exactly 32 raw bytes (one Ed25519 public key),
 or a text file of lines `key_id hex_public_key` (lines starting with # are comments). Without it
-the keys come from the database's own `audit_keys` table, which whoever can rewrite the database
-can also replace: a warning says so.
+the keys come from the database's own `audit_keys` table (or the bundle's own `keys`), which
+whoever can rewrite the database (or the bundle) can also replace: a warning says so.
 
 Exit status: 0 the log is intact, 1 it is not (the first bad record is named), 2 usage error
-(missing file, unreadable database, bad key file).
+(missing file, unreadable database, a document that is not a version 1 bundle, bad key file).
 
 The Ed25519 verification below is written from RFC 8032, section 5.1 (cofactorless check).
 """
 
 import argparse
+import base64
+import binascii
 import hashlib
 import json
 import os
 import pathlib
+import re
 import sqlite3
 import struct
 import sys
@@ -203,6 +211,14 @@ class Record:
 
 
 class _Truncated(Exception):
+    """The data ends inside a record or its hash; carries the gseq and seq when already read."""
+
+    def __init__(self, gseq=None, seq=None):
+        super().__init__()
+        self.gseq, self.seq = gseq, seq
+
+
+class _BadMagic(Exception):
     pass
 
 
@@ -221,6 +237,26 @@ class _Cursor:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
 
+def _read_record(data, offset):
+    """The record and its hash at data[offset:]: (gseq, at, session bytes, seq, raw record bytes,
+    stored hash, offset after the hash). Raises _BadMagic or _Truncated."""
+    cur = _Cursor(data, offset)
+    gseq = seq = None
+    try:
+        if cur.take(4) != RECORD_MAGIC:
+            raise _BadMagic()
+        gseq = cur.unpack(">Q")
+        at = cur.unpack(">q")
+        session = cur.take(cur.unpack(">H"))
+        seq = cur.unpack(">Q")
+        cur.take(cur.unpack(">I"))  # payload: hashed as stored, never decoded
+        raw = data[offset:cur.offset]
+        stored_hash = cur.take(HASH_LEN)
+    except _Truncated:
+        raise _Truncated(gseq, seq) from None
+    return gseq, at, session, seq, raw, stored_hash, cur.offset
+
+
 def _run_label(run):
     return f"run of session {run['session']} (gseq {run['first_gseq']}..{run['last_gseq']})"
 
@@ -237,28 +273,19 @@ def parse_run(run, run_index):
     offset = 0
     while offset < len(body):
         start = offset
-        cur = _Cursor(body, offset)
         prev = records[-1] if records else None
         # A record whose gseq cannot be read is named by the first gseq it could have.
         guess = prev.gseq + 1 if prev else first
         where = (f"at byte {start} of the {_run_label(run)}"
                  + (f", after gseq {prev.gseq}" if prev else ""))
-        gseq = seq = None
         try:
-            if cur.take(4) != RECORD_MAGIC:
-                raise Bad(guess, f"unreadable record {where}: bad magic (not TGE1)", session)
-            gseq = cur.unpack(">Q")
-            at = cur.unpack(">q")
-            rec_session_bytes = cur.take(cur.unpack(">H"))
-            seq = cur.unpack(">Q")
-            cur.take(cur.unpack(">I"))  # payload: hashed as stored, never decoded
-            raw = body[start:cur.offset]
-            stored_hash = cur.take(HASH_LEN)
-        except _Truncated:
-            raise Bad(gseq if gseq is not None else guess,
+            gseq, at, rec_session_bytes, seq, raw, stored_hash, offset = _read_record(body, start)
+        except _BadMagic:
+            raise Bad(guess, f"unreadable record {where}: bad magic (not TGE1)", session) from None
+        except _Truncated as t:
+            raise Bad(t.gseq if t.gseq is not None else guess,
                       f"truncated record {where}: the run body ends inside the record or its "
-                      f"hash", session, seq) from None
-        offset = cur.offset
+                      f"hash", session, t.seq) from None
         try:
             rec_session = rec_session_bytes.decode("utf-8")
         except UnicodeDecodeError:
@@ -273,14 +300,18 @@ def parse_run(run, run_index):
     return records
 
 
-def _guess_missing(gseq, records):
-    """(session, seq) of a missing gseq when exactly one session skips a seq around it."""
+def _guess_missing(gseq, records, start=0):
+    """(session, seq) of a missing gseq when exactly one session skips a seq around it.
+
+    In a segment that does not start the log (start > 0), a session's first record in it may
+    rightly have any seq, so a session with no record before the gap is not a candidate.
+    """
     last_of = {}
     candidates = []
     for rec in records:  # in gseq order
         before = last_of.get(rec.session)
         last_of[rec.session] = rec
-        if rec.gseq < gseq:
+        if rec.gseq < gseq or (before is None and start > 0):
             continue
         prev_seq = before.seq if before is not None else -1
         prev_gseq = before.gseq if before is not None else -1
@@ -290,12 +321,15 @@ def _guess_missing(gseq, records):
 
 
 def verify(runs, checkpoints, keys, counts=None):
-    """Verify the log; returns a summary dict, raises Bad for the first bad record.
+    """Verify the log of a store; returns a summary dict, raises Bad for the first bad record.
 
     runs: dicts with session, first_gseq, last_gseq, body; checkpoints: dicts with gseq, at,
     head, key_id, signature; keys: {key_id: 32-byte public key}. counts, when given, receives
-    "records" once every run has been split (also when a later step fails).
+    "checkpoints" at once and "records" once every run has been split (also when a later step
+    fails).
     """
+    if counts is not None:
+        counts["checkpoints"] = len(checkpoints)
     # 1. Split every run into records and hashes; each record's session must be its run's
     #    session and its gseq within the run's range. The first bad record by gseq is reported.
     records, bad = [], []
@@ -308,40 +342,60 @@ def verify(runs, checkpoints, keys, counts=None):
         raise min(bad, key=lambda b: (b.gseq is None, b.gseq or 0))
     if counts is not None:
         counts["records"] = len(records)
+    return verify_records(records, checkpoints, keys)
 
-    # 2. Order records by gseq: 0, 1, 2, ... with no gap and no duplicate.
-    records.sort(key=lambda r: (r.gseq, r.order))
-    for expected, rec in enumerate(records):
+
+def verify_records(records, checkpoints, keys, start=0, prev_hash=ZERO_HASH, what="log"):
+    """Steps 2-4 over records already read (step 1); returns the summary, raises Bad.
+
+    The chain starts at gseq `start` from `prev_hash` (0 and 32 zero bytes for a whole log; a
+    bundle's first_gseq and prev_hash for a segment). `checkpoints` are those to check, all of
+    them: a bundle leaves out those before its segment. `what` names the whole in messages.
+    """
+    # 2. Order records by gseq: start, start + 1, ... with no gap and no duplicate.
+    records = sorted(records, key=lambda r: (r.gseq, r.order))
+    for index, rec in enumerate(records):
+        expected = start + index
         if rec.gseq == expected:
             continue
-        if rec.gseq < expected:  # sorted: the same gseq as the record before it
-            other = records[expected - 1]
+        if rec.gseq < expected:
+            if index == 0:  # only in a segment: a record from before its first_gseq
+                raise Bad(rec.gseq, f"record outside the {what}: gseq {rec.gseq} precedes its "
+                                    f"first gseq {start}", rec.session, rec.seq)
+            other = records[index - 1]  # sorted: the same gseq as the record before it
             raise Bad(rec.gseq, f"duplicate gseq: stored twice, as session {other.session} seq "
                                 f"{other.seq} and as session {rec.session} seq {rec.seq}",
                       rec.session, rec.seq)
-        session, seq = _guess_missing(expected, records)
+        session, seq = _guess_missing(expected, records, start)
         gap = f"{expected}" if rec.gseq == expected + 1 else f"{expected}..{rec.gseq - 1}"
-        raise Bad(expected, f"record missing: gseq {gap} absent (the log goes on at gseq "
+        raise Bad(expected, f"record missing: gseq {gap} absent (the {what} goes on at gseq "
                             f"{rec.gseq})" + (f"; session {session} skips seq {seq}"
                                               if session is not None else ""), session, seq)
 
     # 3. Recompute the chain; every stored hash must equal the recomputed one.
     hashes = []
-    previous = ZERO_HASH
-    for rec in records:
+    previous = prev_hash
+    for index, rec in enumerate(records):
         current = hashlib.sha256(previous + rec.raw).digest()
         if current != rec.stored_hash:
-            raise Bad(rec.gseq, "stored hash does not match the recomputed chain (the record or "
-                                "its hash was changed)", rec.session, rec.seq)
+            cause = "the record or its hash was changed"
+            if index == 0 and what == "bundle":
+                cause += ", or the bundle's prev_hash is wrong"
+            raise Bad(rec.gseq, f"stored hash does not match the recomputed chain ({cause})",
+                      rec.session, rec.seq)
         hashes.append(current)
         previous = current
 
     # 4. Every checkpoint must verify with its key, cover a record that exists, and carry that
     #    record's recomputed hash as its head. Checkpoints are taken in gseq order.
-    def record_at(g):
-        return (records[g].session, records[g].seq) if 0 <= g < len(records) else (None, None)
+    end = start + len(records)  # the first gseq after the records
 
-    verified_up_to = -1  # the highest gseq covered by a checkpoint that passed
+    def record_at(g):
+        if start <= g < end:
+            return records[g - start].session, records[g - start].seq
+        return None, None
+
+    verified_up_to = start - 1  # the highest gseq covered by a checkpoint that passed
     for cp in sorted(checkpoints, key=lambda c: (c["gseq"] if isinstance(c["gseq"], int) else -1,
                                                 c["at"] if isinstance(c["at"], int) else 0)):
         gseq, at, head, key_id, signature = (cp["gseq"], cp["at"], cp["head"], cp["key_id"],
@@ -362,17 +416,17 @@ def verify(runs, checkpoints, keys, counts=None):
         if not isinstance(signature, bytes) or not ed25519_verify(keys[key_id], message,
                                                                   signature):
             raise Bad(gseq, f"{label}: bad signature (key {key_id})", session, seq)
-        if gseq >= len(records):
-            n = len(records)
-            gap = f"{n}" if gseq == n else f"{n}..{gseq}"
-            after = f"log truncated after gseq {n - 1}" if n else "the log has no record at all"
-            raise Bad(n, f"{label} covers a missing record: gseq {gap} signed but absent "
-                         f"({after})")
-        if head != hashes[gseq]:
+        if gseq >= end:
+            gap = f"{end}" if gseq == end else f"{end}..{gseq}"
+            after = (f"{what} truncated after gseq {end - 1}" if records
+                     else f"the {what} has no record at all")
+            raise Bad(end, f"{label} covers a missing record: gseq {gap} signed but absent "
+                           f"({after})")
+        if head != hashes[gseq - start]:
             first = verified_up_to + 1
             s, q = record_at(first)
-            since = (f"gseq 0..{verified_up_to} is attested by the checkpoint before it"
-                     if verified_up_to >= 0 else "no earlier checkpoint attests any record")
+            since = (f"gseq {start}..{verified_up_to} is attested by the checkpoint before it"
+                     if verified_up_to >= start else "no earlier checkpoint attests any record")
             raise Bad(first, f"{label}: head does not match the recomputed hash of gseq {gseq}: "
                              f"rewritten range gseq {first}..{gseq} (a record in it was changed "
                              f"after being signed and the later hashes recomputed; {since})",
@@ -384,12 +438,72 @@ def verify(runs, checkpoints, keys, counts=None):
         "records": len(records),
         "checkpoints": len(checkpoints),
         "last_checkpoint": last,
-        "unsigned_tail": len(records) - (last + 1 if last is not None else 0),
+        "unsigned_tail": end - (last + 1 if last is not None else start),
     }
 
 
+def _read_bundle_record(item, index, first_gseq):
+    """Step 1 for a bundle's records[index]: its own run, so its session and gseq are its own.
+    Bad, named by its position first_gseq + index, when it cannot be read."""
+    position = first_gseq + index
+    where = f"unreadable record at index {index} of the bundle (named by its position)"
+    if not isinstance(item, str):
+        raise Bad(position, f"{where}: not a base64 string")
+    try:
+        data = base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError):
+        raise Bad(position, f"{where}: not base64") from None
+    if base64.b64encode(data).decode("ascii") != item:
+        raise Bad(position, f"{where}: not canonical base64 (padding or trailing bits)")
+    try:
+        gseq, at, session, seq, raw, stored_hash, end = _read_record(data, 0)
+    except _BadMagic:
+        raise Bad(position, f"{where}: bad magic (not TGE1)") from None
+    except _Truncated:
+        raise Bad(position, f"{where}: truncated (the data ends inside the record or its "
+                            f"32-byte hash)") from None
+    if end != len(data):
+        raise Bad(position, f"{where}: {len(data) - end} bytes after the record's hash")
+    try:
+        session = session.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Bad(position, f"{where}: the session id is not UTF-8") from None
+    return Record(gseq, at, session, seq, raw, stored_hash, (index, 0))
+
+
+def verify_bundle(bundle, keys, counts=None):
+    """Verify a bundle (as read_bundle returns it); returns the summary, raises Bad.
+
+    The same steps as a store's, each record being its own run, the chain starting at
+    first_gseq from prev_hash; checkpoints before the segment are ignored, and a bundle without
+    any checkpoint over its segment fails. counts as for verify().
+    """
+    first = bundle["first_gseq"]
+    checkpoints = [cp for cp in bundle["checkpoints"]
+                   if not (isinstance(cp["gseq"], int) and 0 <= cp["gseq"] < first)]
+    ignored = len(bundle["checkpoints"]) - len(checkpoints)
+    if counts is not None:
+        counts["checkpoints"] = len(checkpoints)
+    # 1. Read every record; the first unreadable one, by position, is reported.
+    records = [_read_bundle_record(item, index, first)
+               for index, item in enumerate(bundle["records"])]
+    if counts is not None:
+        counts["records"] = len(records)
+    summary = verify_records(records, checkpoints, keys, start=first,
+                             prev_hash=bundle["prev_hash"], what="bundle")
+    if not checkpoints:
+        by_gseq = sorted(records, key=lambda r: r.gseq)
+        session, seq = (by_gseq[0].session, by_gseq[0].seq) if by_gseq else (None, None)
+        span = (f"gseq {first}..{first + len(records) - 1}" if records else "it holds no record")
+        raise Bad(first, f"the bundle carries no checkpoint over its segment ({span}): nothing "
+                         f"in it is signed"
+                         + (f" ({ignored} checkpoint{'s' if ignored != 1 else ''} before "
+                            f"first_gseq {first} ignored)" if ignored else ""), session, seq)
+    return summary
+
+
 # ---------------------------------------------------------------------------------------------
-# Database and key file
+# Database, bundle and key file
 # ---------------------------------------------------------------------------------------------
 
 def _blob(value):
@@ -452,6 +566,112 @@ def read_database(path, need_keys):
         conn.close()
 
 
+BUNDLE_FORMAT = "tollgate-audit-bundle"
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value):
+    """A JSON value in a one-line message, shortened."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_bundle(path, need_keys):
+    """(bundle, its own keys or None); UsageError when the file is not a version 1 bundle.
+
+    bundle: {"first_gseq": int, "prev_hash": 32 bytes, "records": the JSON list as is (each item
+    is read in step 1), "checkpoints": dicts as for a store (head and signature decoded from
+    hex), "keys": {key_id: bytes}}. Only the document's shape is checked here; whatever the
+    verification itself judges (records, checkpoint values, keys) is left to it.
+    """
+    if not os.path.exists(path):
+        raise UsageError(f"no such file: {path}")
+    if not os.path.isfile(path):
+        raise UsageError(f"not a file: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+
+    def bad(detail):
+        return UsageError(f"{path} is not a version 1 tollgate audit bundle: {detail}")
+
+    def hex_bytes(value, what):
+        if not isinstance(value, str) or not _HEX.fullmatch(value):
+            raise bad(f"{what} is not a hex string")
+        return bytes.fromhex(value)
+
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise bad("not UTF-8 text") from None
+    except (ValueError, RecursionError) as e:
+        raise bad(f"not JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(doc, dict):
+        raise bad("not a JSON object")
+    if doc.get("format") != BUNDLE_FORMAT:
+        raise bad(f"format is {_shown(doc.get('format'))}, not \"{BUNDLE_FORMAT}\"")
+    version = doc.get("version")
+    if not _is_int(version) or version != 1:
+        raise bad(f"version is {_shown(version)}, not 1")
+    missing = [k for k in ("first_gseq", "prev_hash", "records", "checkpoints", "keys")
+               if k not in doc]
+    if missing:
+        raise bad(f"no {', '.join(missing)}")
+    first = doc["first_gseq"]
+    if not _is_int(first) or not 0 <= first < 2**64:
+        raise bad("first_gseq is not a u64")
+    prev_hash = hex_bytes(doc["prev_hash"], "prev_hash")
+    if len(prev_hash) != HASH_LEN:
+        raise bad(f"prev_hash is {len(prev_hash)} bytes, not {HASH_LEN}")
+    if not isinstance(doc["records"], list):
+        raise bad("records is not a list")
+    if not isinstance(doc["checkpoints"], list):
+        raise bad("checkpoints is not a list")
+    checkpoints = []
+    for i, cp in enumerate(doc["checkpoints"]):
+        what = f"checkpoints[{i}]"
+        if not isinstance(cp, dict):
+            raise bad(f"{what} is not an object")
+        absent = [k for k in ("gseq", "at", "head", "key_id", "signature") if k not in cp]
+        if absent:
+            raise bad(f"{what} has no {', '.join(absent)}")
+        for field in ("gseq", "at"):
+            if not _is_int(cp[field]):
+                raise bad(f"{what}.{field} is not an integer")
+        if not isinstance(cp["key_id"], str):
+            raise bad(f"{what}.key_id is not a string")
+        checkpoints.append({"gseq": cp["gseq"], "at": cp["at"],
+                            "head": hex_bytes(cp["head"], f"{what}.head"),
+                            "key_id": cp["key_id"],
+                            "signature": hex_bytes(cp["signature"], f"{what}.signature")})
+    if not isinstance(doc["keys"], dict):
+        raise bad("keys is not an object")
+    own_keys = {key_id: hex_bytes(public_key, f"keys[{_shown(key_id)}]")
+                for key_id, public_key in doc["keys"].items()}
+    keys = None
+    if need_keys:
+        keys = {}
+        for key_id, public_key in own_keys.items():
+            if len(public_key) != 32 or key_id != key_id_of(public_key):
+                print(f"warning: bundle key {key_id!r} is not a 32-byte key whose id is the hex "
+                      f"of the first 8 bytes of its SHA-256; ignored", file=sys.stderr)
+                continue
+            keys[key_id] = public_key
+    bundle = {"first_gseq": first, "prev_hash": prev_hash, "records": doc["records"],
+              "checkpoints": checkpoints, "keys": own_keys}
+    return bundle, keys
+
+
 def read_key_file(path):
     """{key_id: public key} from 32 raw bytes or from lines `key_id hex_public_key`."""
     try:
@@ -492,27 +712,38 @@ def read_key_file(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Verify a Tollgate audit log (docs/audit-format.md) without trusting it.")
-    parser.add_argument("--db", required=True, help="the tollgate.db file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--db", help="the tollgate.db file")
+    source.add_argument("--bundle", help="an exported bundle (JSON) instead of a database")
     parser.add_argument("--key", help="pinned public key(s): 32 raw bytes, or lines "
                                       "`key_id hex_public_key`")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
         pinned = read_key_file(args.key) if args.key else None
-        runs, checkpoints, table_keys = read_database(args.db, need_keys=pinned is None)
+        if args.db is not None:
+            runs, checkpoints, own_keys = read_database(args.db, need_keys=pinned is None)
+        else:
+            bundle, own_keys = read_bundle(args.bundle, need_keys=pinned is None)
     except UsageError as e:
         print(f"verify_audit: error: {e}", file=sys.stderr)
         return 2
     if pinned is None:
-        print("warning: keys are not pinned: checkpoints are checked against the database's own "
-              "audit_keys table (pass --key to pin the gateway's public key)", file=sys.stderr)
-    counts = {"records": None}
+        own = ("the database's own audit_keys table" if args.db is not None
+               else "the bundle's own keys")
+        print(f"warning: keys are not pinned: checkpoints are checked against {own} (pass --key "
+              f"to pin the gateway's public key)", file=sys.stderr)
+    keys = pinned if pinned is not None else own_keys
+    counts = {"records": None, "checkpoints": None}
     try:
-        summary = verify(runs, checkpoints, pinned if pinned is not None else table_keys, counts)
+        if args.db is not None:
+            summary = verify(runs, checkpoints, keys, counts)
+        else:
+            summary = verify_bundle(bundle, keys, counts)
         result = dict(ok=True, **summary, first_bad=None)
     except Bad as bad:
         # A log that is not intact has no "last checkpoint" or "unsigned tail" to speak of.
-        result = {"ok": False, "records": counts["records"], "checkpoints": len(checkpoints),
+        result = {"ok": False, "records": counts["records"], "checkpoints": counts["checkpoints"],
                   "last_checkpoint": None, "unsigned_tail": None, "first_bad": bad.as_dict()}
         failure = bad
     if args.json:

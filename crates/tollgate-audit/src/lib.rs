@@ -277,6 +277,18 @@ pub fn verify(
     checkpoints: &[Checkpoint],
     keys: &HashMap<String, Vec<u8>>,
 ) -> Report {
+    verify_from(0, GENESIS, runs, checkpoints, keys)
+}
+
+/// Verifies a segment of the log that starts at record `start`, whose predecessor has hash
+/// `prev` (an exported bundle). Checkpoints before `start` are ignored.
+pub fn verify_from(
+    start: u64,
+    prev: Hash,
+    runs: &[Run<'_>],
+    checkpoints: &[Checkpoint],
+    keys: &HashMap<String, Vec<u8>>,
+) -> Report {
     let mut report = Report {
         records: 0,
         checkpoints: 0,
@@ -341,9 +353,9 @@ pub fn verify(
     }
     report.records = records.len() as u64;
     // 2. Continuity and 3. the chain.
-    let mut prev = GENESIS;
+    let mut prev = prev;
     let mut heads: HashMap<u64, Hash> = HashMap::new();
-    for (expected, (&gseq, s)) in (0u64..).zip(&records) {
+    for (expected, (&gseq, s)) in (start..).zip(&records) {
         if gseq != expected {
             note(
                 bad(
@@ -372,11 +384,11 @@ pub fn verify(
     }
     let last_present = records.keys().next_back().copied();
     // 4. Checkpoints, in order.
-    let mut ordered: Vec<&Checkpoint> = checkpoints.iter().collect();
+    let mut ordered: Vec<&Checkpoint> = checkpoints.iter().filter(|c| c.gseq >= start).collect();
     ordered.sort_by_key(|c| c.gseq);
     let mut previous_cp: Option<u64> = None;
     for cp in ordered {
-        let first_rewritten = previous_cp.map_or(0, |g| g + 1);
+        let first_rewritten = previous_cp.map_or(start, |g| g + 1);
         let Some(public) = keys.get(&cp.key_id) else {
             note(
                 bad(
@@ -402,7 +414,7 @@ pub fn verify(
         if last_present.is_none_or(|l| cp.gseq > l) {
             note(
                 bad(
-                    last_present.map_or(0, |l| l + 1),
+                    last_present.map_or(start, |l| l + 1),
                     None,
                     format!(
                         "missing: a signed checkpoint covers it but the log ends at {} (truncated)",
@@ -439,7 +451,7 @@ pub fn verify(
     }
     report.unsigned_tail = match (report.last_checkpoint, last_present) {
         (Some(cp), Some(last)) => last.saturating_sub(cp),
-        (None, Some(last)) => last + 1,
+        (None, Some(last)) => (last + 1).saturating_sub(start),
         _ => 0,
     };
     report.first_bad = first_bad;
@@ -508,6 +520,9 @@ impl ChainState {
         self.next_gseq.checked_sub(1)
     }
 }
+
+mod bundle;
+pub use bundle::Bundle;
 
 #[cfg(test)]
 mod tests;

@@ -284,3 +284,82 @@ fn records_round_trip_and_refuse_oversized_fields() {
         .is_err()
     );
 }
+
+fn all_records(log: &Log) -> Vec<Vec<u8>> {
+    let mut all: Vec<(u64, Vec<u8>)> = Vec::new();
+    for run in &log.runs {
+        for s in split_run(&run.3).unwrap() {
+            let mut r = s.bytes.to_vec();
+            r.extend_from_slice(&s.hash);
+            all.push((s.record.gseq, r));
+        }
+    }
+    all.sort_by_key(|r| r.0);
+    all.into_iter().map(|r| r.1).collect()
+}
+
+#[test]
+fn a_bundle_verifies_on_its_own_and_catches_tampering() {
+    let log = build();
+    let records = all_records(&log);
+    let bundle = Bundle::cut(&records, &log.checkpoints, &log.keys, 10, 15);
+    // Extended to the checkpoint at 19, which signs its end.
+    assert_eq!(bundle.records.len(), 10);
+    let text = bundle.to_json();
+    let read = Bundle::from_json(&text).unwrap();
+    assert_eq!(read, bundle);
+    let r = read.verify(None);
+    assert!(r.intact(), "{r:?}");
+    assert_eq!((r.records, r.checkpoints, r.unsigned_tail), (10, 1, 0));
+
+    let mut changed = bundle.clone();
+    let n = changed.records[3].len();
+    changed.records[3][n - 40] ^= 1;
+    assert_eq!(changed.verify(None).first_bad.unwrap().gseq, 13);
+
+    let mut dropped = bundle.clone();
+    dropped.records.remove(4);
+    assert_eq!(dropped.verify(None).first_bad.unwrap().gseq, 14);
+
+    let mut unsigned = bundle.clone();
+    unsigned.checkpoints.clear();
+    assert!(
+        unsigned
+            .verify(None)
+            .first_bad
+            .unwrap()
+            .reason
+            .contains("no checkpoint")
+    );
+
+    let mut wrong_prev = bundle.clone();
+    wrong_prev.prev_hash = [1; 32];
+    assert!(!wrong_prev.verify(None).intact());
+
+    // Pinned keys decide: a bundle's own keys are not trusted when a pin is given.
+    let other = signer();
+    let pinned = HashMap::from([(other.key_id().to_string(), other.public_key())]);
+    assert!(
+        bundle
+            .verify(Some(&pinned))
+            .first_bad
+            .unwrap()
+            .reason
+            .contains("unknown key")
+    );
+
+    // The whole log as a bundle, and garbage documents.
+    assert!(
+        Bundle::cut(&records, &log.checkpoints, &log.keys, 0, 29)
+            .verify(None)
+            .intact()
+    );
+    for bad in [
+        "",
+        "{}",
+        r#"{"format":"tollgate-audit-bundle","version":2}"#,
+        "[1,2]",
+    ] {
+        assert!(Bundle::from_json(bad).is_err(), "{bad}");
+    }
+}

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 mod mask;
 mod time_fmt;
 pub use mask::{ColumnMask, MaskDecision, MaskTally, Masker, NoMasking, SessionMask, TableColumn};
-pub use time_fmt::{format_rfc3339, now_micros, parse_duration};
+pub use time_fmt::{format_rfc3339, now_micros, parse_duration, parse_rfc3339};
 
 /// Errors raised by the helpers of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,9 @@ pub enum CoreError {
     /// A duration such as `8h` or `30m` could not be read.
     #[error("invalid duration {0:?}: expected a number followed by s, m, h or d (e.g. 8h)")]
     InvalidDuration(String),
+    /// A time could not be read.
+    #[error("invalid time {0:?}: expected RFC 3339, e.g. 2026-11-27T07:30:00Z")]
+    InvalidTime(String),
 }
 
 /// A secret value (password, token) that never prints itself.

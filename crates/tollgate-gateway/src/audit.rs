@@ -31,6 +31,88 @@ pub fn verify(data_dir: &Path, key_file: Option<&Path>) -> Result<Verification, 
     })
 }
 
+/// Verifies an exported bundle file.
+pub fn verify_bundle(bundle: &Path, key_file: Option<&Path>) -> Result<Verification, GatewayError> {
+    let text = std::fs::read_to_string(bundle)
+        .map_err(|e| GatewayError::Invalid(format!("cannot read {}: {e}", bundle.display())))?;
+    let bundle = tollgate_audit::Bundle::from_json(&text)
+        .map_err(|e| GatewayError::Invalid(format!("{}: {e}", bundle.display())))?;
+    let pinned = match key_file {
+        Some(path) => Some(read_keys(path)?),
+        None => None,
+    };
+    Ok(Verification {
+        report: bundle.verify(pinned.as_ref()),
+        pinned: pinned.is_some(),
+    })
+}
+
+/// What to export.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only the span of this session's records.
+    pub session: Option<String>,
+    /// Records at or after this time (microseconds since the epoch).
+    pub since: Option<i64>,
+    /// Records at or before this time.
+    pub until: Option<i64>,
+}
+
+/// Cuts a verifiable bundle out of the log in `data_dir`: the records from the first to the
+/// last selected one (records of other sessions in between included, as the chain needs them),
+/// extended to the next checkpoint. Refuses a log that does not verify.
+pub fn export(
+    data_dir: &Path,
+    selection: &Selection,
+) -> Result<tollgate_audit::Bundle, GatewayError> {
+    let material = tollgate_store::read_audit(&data_dir.join("tollgate.db"))?;
+    let report = material.verify(None);
+    if let Some(bad) = &report.first_bad {
+        return Err(GatewayError::Invalid(format!(
+            "the log does not verify (first bad record: gseq {}: {}); nothing exported",
+            bad.gseq, bad.reason
+        )));
+    }
+    let mut records: Vec<(u64, i64, String, Vec<u8>)> = Vec::new();
+    for (_, _, _, body) in &material.runs {
+        for s in tollgate_audit::split_run(body)
+            .map_err(|e| GatewayError::Invalid(format!("unreadable run: {e}")))?
+        {
+            let mut bytes = s.bytes.to_vec();
+            bytes.extend_from_slice(&s.hash);
+            records.push((
+                s.record.gseq,
+                s.record.at,
+                s.record.session.to_string(),
+                bytes,
+            ));
+        }
+    }
+    records.sort_by_key(|r| r.0);
+    let chosen: Vec<u64> = records
+        .iter()
+        .filter(|(_, at, session, _)| {
+            selection.session.as_ref().is_none_or(|s| s == session)
+                && selection.since.is_none_or(|t| *at >= t)
+                && selection.until.is_none_or(|t| *at <= t)
+        })
+        .map(|r| r.0)
+        .collect();
+    let (Some(&first), Some(&last)) = (chosen.first(), chosen.last()) else {
+        return Err(GatewayError::Invalid(
+            "no record matches the selection; nothing exported".into(),
+        ));
+    };
+    let all: Vec<Vec<u8>> = records.into_iter().map(|r| r.3).collect();
+    Ok(tollgate_audit::Bundle::cut(
+        &all,
+        &material.checkpoints,
+        &material.keys,
+        first,
+        last,
+    ))
+}
+
 /// Reads a key file: `key_id hex` lines (`#` comments), or one raw 32-byte key.
 pub fn read_keys(path: &Path) -> Result<HashMap<String, Vec<u8>>, GatewayError> {
     let bytes = std::fs::read(path)

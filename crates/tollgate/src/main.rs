@@ -214,6 +214,9 @@ enum AuditCmd {
         /// The gateway's data dir.
         #[arg(long, default_value = ".tollgate")]
         data_dir: PathBuf,
+        /// Verify an exported bundle instead of a data dir.
+        #[arg(long, conflicts_with = "data_dir")]
+        bundle: Option<PathBuf>,
         /// Pinned public keys (the gateway writes them to `signing.pub`); without it the keys
         /// stored in the log are used, which proves integrity only against accidents.
         #[arg(long)]
@@ -221,6 +224,25 @@ enum AuditCmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a self-contained, verifiable bundle: records, the checkpoints over them, the
+    /// public keys. Records of other sessions between the selected ones are included.
+    Export {
+        /// The gateway's data dir.
+        #[arg(long, default_value = ".tollgate")]
+        data_dir: PathBuf,
+        /// Only the span of this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// From this time (RFC 3339, e.g. 2026-11-27T07:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -300,10 +322,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command:
                 AuditCmd::Verify {
                     data_dir,
+                    bundle,
                     key,
                     json,
                 },
-        } => audit_verify(&data_dir, key.as_deref(), json),
+        } => audit_verify(&data_dir, bundle.as_deref(), key.as_deref(), json),
+        Cmd::Audit {
+            command:
+                AuditCmd::Export {
+                    data_dir,
+                    session,
+                    since,
+                    until,
+                    out,
+                },
+        } => audit_export(&data_dir, session, since, until, out),
         Cmd::Connect {
             api,
             connection,
@@ -312,12 +345,53 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+fn audit_export(
+    data_dir: &std::path::Path,
+    session: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let time = |t: Option<String>| -> Result<Option<i64>> {
+        t.map(|t| tollgate_core::parse_rfc3339(&t).map_err(anyhow::Error::from))
+            .transpose()
+    };
+    let selection = tollgate_gateway::audit::Selection {
+        session,
+        since: time(since)?,
+        until: time(until)?,
+    };
+    let bundle = tollgate_gateway::audit::export(data_dir, &selection)
+        .context("cannot export the audit log")?;
+    let text = bundle.to_json();
+    match &out {
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    eprintln!(
+        "bundle: records {}..={} ({} records, {} checkpoints){}",
+        bundle.first,
+        bundle.first + bundle.records.len().saturating_sub(1) as u64,
+        bundle.records.len(),
+        bundle.checkpoints.len(),
+        out.map(|p| format!(" written to {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn audit_verify(
     data_dir: &std::path::Path,
+    bundle: Option<&std::path::Path>,
     key: Option<&std::path::Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    let v = match tollgate_gateway::audit::verify(data_dir, key) {
+    let result = match bundle {
+        Some(b) => tollgate_gateway::audit::verify_bundle(b, key),
+        None => tollgate_gateway::audit::verify(data_dir, key),
+    };
+    let v = match result {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: cannot verify the audit log: {e}");

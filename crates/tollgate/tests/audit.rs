@@ -50,6 +50,52 @@ fn verdicts(data_dir: &Path) -> [(bool, Option<u64>); 2] {
     })
 }
 
+/// Both verifiers' verdicts on a bundle, against the gateway's pinned key.
+fn bundle_verdicts(bundle: &Path, data_dir: &Path) -> [(bool, Option<u64>); 2] {
+    let rust = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["audit", "verify", "--json", "--bundle"])
+        .arg(bundle)
+        .arg("--key")
+        .arg(data_dir.join("signing.pub"))
+        .output()
+        .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/verify_audit.py");
+    let python = Command::new("python3")
+        .arg(script)
+        .arg("--json")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--key")
+        .arg(data_dir.join("signing.pub"))
+        .output()
+        .unwrap();
+    [rust, python].map(|out| {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (
+            v["ok"].as_bool().unwrap(),
+            v["first_gseq_bad"]
+                .as_u64()
+                .or(v["first_bad"]["gseq"].as_u64()),
+        )
+    })
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
 /// A copy of the data dir to tamper with.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -122,6 +168,12 @@ fn the_log_verifies_and_every_kind_of_tampering_is_named() {
     }
     let bad = gw.psql("pg", "wrong-key", "disable", &["-c", "SELECT 1"]);
     assert!(!bad.status.success());
+    let session = gw.wait_sessions("every session to end", |s| {
+        s.len() == 7 && s.iter().all(|s| !s["ended_at"].is_null())
+    })[2]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(gw.stop());
     let data = gw.data_dir();
 
@@ -137,6 +189,60 @@ fn the_log_verifies_and_every_kind_of_tampering_is_named() {
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
     let middle = records / 2;
+
+    // Bundles: the whole log and one session's span verify on their own, by both verifiers.
+    for (name, args) in [
+        ("all.json", vec![]),
+        ("session.json", vec!["--session", session.as_str()]),
+        (
+            "range.json",
+            vec![
+                "--since",
+                "2000-01-01T00:00:00Z",
+                "--until",
+                "2100-01-01T00:00:00Z",
+            ],
+        ),
+    ] {
+        let path = root.join(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["audit", "export", "--data-dir"])
+            .arg(&data)
+            .args(&args)
+            .arg("--out")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(bundle_verdicts(&path, &data), [(true, None); 2], "{name}");
+    }
+    // A bundle with one record altered fails in both.
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("session.json")).unwrap()).unwrap();
+    let first = doc["first_gseq"].as_u64().unwrap();
+    let rec = doc["records"][1].as_str().unwrap().to_string();
+    let mut bytes = base64_decode(&rec);
+    let n = bytes.len();
+    bytes[n - 40] ^= 1;
+    doc["records"][1] = serde_json::Value::String(base64_encode(&bytes));
+    std::fs::write(root.join("bad.json"), doc.to_string()).unwrap();
+    assert_eq!(
+        bundle_verdicts(&root.join("bad.json"), &data),
+        [(false, Some(first + 1)); 2]
+    );
+    // Nothing selected: a clear refusal.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["audit", "export", "--data-dir"])
+        .arg(&data)
+        .args(["--session", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no record matches"));
 
     // A changed byte in the middle of a record's payload.
     let t = tamper(&data, root, "byte");

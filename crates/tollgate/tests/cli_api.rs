@@ -472,5 +472,8 @@ fn a_session_replays_in_order_with_verdicts_and_results() {
     let out = gw.cli(ADMIN_KEY, &["sessions", "replay", "no-such-session"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-such-session") || err.contains("not found"), "{err}");
+    assert!(
+        err.contains("no-such-session") || err.contains("not found"),
+        "{err}"
+    );
 }
