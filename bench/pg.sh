@@ -23,6 +23,8 @@
 #   TG_PG_PORT=16432 TG_API_PORT=18009                     gateway listeners
 #   SCALE=10 CLIENTS=8 THREADS=2 ROWS=1000000
 #   POLICY=on|off      default guardrail pack on (default) or off
+#   AUDIT=strict|best-effort   the connection's audit mode (default strict: each command's
+#                      event is durable before the command is forwarded)
 #   TOLLGATE_BIN=path  use this binary instead of building one
 #   CARGO_TARGET_DIR   build directory (default /var/tmp/tollgate-target)
 set -euo pipefail
@@ -32,6 +34,11 @@ TG_PG_PORT="${TG_PG_PORT:-16432}"
 TG_API_PORT="${TG_API_PORT:-18009}"
 ROWS="${ROWS:-1000000}"
 POLICY="${POLICY:-on}"
+AUDIT="${AUDIT:-strict}"
+case "$AUDIT" in
+  strict|best-effort) ;;
+  *) echo "AUDIT must be strict or best-effort" >&2; exit 2 ;;
+esac
 case "$POLICY" in
   on) POLICY_TOML="" ;;
   off) POLICY_TOML=$'[policy]\ndefault_rules = false\n' ;;
@@ -60,7 +67,7 @@ log "generating $ROWS rows of CSV"
 on direct psql -X -q -v ON_ERROR_STOP=1 -c "\\copy ($ROWS_SQL) TO '$TMP/rows.csv' CSV"
 log "  $(calc "$(stat -c %s "$TMP/rows.csv") / 1048576" .1f) MiB"
 
-start_gateway "$POLICY_TOML" "$(gateway_connection "$GW_CONNECTION")"
+start_gateway "$POLICY_TOML" "$(gateway_connection "$GW_CONNECTION" "audit = \"$AUDIT\"")"
 
 # --- rounds -----------------------------------------------------------------------------------
 

@@ -105,6 +105,9 @@ pub struct Connection {
     pub groups: Vec<String>,
     /// Just-in-time access: sessions need an approved, unexpired grant.
     pub grant: Option<GrantPolicy>,
+    /// Strict audit: a command's event is durable before the command is forwarded (the
+    /// default); false is best-effort.
+    pub strict_audit: bool,
 }
 
 /// How just-in-time grants to a connection work.
@@ -438,6 +441,18 @@ pub enum EventKind {
     },
     /// The gateway turned something away: a bad token, no access, a broken protocol.
     Refusal(Refusal),
+    /// A command about to be forwarded (strict audit: durable before it reaches the target).
+    /// Its outcome follows in a `command` event.
+    CommandStarted {
+        /// The command, as recorded.
+        command: Command,
+        /// The rule that allowed it, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        /// The approval it used, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<String>,
+    },
     /// The session ended.
     SessionEnd {
         /// Why it ended.
@@ -477,16 +492,26 @@ pub struct SessionInfo {
     pub masking: Option<String>,
 }
 
+/// Called once an event is durable (`Ok`) or cannot be stored (`Err` with the reason).
+pub type Durable = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// Persists events. Implementations must keep per-session order and must not lose events.
 pub trait Recorder: Send + Sync {
     /// Appends one event. Never blocks on I/O.
     fn record(&self, event: Event);
+    /// Appends one event and calls `done` once it is durable or has failed. Never blocks.
+    fn record_durable(&self, event: Event, done: Durable) {
+        self.record(event);
+        done(Ok(()));
+    }
 }
 
-/// Writes a session's events in order, numbering them.
+/// Writes a session's events in order, numbering them. Clones share the numbering, so both
+/// directions of a session can append.
+#[derive(Clone)]
 pub struct SessionLog {
     session: SessionId,
-    next_seq: u64,
+    next_seq: Arc<std::sync::Mutex<u64>>,
     recorder: Arc<dyn Recorder>,
 }
 
@@ -495,7 +520,7 @@ impl SessionLog {
     pub fn new(session: SessionId, recorder: Arc<dyn Recorder>) -> Self {
         Self {
             session,
-            next_seq: 0,
+            next_seq: Arc::new(std::sync::Mutex::new(0)),
             recorder,
         }
     }
@@ -504,15 +529,31 @@ impl SessionLog {
         &self.session
     }
     /// Appends an event stamped now.
-    pub fn append(&mut self, kind: EventKind) {
+    pub fn append(&self, kind: EventKind) {
+        self.push(kind, None);
+    }
+    /// Appends an event stamped now; `done` learns when it is durable.
+    pub fn append_durable(&self, kind: EventKind, done: Durable) {
+        self.push(kind, Some(done));
+    }
+    fn push(&self, kind: EventKind, done: Option<Durable>) {
+        // Numbering and handing over happen under one lock, so the recorder sees the session's
+        // events in seq order whichever direction appends.
+        let mut seq = match self.next_seq.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let event = Event {
             session: self.session.clone(),
-            seq: self.next_seq,
+            seq: *seq,
             at: now_micros(),
             kind,
         };
-        self.next_seq += 1;
-        self.recorder.record(event);
+        *seq += 1;
+        match done {
+            Some(done) => self.recorder.record_durable(event, done),
+            None => self.recorder.record(event),
+        }
     }
 }
 

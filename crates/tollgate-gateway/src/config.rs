@@ -129,6 +129,9 @@ pub struct ConnectionSection {
     /// Groups that see clear values on this connection.
     #[serde(default)]
     pub unmasked_groups: Vec<String>,
+    /// `strict` (default): a command's audit event is durable before the command is forwarded,
+    /// and a command that cannot be recorded is refused. `best-effort`: recorded after.
+    pub audit: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -321,6 +324,16 @@ impl Config {
             } else {
                 None
             };
+            let strict_audit = match c.audit.as_deref() {
+                None | Some("strict") => true,
+                Some("best-effort") => false,
+                Some(other) => {
+                    return Err(err(
+                        &key("audit"),
+                        format!("expected \"strict\" or \"best-effort\", got {other:?}"),
+                    ));
+                }
+            };
             connection_masking.insert(
                 c.name.clone(),
                 ConnectionMasking {
@@ -335,6 +348,7 @@ impl Config {
                 password,
                 groups: c.groups,
                 grant,
+                strict_audit,
             }));
         }
         let policy = Engine::new(compile_rules(&file.policy, &file.rules).map_err(|e| {

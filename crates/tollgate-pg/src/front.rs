@@ -469,6 +469,7 @@ impl PgFront {
             }
         };
         let connection_name = info.connection.clone();
+        let strict_audit = connection.strict_audit;
         log.append(EventKind::SessionStart(info));
         let reason = match stream.write_all(&hello).await {
             Ok(()) => {
@@ -480,6 +481,7 @@ impl PgFront {
                     &connection_name,
                     &mut log,
                     masking,
+                    strict_audit,
                 )
                 .await
             }

@@ -81,10 +81,14 @@ type Queue = Mutex<VecDeque<Pending>>;
 enum End {
     ClientTerminated,
     ClientGone,
-    TargetGone { fatal_seen: bool },
+    TargetGone {
+        fatal_seen: bool,
+    },
     Refused(Refusal),
     Shutdown,
     Failed(PgError),
+    /// Strict audit: a command's event could not be made durable, so it was not forwarded.
+    AuditFailed(String),
 }
 
 /// Relays until one side ends; returns the reason recorded as the session's end.
@@ -96,6 +100,7 @@ pub(crate) async fn run(
     connection: &str,
     log: &mut SessionLog,
     mut masking: Option<Masking>,
+    strict_audit: bool,
 ) -> String {
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut target_rd, mut target_wr) = tokio::io::split(target);
@@ -121,6 +126,7 @@ pub(crate) async fn run(
             &injected,
             cap,
             masking.as_ref().map(|m| Arc::clone(m.mask())),
+            strict_audit.then(|| log.clone()),
         );
         let downstream_fut = target_to_client(
             &mut target_rd,
@@ -194,6 +200,17 @@ pub(crate) async fn run(
             (format!("protocol violation: {m}"), Some(out))
         }
         End::Failed(e) => (format!("connection error: {e}"), None),
+        End::AuditFailed(why) => {
+            let message = format!(
+                "the audit log cannot record this statement, so it was not run; the session ends: {why}"
+            );
+            let out = fatal("58030", &message);
+            log.append(EventKind::Refusal(Refusal::new(
+                RefusalCode::ProtocolViolation,
+                message.clone(),
+            )));
+            (format!("audit unavailable: {why}"), Some(out))
+        }
     };
     if let Some(out) = farewell {
         let _ = client_wr.write_all(&out).await;
@@ -395,8 +412,13 @@ async fn client_to_target(
     injected: &Notify,
     cap: usize,
     session_mask: Option<Arc<dyn SessionMask>>,
+    strict: Option<SessionLog>,
 ) -> End {
     let masking = session_mask.is_some();
+    // Strict audit: the durability answers for the commands in the chunk being scanned; all
+    // must be yes before the chunk is forwarded.
+    let acks: std::cell::RefCell<Vec<tokio::sync::oneshot::Receiver<Result<(), String>>>> =
+        std::cell::RefCell::new(Vec::new());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut partial = 0usize;
     // Counts Parse and Bind messages, so a reused statement or portal name is told apart.
@@ -419,6 +441,11 @@ async fn client_to_target(
                 |t| t == b'd',
                 |tag, body| {
                     let push = |p: Pending| {
+                        if let Some(log) = &strict
+                            && let Some(ack) = started(log, &p, session_mask.as_deref())
+                        {
+                            acks.borrow_mut().push(ack);
+                        }
                         if let Ok(mut q) = queue.lock() {
                             q.push_back(p);
                         }
@@ -805,6 +832,13 @@ async fn client_to_target(
                 Ok(x) => x,
                 Err(e) => return End::Failed(e),
             };
+            // Strict audit: nothing is forwarded before its commands are on record.
+            let waiting: Vec<_> = acks.borrow_mut().drain(..).collect();
+            for ack in waiting {
+                if let Err(why) = durable(ack).await {
+                    return End::AuditFailed(why);
+                }
+            }
             if forward > 0 {
                 if let Err(e) = wr.write_all(&buf[..forward]).await {
                     return End::Failed(PgError::Io(e));
@@ -849,8 +883,16 @@ async fn client_to_target(
                             let mut p = Pending::new(kind, Some(command));
                             p.outcome.rule = Some(rule);
                             p.outcome.approval = Some(id);
+                            let ack = strict
+                                .as_ref()
+                                .and_then(|log| started(log, &p, session_mask.as_deref()));
                             if let Ok(mut q) = queue.lock() {
                                 q.push_back(p);
+                            }
+                            if let Some(ack) = ack
+                                && let Err(why) = durable(ack).await
+                            {
+                                return End::AuditFailed(why);
                             }
                             if let Err(e) = wr.write_all(&buf[..len]).await {
                                 return End::Failed(PgError::Io(e));
@@ -1346,6 +1388,40 @@ fn scrub_for_record(command: &mut Command, masking: Option<&Masking>) {
     }
     if let Some(m) = masking {
         scrub(m.mask().as_ref(), command);
+    }
+}
+
+/// Strict audit: records that a forwarded command is about to run; the receiver answers once
+/// the event is durable. Only commands that reach the target get one.
+fn started(
+    log: &SessionLog,
+    p: &Pending,
+    mask: Option<&dyn SessionMask>,
+) -> Option<tokio::sync::oneshot::Receiver<Result<(), String>>> {
+    let forwarded = matches!(
+        p.kind,
+        PendingKind::Simple | PendingKind::Execute | PendingKind::Function
+    ) && p.rewrite.is_none();
+    let command = p.command.as_ref().filter(|_| forwarded)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    log.append_durable(
+        EventKind::CommandStarted {
+            command: shown_command(command, mask),
+            rule: p.outcome.rule.clone(),
+            approval: p.outcome.approval.clone(),
+        },
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    Some(rx)
+}
+
+/// Waits for a strict command's event to be durable.
+async fn durable(ack: tokio::sync::oneshot::Receiver<Result<(), String>>) -> Result<(), String> {
+    match ack.await {
+        Ok(result) => result,
+        Err(_) => Err("the audit log writer stopped".into()),
     }
 }
 

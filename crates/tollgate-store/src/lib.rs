@@ -255,6 +255,10 @@ impl Store {
             last_checkpoint: std::time::Instant::now(),
         };
         let mut db = db;
+        // A strict command waits on this connection's commits: when the database is locked by
+        // someone else, give up soon and refuse the command rather than hang the session.
+        db.busy_timeout(WRITER_BUSY_TIMEOUT)
+            .map_err(|e| self.err(e))?;
         let abandoned = abandoned_sessions(&db).map_err(|e| self.err(e))?;
         if !abandoned.is_empty() {
             tracing::warn!(
@@ -660,6 +664,8 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
 
 enum WriterMsg {
     Event(Box<Event>),
+    /// An event whose sender waits until it is durable.
+    Durable(Box<Event>, tollgate_core::Durable),
     Flush(mpsc::SyncSender<()>),
 }
 
@@ -696,6 +702,20 @@ impl EventWriter {
 }
 
 impl Recorder for EventWriter {
+    fn record_durable(&self, event: Event, done: tollgate_core::Durable) {
+        let sender = self.tx.lock().ok().and_then(|g| g.clone());
+        match sender {
+            Some(tx) => {
+                if let Err(mpsc::SendError(WriterMsg::Durable(_, done))) =
+                    tx.send(WriterMsg::Durable(Box::new(event), done))
+                {
+                    done(Err("the audit log writer has stopped".into()));
+                }
+            }
+            None => done(Err("the audit log writer has stopped".into())),
+        }
+    }
+
     fn record(&self, event: Event) {
         // Taking the lock per event is cheap (uncontended in the common case) and keeps the
         // sender closable at shutdown.
@@ -712,6 +732,9 @@ impl Recorder for EventWriter {
     }
 }
 
+/// How long the writer waits for a database lock held by another process.
+const WRITER_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most events written in one SQLite transaction.
 const BATCH: usize = 4096;
 /// How long the writer lets events gather after the first one arrives. Waking and committing
@@ -721,20 +744,38 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>, log: &mut AuditLog) {
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
+    let mut acks: Vec<tollgate_core::Durable> = Vec::new();
     while let Ok(first) = rx.recv() {
-        if matches!(first, WriterMsg::Event(_)) {
-            std::thread::sleep(GATHER);
-        }
+        // Gather for a moment so one transaction carries many events, but commit at once when
+        // someone waits (a strict command, a flush): whatever queued meanwhile rides along.
+        let deadline = std::time::Instant::now() + GATHER;
+        let mut urgent = false;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 WriterMsg::Event(e) => batch.push(*e),
-                WriterMsg::Flush(w) => waiters.push(w),
+                WriterMsg::Durable(e, done) => {
+                    batch.push(*e);
+                    acks.push(done);
+                    urgent = true;
+                }
+                WriterMsg::Flush(w) => {
+                    waiters.push(w);
+                    urgent = true;
+                }
             }
             if batch.len() >= BATCH {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                Err(mpsc::TryRecvError::Empty) if urgent => None,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    rx.recv_timeout(left).ok()
+                }
+            };
         }
         if !batch.is_empty() {
             // Retry a failed batch a few times (e.g. a busy database), never dropping it silently.
@@ -742,15 +783,27 @@ fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>, log: &mut AuditL
             loop {
                 let saved = log.chain.clone();
                 match write_batch(&mut db, &batch, log) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        for done in acks.drain(..) {
+                            done(Ok(()));
+                        }
+                        break;
+                    }
                     Err(e) if attempt < 50 => {
                         log.chain = saved;
                         attempt += 1;
+                        // Whoever waits is told now: a strict command must not wait for retries.
+                        for done in acks.drain(..) {
+                            done(Err(format!("the audit log cannot be written: {e}")));
+                        }
                         tracing::warn!(path = %path.display(), error = %e, "event batch not written; retrying");
                         std::thread::sleep(std::time::Duration::from_millis(100));
                     }
                     Err(e) => {
                         log.chain = saved;
+                        for done in acks.drain(..) {
+                            done(Err(format!("the audit log cannot be written: {e}")));
+                        }
                         tracing::error!(path = %path.display(), error = %e, events = batch.len(), "event batch lost");
                         break;
                     }
@@ -864,6 +917,7 @@ fn write_batch(db: &mut Db, batch: &[Event], log: &mut AuditLog) -> rusqlite::Re
                         ])?;
                     }
                     EventKind::Command { .. } => commands += 1,
+                    EventKind::CommandStarted { .. } => {}
                     EventKind::Refusal(_) => refused += 1,
                     EventKind::SessionEnd { reason } => {
                         end.execute(params![e.session, e.at, reason])?;

@@ -347,7 +347,12 @@ pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
             let v = api.get(&format!("/api/sessions/{id}")).await?;
             let events = v["events"].as_array().cloned().unwrap_or_default();
             let start = events.first().and_then(|e| e["at"].as_i64()).unwrap_or(0);
-            for e in &events {
+            // A strict command's `command_started` event is followed by its `command` event,
+            // which carries the statement and its outcome: the replay shows that one.
+            for e in events
+                .iter()
+                .filter(|e| e["kind"]["type"] != "command_started")
+            {
                 let step = replay_step(start, e);
                 if format == "json" {
                     println!("{}", serde_json::to_string(&step)?);
@@ -436,6 +441,11 @@ pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
                             s(&kind["channel"])
                         ),
                         "session_end" => format!("session end: {}", s(&kind["reason"])),
+                        "command_started" => format!(
+                            "started [{}] {}",
+                            s(&kind["command"]["step"]),
+                            s(&kind["command"]["text"])
+                        ),
                         "session_abandoned" => {
                             format!("session abandoned: {}", s(&kind["reason"]))
                         }

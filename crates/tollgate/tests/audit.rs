@@ -411,6 +411,23 @@ async fn a_killed_gateway_leaves_a_log_that_verifies_and_its_open_sessions_aband
         .simple_query("SELECT 'recorded before the crash'")
         .await
         .unwrap();
+    // A writer that counts what the gateway acknowledged, until the gateway dies under it.
+    let writer = driver(&gw, "pg", &key).await.unwrap();
+    writer
+        .simple_query("CREATE TABLE acked (n int)")
+        .await
+        .unwrap();
+    let acked = tokio::spawn(async move {
+        let mut n = 0u32;
+        while writer
+            .simple_query(&format!("INSERT INTO acked VALUES ({})", n + 1))
+            .await
+            .is_ok()
+        {
+            n += 1;
+        }
+        n
+    });
     gw.wait_sessions("the statement to be recorded", |_| {
         gw.commands()
             .iter()
@@ -421,6 +438,8 @@ async fn a_killed_gateway_leaves_a_log_that_verifies_and_its_open_sessions_aband
     let _ = load.kill();
     let _ = load.wait();
     drop(client);
+    let acked = acked.await.unwrap();
+    assert!(acked > 10, "the writer ran: {acked}");
 
     // Restarted on the same data: the open sessions are recorded as abandoned, and the log,
     // including the records written under load up to the kill, verifies.
@@ -446,6 +465,34 @@ async fn a_killed_gateway_leaves_a_log_that_verifies_and_its_open_sessions_aband
             .iter()
             .any(|c| c["command"]["text"] == "SELECT 'recorded before the crash'")
     );
+    // Strict audit: every INSERT the client saw acknowledged was on record before it ran.
+    let mut started = std::collections::HashSet::new();
+    for s in gw.sessions() {
+        for e in gw.session(s["id"].as_str().unwrap())["events"]
+            .as_array()
+            .unwrap()
+        {
+            if e["kind"]["type"] == "command_started" {
+                started.insert(e["kind"]["command"]["text"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    // (The one in flight at the kill may have run without its answer reaching the client; it
+    // was on record before it ran too.)
+    let ran = db
+        .direct("SELECT count(*) FROM acked")
+        .parse::<u32>()
+        .unwrap();
+    assert!(
+        ran == acked || ran == acked + 1,
+        "ran {ran}, acknowledged {acked}"
+    );
+    for n in 1..=ran {
+        assert!(
+            started.contains(&format!("INSERT INTO acked VALUES ({n})")),
+            "INSERT {n} ran on the target ({acked} acknowledged) but is not in the log"
+        );
+    }
     assert!(gw.stop());
     let data = gw.data_dir();
     assert_eq!(verdicts(&data), [(true, None), (true, None)]);
@@ -454,4 +501,92 @@ async fn a_killed_gateway_leaves_a_log_that_verifies_and_its_open_sessions_aband
         v["records"].as_u64().unwrap() > 50,
         "the load was recorded: {v}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_audit_refuses_what_it_cannot_record_and_best_effort_runs_it() {
+    let db = TestDb::create("tg_strict");
+    db.direct("CREATE TABLE t (n int)");
+    let config = format!(
+        "{}{}",
+        db.connection("strict", &["eng"], "disable"),
+        db.connection("loose", &["eng"], "disable").replace(
+            "groups = [\"eng\"]",
+            "groups = [\"eng\"]\naudit = \"best-effort\""
+        )
+    );
+    let gw = Gateway::start(&config);
+    let key = gw.create_key("agent", "eng", None);
+    let strict = driver(&gw, "strict", &key).await.unwrap();
+    let loose = driver(&gw, "loose", &key).await.unwrap();
+    strict
+        .simple_query("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    loose
+        .simple_query("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+
+    // The command's record comes before its outcome.
+    let sessions = gw.wait_sessions("both sessions", |s| s.len() >= 2);
+    let id = sessions
+        .iter()
+        .find(|s| s["connection"] == "strict")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kinds: Vec<String> = gw.session(&id)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"]["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session_start", "command_started", "command"],
+        "{kinds:?}"
+    );
+
+    // Another process locks the store: the strict session's next statement is refused and
+    // never reaches the target; the best-effort one runs and is recorded once the lock goes.
+    let store = rusqlite::Connection::open(gw.data_dir().join("tollgate.db")).unwrap();
+    store.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let e = strict
+        .simple_query("INSERT INTO t VALUES (3)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "58030", "{e}");
+    let message = e.as_db_error().unwrap().message().to_string();
+    assert!(
+        message.contains("audit log cannot record this statement"),
+        "{message}"
+    );
+    assert!(
+        strict.simple_query("SELECT 1").await.is_err(),
+        "the session ended"
+    );
+    loose
+        .simple_query("INSERT INTO t VALUES (4)")
+        .await
+        .unwrap();
+    assert_eq!(
+        db.direct("SELECT string_agg(n::text, ',' ORDER BY n) FROM t"),
+        "1,2,4"
+    );
+    store.execute_batch("COMMIT").unwrap();
+    drop(store);
+    gw.wait_sessions("the best-effort insert to be recorded", |_| {
+        gw.commands()
+            .iter()
+            .any(|c| c["command"]["text"] == "INSERT INTO t VALUES (4)")
+    });
+    // A new strict session works again.
+    let again = driver(&gw, "strict", &key).await.unwrap();
+    again
+        .simple_query("INSERT INTO t VALUES (5)")
+        .await
+        .unwrap();
+    assert_eq!(db.direct("SELECT count(*) FROM t"), "4");
 }
