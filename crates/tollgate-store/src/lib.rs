@@ -117,7 +117,7 @@ fn open(path: &Path) -> Result<Db, StoreError> {
     };
     let db = Db::open(path).map_err(err)?;
     db.execute_batch(
-        "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+        "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
     )
     .map_err(err)?;
     Ok(db)
