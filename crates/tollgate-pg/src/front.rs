@@ -477,11 +477,13 @@ impl PgFront {
                     self,
                     stream,
                     up.stream,
-                    &identity,
-                    &connection_name,
+                    relay::SessionTerms {
+                        identity: &identity,
+                        connection: &connection_name,
+                        masking,
+                        strict_audit,
+                    },
                     &mut log,
-                    masking,
-                    strict_audit,
                 )
                 .await
             }

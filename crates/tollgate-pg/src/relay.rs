@@ -91,17 +91,32 @@ enum End {
     AuditFailed(String),
 }
 
+/// Who a relayed session is for and how it is treated.
+pub(crate) struct SessionTerms<'a> {
+    /// The caller.
+    pub identity: &'a Identity,
+    /// The connection name.
+    pub connection: &'a str,
+    /// Masking of results, when the caller's results are masked.
+    pub masking: Option<Masking>,
+    /// Strict audit: each command's event is durable before it is forwarded.
+    pub strict_audit: bool,
+}
+
 /// Relays until one side ends; returns the reason recorded as the session's end.
 pub(crate) async fn run(
     front: &PgFront,
     client: PgStream,
     target: PgStream,
-    identity: &Identity,
-    connection: &str,
+    terms: SessionTerms<'_>,
     log: &mut SessionLog,
-    mut masking: Option<Masking>,
-    strict_audit: bool,
 ) -> String {
+    let SessionTerms {
+        identity,
+        connection,
+        mut masking,
+        strict_audit,
+    } = terms;
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut target_rd, mut target_wr) = tokio::io::split(target);
     let queue: Queue = Mutex::new(VecDeque::new());
