@@ -458,6 +458,21 @@ pub enum EventKind {
         /// Why it ended.
         reason: String,
     },
+    /// An administrative act, recorded in the gateway's own stream: the gateway started with a
+    /// configuration, a key was created or revoked, an approval was decided.
+    Admin {
+        /// What happened: `gateway_started`, `key_created`, `key_revoked`, `approval_decided`.
+        action: String,
+        /// Who did it (a key's name), when someone did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// What it was done to (a key id, an approval id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// The particulars, in words (never a secret).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+    },
     /// The gateway stopped without ending the session (a crash or a kill); written when the
     /// gateway next starts.
     SessionAbandoned {

@@ -35,6 +35,19 @@ pub struct ApiState {
     pub pg: Arc<PgFront>,
     /// Where the PostgreSQL front listens.
     pub postgres_addr: SocketAddr,
+    /// The gateway's own audit stream (administrative acts).
+    pub audit: tollgate_core::SessionLog,
+}
+
+impl ApiState {
+    fn admin_event(&self, action: &str, by: &Identity, target: &str, detail: String) {
+        self.audit.append(tollgate_core::EventKind::Admin {
+            action: action.into(),
+            by: Some(by.subject.clone()),
+            target: Some(target.into()),
+            detail,
+        });
+    }
 }
 
 type Shared = State<Arc<ApiState>>;
@@ -194,7 +207,7 @@ async fn create_key(
     headers: HeaderMap,
     body: Result<Json<CreateKey>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    admin(&s, &headers)?;
+    let who = admin(&s, &headers)?;
     let Json(req) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let ttl = req
@@ -212,6 +225,21 @@ async fn create_key(
             }
             other => ApiError::internal(other),
         })?;
+    let r = &created.record;
+    s.admin_event(
+        "key_created",
+        &who,
+        &r.id,
+        format!(
+            "name {}, groups [{}], admin {}, expires {}",
+            r.name,
+            r.groups.join(", "),
+            r.admin,
+            r.expires_at
+                .map(tollgate_core::format_rfc3339)
+                .unwrap_or_else(|| "never".into())
+        ),
+    );
     let mut body = key_json(&created.record);
     body["key"] = json!(created.token);
     Ok((StatusCode::CREATED, Json(body)))
@@ -230,7 +258,7 @@ async fn revoke_key(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    admin(&s, &headers)?;
+    let who = admin(&s, &headers)?;
     if !s.keys.revoke(&id).map_err(ApiError::internal)? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -238,6 +266,7 @@ async fn revoke_key(
             format!("no key with id {id}"),
         ));
     }
+    s.admin_event("key_revoked", &who, &id, String::new());
     Ok(Json(json!({"id": id, "revoked": true})))
 }
 
@@ -436,7 +465,23 @@ async fn decide(
         ));
     }
     match s.approvals.decide(&id, aid, approve, &reason) {
-        Ok(a) => Ok(Json(a.to_json())),
+        Ok(a) => {
+            s.admin_event(
+                "approval_decided",
+                &id,
+                aid,
+                format!(
+                    "{}{}",
+                    if approve { "approved" } else { "denied" },
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    }
+                ),
+            );
+            Ok(Json(a.to_json()))
+        }
         Err(DecideError::NotFound(m)) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

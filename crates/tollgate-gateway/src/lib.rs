@@ -128,6 +128,35 @@ impl Gateway {
         )?);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let recorder: Arc<dyn Recorder> = writer.clone();
+        // The gateway's own stream: administrative acts, starting with this start.
+        let admin_log = tollgate_core::SessionLog::new(
+            format!("gateway-{}", tollgate_core::new_session_id(random_u64())),
+            Arc::clone(&recorder),
+        );
+        let config_detail = match &config.source {
+            Some(path) => {
+                let digest = std::fs::read(path)
+                    .map(|b| hex::encode(ring::digest::digest(&ring::digest::SHA256, &b)))
+                    .unwrap_or_else(|_| "unreadable".into());
+                format!("config {} (sha256 {digest})", path.display())
+            }
+            None => "embedded default config".into(),
+        };
+        admin_log.append(tollgate_core::EventKind::Admin {
+            action: "gateway_started".into(),
+            by: None,
+            target: None,
+            detail: format!(
+                "tollgate {}; {config_detail}; {} connections; bootstrap admin key {}",
+                env!("CARGO_PKG_VERSION"),
+                config.connections.len(),
+                if generated_admin_key.is_some() {
+                    "generated"
+                } else {
+                    "given or kept"
+                }
+            ),
+        });
         let pg = PgFront::new(
             tollgate_pg::Services {
                 gatekeeper: keys.clone(),
@@ -153,6 +182,7 @@ impl Gateway {
             store,
             pg: Arc::clone(&pg),
             postgres_addr,
+            audit: admin_log,
         });
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let mut api_shutdown = shutdown_rx;
@@ -199,6 +229,15 @@ impl Gateway {
         })
         .await;
     }
+}
+
+/// 64 random bits.
+fn random_u64() -> u64 {
+    let mut raw = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
+        return tollgate_core::now_micros() as u64;
+    }
+    u64::from_be_bytes(raw)
 }
 
 fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {

@@ -917,7 +917,7 @@ fn write_batch(db: &mut Db, batch: &[Event], log: &mut AuditLog) -> rusqlite::Re
                         ])?;
                     }
                     EventKind::Command { .. } => commands += 1,
-                    EventKind::CommandStarted { .. } => {}
+                    EventKind::CommandStarted { .. } | EventKind::Admin { .. } => {}
                     EventKind::Refusal(_) => refused += 1,
                     EventKind::SessionEnd { reason } => {
                         end.execute(params![e.session, e.at, reason])?;

@@ -186,6 +186,33 @@ fn the_log_verifies_and_every_kind_of_tampering_is_named() {
     assert_eq!(v["unsigned_tail"], 0, "{v}");
     assert_eq!(v["keys_pinned"], true);
 
+    // Administrative acts are in the chain too: the start with its config, the key creation.
+    let db_file = rusqlite::Connection::open(data.join("tollgate.db")).unwrap();
+    let admin: Vec<serde_json::Value> = runs(&db_file)
+        .iter()
+        .flat_map(|(_, body)| {
+            tollgate_audit::split_run(body)
+                .unwrap()
+                .into_iter()
+                .map(|s| serde_json::from_slice::<serde_json::Value>(s.record.payload).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| p["type"] == "admin")
+        .collect();
+    drop(db_file);
+    assert_eq!(admin[0]["action"], "gateway_started", "{admin:#?}");
+    assert!(
+        admin[0]["detail"].as_str().unwrap().contains("sha256"),
+        "{admin:#?}"
+    );
+    let created = admin.iter().find(|a| a["action"] == "key_created").unwrap();
+    assert_eq!(created["by"], "admin");
+    assert!(created["detail"].as_str().unwrap().contains("name agent"));
+    assert!(
+        !serde_json::to_string(&admin).unwrap().contains(&key),
+        "no key in the log"
+    );
+
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
     let middle = records / 2;
