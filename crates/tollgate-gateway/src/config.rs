@@ -46,6 +46,9 @@ pub struct ConfigFile {
     /// Masking of results (default pack on).
     #[serde(default)]
     pub masking: MaskingSection,
+    /// Streaming export of the audit log (SIEM sinks).
+    #[serde(default)]
+    pub exports: Vec<crate::export::ExportSpec>,
 }
 
 /// `[listen]`.
@@ -167,6 +170,8 @@ pub struct Config {
     pub masking: MaskingSettings,
     /// Per-connection masking switches.
     pub connection_masking: std::collections::HashMap<String, ConnectionMasking>,
+    /// Audit export sinks.
+    pub exports: Vec<crate::export::Sink>,
 }
 
 impl Config {
@@ -359,6 +364,19 @@ impl Config {
         })?);
         let names: Vec<String> = connections.iter().map(|c| c.name.clone()).collect();
         let masking = MaskingSettings::from_section(file.masking, &names, &err)?;
+        let mut sink_names = HashSet::new();
+        let mut exports = Vec::new();
+        for (i, spec) in file.exports.iter().enumerate() {
+            let sink = crate::export::Sink::from_spec(spec)
+                .map_err(|m| err(&format!("exports[{i}]"), m))?;
+            if !sink_names.insert(sink.name.clone()) {
+                return Err(err(
+                    &format!("exports[{i}].name"),
+                    format!("{:?} is declared twice", sink.name),
+                ));
+            }
+            exports.push(sink);
+        }
         let webhooks = file
             .notifications
             .iter()
@@ -382,6 +400,7 @@ impl Config {
             connections,
             masking,
             connection_masking,
+            exports,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod approvals;
 pub mod audit;
 pub mod config;
+pub mod export;
 pub mod keys;
 pub mod masking;
 pub mod material;
@@ -176,6 +177,13 @@ impl Gateway {
         );
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(Arc::clone(&pg).serve(pg_listener)));
+        for sink in config.exports.clone() {
+            tasks.push(tokio::spawn(export::run(
+                sink,
+                store.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         let state = Arc::new(api::ApiState {
             keys,
             approvals,

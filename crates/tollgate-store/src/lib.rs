@@ -108,6 +108,13 @@ CREATE TABLE audit_keys (
     created_at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Where each export sink stands: the last gseq it delivered.
+CREATE TABLE audit_cursors (
+    sink TEXT PRIMARY KEY,
+    gseq INTEGER NOT NULL
+);
+"#,
 ];
 
 fn open(path: &Path) -> Result<Db, StoreError> {
@@ -409,6 +416,84 @@ impl Store {
         Ok(events)
     }
 
+    /// The last gseq the export sink `sink` delivered, if any.
+    pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT gseq FROM audit_cursors WHERE sink = ?1",
+                params![sink],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|g| g.map(|g| g as u64))
+        })
+    }
+
+    /// Records that `sink` delivered everything up to `gseq`.
+    pub fn set_cursor(&self, sink: &str, gseq: u64) -> Result<(), StoreError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO audit_cursors (sink, gseq) VALUES (?1, ?2)
+                 ON CONFLICT(sink) DO UPDATE SET gseq = excluded.gseq",
+                params![sink, gseq as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Up to `limit` committed records after gseq `after` (all when `None`), in gseq order,
+    /// without gaps.
+    pub fn records_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        let from = after.map_or(0, |g| g + 1);
+        let until = from.saturating_add(limit as u64);
+        let bodies = self.with(|db| {
+            let mut stmt = db.prepare_cached(
+                "SELECT body FROM audit_runs
+                 WHERE first_gseq >= ?3 AND first_gseq < ?2 AND last_gseq >= ?1
+                 ORDER BY first_gseq",
+            )?;
+            // A run holds one batch at most, so it starts no more than a batch before `from`.
+            let lowest = from.saturating_sub(BATCH as u64);
+            let rows = stmt.query_map(params![from as i64, until as i64, lowest as i64], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut out = Vec::new();
+        for body in &bodies {
+            let stored = tollgate_audit::split_run(body).map_err(|e| StoreError::Corrupt {
+                what: "audit run",
+                detail: e.to_string(),
+            })?;
+            for s in stored {
+                let r = s.record;
+                if r.gseq >= from && r.gseq < until {
+                    out.push(ExportRecord {
+                        gseq: r.gseq,
+                        at: r.at,
+                        session: r.session.to_string(),
+                        seq: r.seq,
+                        payload: r.payload.to_vec(),
+                        hash: s.hash,
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|r| r.gseq);
+        // A batch commits whole, so committed records always run from 0 without a gap.
+        let contiguous = out
+            .iter()
+            .zip(from..)
+            .take_while(|(r, g)| r.gseq == *g)
+            .count();
+        out.truncate(contiguous);
+        Ok(out)
+    }
+
     /// Everything `tollgate audit verify` reads: runs, checkpoints, keys.
     pub fn audit_material(&self) -> Result<AuditMaterial, StoreError> {
         self.with(read_audit_material)
@@ -475,6 +560,23 @@ impl Store {
             Ok(n > 0)
         })
     }
+}
+
+/// One record of the audit log, as export sinks send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRecord {
+    /// Global position.
+    pub gseq: u64,
+    /// Microseconds since the epoch.
+    pub at: i64,
+    /// Session id.
+    pub session: String,
+    /// Position in the session.
+    pub seq: u64,
+    /// The event as JSON.
+    pub payload: Vec<u8>,
+    /// Its chain hash.
+    pub hash: [u8; 32],
 }
 
 /// The audit log as stored: what verification needs.
