@@ -1,5 +1,6 @@
-//! Streaming export of the audit log to a SIEM: JSON lines to a file (or stdout) and HTTP
-//! batches (JSON lines, or the Splunk HEC shape). Each sink keeps a durable cursor in the store
+//! Streaming export of the audit log to a SIEM: JSON lines to a file (or stdout), HTTP
+//! batches (JSON lines, or the Splunk HEC shape) and syslog (RFC 5424 over TCP, octet-counted
+//! frames). Each sink keeps a durable cursor in the store
 //! and advances it only after a batch is delivered: at-least-once, in order, no gaps, resumed
 //! after a restart. A duplicate carries the same `gseq`, so receivers can drop it.
 
@@ -18,8 +19,10 @@ use tollgate_store::{ExportRecord, Store};
 pub struct ExportSpec {
     /// Name; also the key of the sink's cursor (renaming a sink starts it from the beginning).
     pub name: String,
-    /// `file` or `http`.
+    /// `file`, `http` or `syslog`.
     pub kind: String,
+    /// For `syslog`: the receiver's `host:port` (TCP).
+    pub address: Option<String>,
     /// For `file`: the file to append to, or `-` for standard output.
     pub path: Option<PathBuf>,
     /// For `http`: where to POST batches.
@@ -43,6 +46,7 @@ enum Target {
         hec: bool,
         token: Option<Secret>,
     },
+    Syslog(String),
 }
 
 /// A validated sink.
@@ -92,9 +96,19 @@ impl Sink {
                 };
                 Target::Http { url, hec, token }
             }
+            "syslog" => match &spec.address {
+                Some(a)
+                    if a.rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+                {
+                    Target::Syslog(a.clone())
+                }
+                Some(a) => return Err(format!("address: expected host:port, got {a:?}")),
+                None => return Err("address: a syslog sink needs host:port".into()),
+            },
             other => {
                 return Err(format!(
-                    "kind: expected \"file\" or \"http\", got {other:?}"
+                    "kind: expected \"file\", \"http\" or \"syslog\", got {other:?}"
                 ));
             }
         };
@@ -119,8 +133,60 @@ pub fn record_json(r: &ExportRecord) -> Value {
     })
 }
 
+/// A syslog sink's connection. TCP carries no acknowledgement, so a batch counts as delivered
+/// once the connection is seen still open a while after it was written; a batch written to a
+/// connection that then turns out closed is sent again on the next one (at-least-once).
+#[derive(Default)]
+struct SyslogConn {
+    stream: Option<tokio::net::TcpStream>,
+    /// Batches written on `stream` and not yet confirmed: last gseq and when.
+    written: std::collections::VecDeque<(u64, std::time::Instant)>,
+    /// The last gseq written on `stream` and not yet confirmed.
+    unconfirmed: Option<u64>,
+}
+
+/// How long a batch must have been on an open connection to count as delivered.
+const SYSLOG_CONFIRM_AFTER: Duration = Duration::from_secs(1);
+
+impl SyslogConn {
+    /// Confirms what was written long enough ago if the connection is still open; forgets
+    /// everything unconfirmed otherwise.
+    fn settle(&mut self) -> Option<u64> {
+        let alive = match &self.stream {
+            Some(s) => {
+                let mut probe = [0u8; 64];
+                match s.try_read(&mut probe) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                }
+            }
+            None => false,
+        };
+        if !alive {
+            self.stream = None;
+            self.unconfirmed = None;
+            self.written.clear();
+            return None;
+        }
+        let mut confirmed = None;
+        while let Some(&(gseq, at)) = self.written.front() {
+            if at.elapsed() < SYSLOG_CONFIRM_AFTER {
+                break;
+            }
+            confirmed = Some(gseq);
+            self.written.pop_front();
+        }
+        if self.written.is_empty() {
+            self.unconfirmed = None;
+        }
+        confirmed
+    }
+}
+
 /// Runs a sink until shutdown: deliver what follows the cursor, advance it, repeat.
 pub async fn run(sink: Sink, store: Store, mut shutdown: watch::Receiver<bool>) {
+    let mut syslog = SyslogConn::default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -130,7 +196,7 @@ pub async fn run(sink: Sink, store: Store, mut shutdown: watch::Receiver<bool>) 
         if *shutdown.borrow() {
             return;
         }
-        let delivered = deliver_once(&sink, &store, client.as_ref()).await;
+        let delivered = deliver_once(&sink, &store, client.as_ref(), &mut syslog).await;
         let pause = match delivered {
             Ok(0) => Duration::from_millis(300),
             Ok(_) => {
@@ -158,14 +224,28 @@ async fn deliver_once(
     sink: &Sink,
     store: &Store,
     client: Option<&reqwest::Client>,
+    syslog: &mut SyslogConn,
 ) -> Result<usize, String> {
+    if let Some(confirmed) = syslog.settle() {
+        store
+            .set_cursor(&sink.name, confirmed)
+            .map_err(|e| e.to_string())?;
+    }
     let cursor = store.cursor(&sink.name).map_err(|e| e.to_string())?;
+    // Records written to a live syslog connection wait there for confirmation.
+    let cursor = match (cursor, syslog.unconfirmed) {
+        (Some(c), Some(u)) => Some(c.max(u)),
+        (c, u) => c.or(u),
+    };
     let records = store
         .records_after(cursor, sink.batch)
         .map_err(|e| e.to_string())?;
     let Some(last) = records.last().map(|r| r.gseq) else {
         return Ok(0);
     };
+    if let Target::Syslog(address) = &sink.target {
+        return send_syslog(address, &records, syslog).await;
+    }
     let mut body = Vec::with_capacity(records.len() * 512);
     for r in &records {
         let line = match &sink.target {
@@ -205,6 +285,7 @@ async fn deliver_once(
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("{shown}: {e}"))?;
         }
+        Target::Syslog(_) => {}
         Target::Http { url, hec, token } => {
             let client = client.ok_or("no HTTP client")?;
             let mut req = client
@@ -231,5 +312,55 @@ async fn deliver_once(
     store
         .set_cursor(&sink.name, last)
         .map_err(|e| e.to_string())?;
+    Ok(records.len())
+}
+
+/// Writes records as RFC 5424 messages with octet-counting framing (RFC 6587), facility
+/// log audit (13), severity informational: `<110>1 TIME tollgate tollgate - audit - JSON`.
+async fn send_syslog(
+    address: &str,
+    records: &[ExportRecord],
+    conn: &mut SyslogConn,
+) -> Result<usize, String> {
+    use tokio::io::AsyncWriteExt;
+    let Some(last) = records.last().map(|r| r.gseq) else {
+        return Ok(0);
+    };
+    if conn.stream.is_none() {
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        .map_err(|_| format!("{address}: no answer"))?
+        .map_err(|e| format!("{address}: {e}"))?;
+        conn.stream = Some(stream);
+    }
+    let mut out = Vec::with_capacity(records.len() * 512);
+    for r in records {
+        let json = serde_json::to_string(&record_json(r)).map_err(|e| e.to_string())?;
+        let message = format!(
+            "<110>1 {} tollgate tollgate - audit - {json}",
+            tollgate_core::format_rfc3339(r.at)
+        );
+        out.extend_from_slice(format!("{} ", message.len()).as_bytes());
+        out.extend_from_slice(message.as_bytes());
+    }
+    let Some(stream) = conn.stream.as_mut() else {
+        return Err("no connection".into());
+    };
+    let written = async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    }
+    .await;
+    if let Err(e) = written {
+        conn.stream = None;
+        conn.unconfirmed = None;
+        conn.written.clear();
+        return Err(format!("{address}: {e}"));
+    }
+    conn.unconfirmed = Some(last);
+    conn.written.push_back((last, std::time::Instant::now()));
     Ok(records.len())
 }

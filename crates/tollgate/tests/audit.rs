@@ -696,12 +696,68 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// A syslog receiver (RFC 5424 over TCP, octet-counted frames, RFC 6587): writes the JSON
+/// message of every frame to `out`, one per line, after checking its header.
+fn start_syslog_receiver(port: u16, out: &Path) -> std::process::Child {
+    let script = r#"
+import socketserver, sys, re
+out = sys.argv[2]
+HEADER = re.compile(rb'^<110>1 \d{4}-\d\d-\d\dT[0-9:.]+Z tollgate tollgate - audit - ')
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        buf = b''
+        while True:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+            while b' ' in buf:
+                size, rest = buf.split(b' ', 1)
+                n = int(size)
+                if len(rest) < n:
+                    break
+                msg, buf = rest[:n], rest[n:]
+                m = HEADER.match(msg)
+                if not m:
+                    with open(out, 'ab') as f:
+                        f.write(b'BAD HEADER\n')
+                    return
+                with open(out, 'ab') as f:
+                    f.write(msg[m.end():] + b'\n')
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+S(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+"#;
+    let child = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .arg(out)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// Whether the file's records reach the end of the log.
+fn caught_up(path: &Path, total: u64) -> bool {
+    gseqs(path).iter().max().is_some_and(|m| m + 1 == total)
+}
+
 #[test]
 fn exports_deliver_every_record_in_order_across_a_receiver_restart() {
     let db = TestDb::create("tg_export");
     let port = free_port();
+    let syslog_port = free_port();
     let scratch = tempfile::tempdir().unwrap();
     let received = scratch.path().join("received.jsonl");
+    let logged = scratch.path().join("syslog.jsonl");
     let filed = scratch.path().join("audit.jsonl");
     let config = format!(
         "{}
@@ -712,6 +768,11 @@ url = \"http://127.0.0.1:{port}/ingest\"
 batch = 7
 
 [[exports]]
+name = \"syslog\"
+kind = \"syslog\"
+address = \"127.0.0.1:{syslog_port}\"
+
+[[exports]]
 name = \"archive\"
 kind = \"file\"
 path = \"{}\"
@@ -720,6 +781,7 @@ path = \"{}\"
         filed.display()
     );
     let mut receiver = start_receiver(port, &received);
+    let mut syslog = start_syslog_receiver(syslog_port, &logged);
     let mut gw = Gateway::start(&config);
     let key = gw.create_key("agent", "eng", None);
     let run = |gw: &Gateway, n: usize| {
@@ -732,24 +794,21 @@ path = \"{}\"
     let data = gw.data_dir();
     wait_for("the first records to arrive", || {
         let total = log_records(&data);
-        gseqs(&received)
-            .iter()
-            .max()
-            .is_some_and(|m| m + 1 == total)
+        caught_up(&received, total) && caught_up(&logged, total)
     });
 
-    // The receiver goes away; records keep coming; it comes back and gets all of them.
-    receiver.kill().unwrap();
-    receiver.wait().unwrap();
+    // The receivers go away; records keep coming; they come back and get all of them.
+    for child in [&mut receiver, &mut syslog] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
     run(&gw, 4);
     std::thread::sleep(std::time::Duration::from_millis(800));
     let mut receiver = start_receiver(port, &received);
+    let mut syslog = start_syslog_receiver(syslog_port, &logged);
     wait_for("the backlog to arrive", || {
         let total = log_records(&data);
-        gseqs(&received)
-            .iter()
-            .max()
-            .is_some_and(|m| m + 1 == total)
+        caught_up(&received, total) && caught_up(&logged, total)
     });
 
     // A gateway restart resumes from the cursor, not from the beginning.
@@ -758,15 +817,13 @@ path = \"{}\"
     run(&gw, 1);
     wait_for("records after the restart", || {
         let total = log_records(&gw.data_dir());
-        gseqs(&received)
-            .iter()
-            .max()
-            .is_some_and(|m| m + 1 == total)
-            && gseqs(&filed).iter().max().is_some_and(|m| m + 1 == total)
+        caught_up(&received, total) && caught_up(&logged, total) && caught_up(&filed, total)
     });
     assert!(gw.stop());
-    let _ = receiver.kill();
-    let _ = receiver.wait();
+    for child in [&mut receiver, &mut syslog] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let total = log_records(&gw.data_dir());
     let seen = gseqs(&received);
     assert_in_order_without_gaps("http", &seen, total);
@@ -774,5 +831,6 @@ path = \"{}\"
         !seen[before_restart..].contains(&0),
         "resumed from its cursor after the restart"
     );
+    assert_in_order_without_gaps("syslog", &gseqs(&logged), total);
     assert_in_order_without_gaps("file", &gseqs(&filed), total);
 }
