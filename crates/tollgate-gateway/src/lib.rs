@@ -103,6 +103,9 @@ impl Gateway {
         let tls = material::tls_config(&data_dir, &config.tls)?;
         let store = Store::open(&data_dir.join("tollgate.db"))?;
         let writer = Arc::new(store.event_writer(signer)?);
+        // Every key that ever signed this log, for auditors to pin (the writer registered the
+        // current one).
+        material::write_public_keys(&data_dir, &store.audit_keys()?)?;
         let notifier = notify::Notifier::spawn(config.webhooks.clone());
         let approvals = Arc::new(approvals::ApprovalBook::load(store.clone(), notifier)?);
         let keys = Arc::new(Keys::load(

@@ -36,8 +36,7 @@ pub fn ensure_data_dir(dir: &Path) -> Result<(), GatewayError> {
 }
 
 /// The gateway's Ed25519 signing key (PKCS#8 in `signing.key`), which signs the audit log's
-/// checkpoints. Its public key is also written to `signing.pub` as `key_id hex` for auditors to
-/// pin.
+/// checkpoints; generated on first start.
 pub fn signing_key(dir: &Path) -> Result<tollgate_audit::Signer, GatewayError> {
     let path = dir.join("signing.key");
     if !path.exists() {
@@ -46,15 +45,40 @@ pub fn signing_key(dir: &Path) -> Result<tollgate_audit::Signer, GatewayError> {
         write_private(&path, pkcs8.as_ref())?;
     }
     let bytes = fs::read(&path).map_err(|e| io_err(&path, e))?;
-    let signer = tollgate_audit::Signer::from_pkcs8(&bytes).map_err(|_| {
+    tollgate_audit::Signer::from_pkcs8(&bytes).map_err(|_| {
         GatewayError::Crypto(format!("{} is not an Ed25519 PKCS#8 key", path.display()))
-    })?;
+    })
+}
+
+/// Writes `signing.pub`: one `key_id hex_public_key` line per key that ever signed this log
+/// (the current one last), for auditors to pin.
+pub fn write_public_keys(dir: &Path, keys: &[(String, Vec<u8>)]) -> Result<(), GatewayError> {
     let public = dir.join("signing.pub");
-    let line = format!("{} {}\n", signer.key_id(), hex::encode(signer.public_key()));
-    if fs::read_to_string(&public).ok().as_deref() != Some(line.as_str()) {
-        fs::write(&public, &line).map_err(|e| io_err(&public, e))?;
+    let text: String = keys
+        .iter()
+        .map(|(id, key)| format!("{id} {}\n", hex::encode(key)))
+        .collect();
+    if fs::read_to_string(&public).ok().as_deref() != Some(text.as_str()) {
+        fs::write(&public, &text).map_err(|e| io_err(&public, e))?;
     }
-    Ok(signer)
+    Ok(())
+}
+
+/// Retires the signing key (kept as `signing-<key id>.retired.key`) and generates a new one,
+/// which the gateway uses from its next start. Returns (old id, new id).
+pub fn rotate_signing_key(dir: &Path) -> Result<(String, String), GatewayError> {
+    let path = dir.join("signing.key");
+    if !path.exists() {
+        return Err(GatewayError::Invalid(format!(
+            "{} does not exist: there is no key to rotate",
+            path.display()
+        )));
+    }
+    let old = signing_key(dir)?;
+    let retired = dir.join(format!("signing-{}.retired.key", old.key_id()));
+    fs::rename(&path, &retired).map_err(|e| io_err(&retired, e))?;
+    let new = signing_key(dir)?;
+    Ok((old.key_id().to_string(), new.key_id().to_string()))
 }
 
 /// The TLS server configuration: from `[tls]` files, or a self-signed certificate generated in

@@ -494,6 +494,16 @@ impl Store {
         Ok(out)
     }
 
+    /// The public keys that signed this log, oldest first: `(key id, raw key)`.
+    pub fn audit_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.with(|db| {
+            let mut stmt = db
+                .prepare("SELECT key_id, public_key FROM audit_keys ORDER BY created_at, key_id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Everything `tollgate audit verify` reads: runs, checkpoints, keys.
     pub fn audit_material(&self) -> Result<AuditMaterial, StoreError> {
         self.with(read_audit_material)

@@ -225,6 +225,13 @@ enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Retire the checkpoint signing key and generate a new one, used from the gateway's next
+    /// start; the old key stays in the log's key list, so earlier checkpoints still verify.
+    RotateKey {
+        /// The gateway's data dir.
+        #[arg(long, default_value = ".tollgate")]
+        data_dir: PathBuf,
+    },
     /// Write a self-contained, verifiable bundle: records, the checkpoints over them, the
     /// public keys. Records of other sessions between the selected ones are included.
     Export {
@@ -327,6 +334,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     json,
                 },
         } => audit_verify(&data_dir, bundle.as_deref(), key.as_deref(), json),
+        Cmd::Audit {
+            command: AuditCmd::RotateKey { data_dir },
+        } => {
+            let (old, new) = tollgate_gateway::material::rotate_signing_key(&data_dir)
+                .context("cannot rotate the signing key")?;
+            println!(
+                "retired key {old} (kept as signing-{old}.retired.key); key {new} signs from the gateway's next start, which also adds it to signing.pub"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Audit {
             command:
                 AuditCmd::Export {

@@ -834,3 +834,65 @@ path = \"{}\"
     assert_in_order_without_gaps("syslog", &gseqs(&logged), total);
     assert_in_order_without_gaps("file", &gseqs(&filed), total);
 }
+
+#[test]
+fn a_rotated_key_signs_on_and_the_old_checkpoints_still_verify() {
+    let db = TestDb::create("tg_rotate");
+    let config = db.connection("pg", &["eng"], "disable");
+    let mut gw = Gateway::start(&config);
+    let key = gw.create_key("agent", "eng", None);
+    assert!(
+        gw.psql("pg", &key, "disable", &["-c", "SELECT 1"])
+            .status
+            .success()
+    );
+    assert!(gw.stop());
+    let data = gw.data_dir();
+    let first_key = std::fs::read_to_string(data.join("signing.pub")).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["audit", "rotate-key", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let old_id = first_key.split_whitespace().next().unwrap();
+    assert!(said.contains(&format!("retired key {old_id}")), "{said}");
+    assert!(data.join(format!("signing-{old_id}.retired.key")).exists());
+
+    gw.restart(&config);
+    assert!(
+        gw.psql("pg", &key, "disable", &["-c", "SELECT 2"])
+            .status
+            .success()
+    );
+    assert!(gw.stop());
+    let keys = std::fs::read_to_string(data.join("signing.pub")).unwrap();
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert!(keys.starts_with(first_key.trim_end()), "{keys}");
+    assert_eq!(verdicts(&data), [(true, None), (true, None)]);
+    // Pinned to the old key alone, the checkpoints the new key signed are not trusted.
+    let old_only = data.join("old.pub");
+    std::fs::write(&old_only, &first_key).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["audit", "verify", "--json", "--data-dir"])
+        .arg(&data)
+        .arg("--key")
+        .arg(&old_only)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["first_bad"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown key"),
+        "{v}"
+    );
+}
