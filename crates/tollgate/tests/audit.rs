@@ -895,4 +895,12 @@ fn a_rotated_key_signs_on_and_the_old_checkpoints_still_verify() {
             .contains("unknown key"),
         "{v}"
     );
+    // No key to rotate: a clear error.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["audit", "rotate-key", "--data-dir"])
+        .arg(data.join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no key to rotate"));
 }
