@@ -169,6 +169,31 @@ def mask_seeds():
 
 SEEDS["mask"] = mask_seeds()
 
+
+# Audit records per docs/audit-format.md: a run of two chained records, and a bundle of them.
+def audit_seeds():
+    import base64, hashlib, json, struct
+    def record(gseq, session, seq, payload):
+        s = session.encode()
+        return (b"TGE1" + struct.pack(">Qq", gseq, 1_764_228_600_000_000 + gseq)
+                + struct.pack(">H", len(s)) + s + struct.pack(">Q", seq)
+                + struct.pack(">I", len(payload)) + payload)
+    prev = bytes(32)
+    body = b""
+    items = []
+    for g, payload in enumerate([b'{"type":"session_start"}', b'{"type":"session_end","reason":"x"}']):
+        r = record(g, "s1", g, payload)
+        h = hashlib.sha256(prev + r).digest()
+        body += r + h
+        items.append(base64.b64encode(r + h).decode())
+        prev = h
+    bundle = json.dumps({"format": "tollgate-audit-bundle", "version": 1, "first_gseq": 0,
+                         "prev_hash": "00" * 32, "records": items, "checkpoints": [], "keys": {}})
+    return {"run": body, "bundle": bundle.encode(), "record": record(7, "s", 3, b"{}")}
+
+
+SEEDS["audit"] = audit_seeds()
+
 for target, seeds in SEEDS.items():
     d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)

@@ -149,7 +149,7 @@ impl Bundle {
             pinned.unwrap_or(&self.keys),
         );
         if let Some(&i) = unreadable.first() {
-            let gseq = self.first + i as u64;
+            let gseq = self.first.saturating_add(i as u64);
             if report.first_bad.as_ref().is_none_or(|b| b.gseq >= gseq) {
                 report.first_bad = Some(crate::BadRecord {
                     gseq,

@@ -355,11 +355,24 @@ pub fn verify_from(
     // 2. Continuity and 3. the chain.
     let mut prev = prev;
     let mut heads: HashMap<u64, Hash> = HashMap::new();
-    for (expected, (&gseq, s)) in (start..).zip(&records) {
-        if gseq != expected {
+    let mut expected = Some(start);
+    for (&gseq, s) in &records {
+        let Some(want) = expected else {
             note(
                 bad(
-                    expected,
+                    gseq,
+                    Some(&s.record),
+                    "past the last possible position".into(),
+                ),
+                &mut first_bad,
+            );
+            break;
+        };
+        let expected_gseq = want;
+        if gseq != expected_gseq {
+            note(
+                bad(
+                    expected_gseq,
                     None,
                     format!("missing (the next record present is {gseq})"),
                 ),
@@ -381,6 +394,7 @@ pub fn verify_from(
         }
         heads.insert(gseq, computed);
         prev = computed;
+        expected = want.checked_add(1);
     }
     let last_present = records.keys().next_back().copied();
     // 4. Checkpoints, in order.
@@ -388,7 +402,7 @@ pub fn verify_from(
     ordered.sort_by_key(|c| c.gseq);
     let mut previous_cp: Option<u64> = None;
     for cp in ordered {
-        let first_rewritten = previous_cp.map_or(start, |g| g + 1);
+        let first_rewritten = previous_cp.map_or(start, |g| g.saturating_add(1));
         let Some(public) = keys.get(&cp.key_id) else {
             note(
                 bad(
@@ -414,7 +428,7 @@ pub fn verify_from(
         if last_present.is_none_or(|l| cp.gseq > l) {
             note(
                 bad(
-                    last_present.map_or(start, |l| l + 1),
+                    last_present.map_or(start, |l| l.saturating_add(1)),
                     None,
                     format!(
                         "missing: a signed checkpoint covers it but the log ends at {} (truncated)",
@@ -451,7 +465,7 @@ pub fn verify_from(
     }
     report.unsigned_tail = match (report.last_checkpoint, last_present) {
         (Some(cp), Some(last)) => last.saturating_sub(cp),
-        (None, Some(last)) => (last + 1).saturating_sub(start),
+        (None, Some(last)) => last.saturating_add(1).saturating_sub(start),
         _ => 0,
     };
     report.first_bad = first_bad;
@@ -474,7 +488,7 @@ impl ChainState {
     pub fn resume(last: Option<(u64, Hash)>) -> Self {
         match last {
             Some((gseq, head)) => Self {
-                next_gseq: gseq + 1,
+                next_gseq: gseq.saturating_add(1),
                 head,
                 unsigned: 0,
             },

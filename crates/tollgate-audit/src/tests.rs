@@ -254,6 +254,20 @@ fn garbage_runs_are_reported_not_panicked_on() {
     log.runs[3].3.truncate(10);
     let r = log.verify();
     assert!(!r.intact());
+    // Positions at the end of the range do not overflow (a fuzzer found this).
+    let mut chain = ChainState::resume(Some((u64::MAX - 1, GENESIS)));
+    let mut body = Vec::new();
+    chain.append(1, "s", 0, b"{}", &mut body).unwrap();
+    chain.append(2, "s", 1, b"{}", &mut body).unwrap();
+    let run = Run {
+        session: "s",
+        first_gseq: 0,
+        last_gseq: u64::MAX,
+        body: &body,
+    };
+    assert!(!verify(&[run], &[], &HashMap::new()).intact());
+    let r = verify_from(u64::MAX, GENESIS, &[run], &[], &HashMap::new());
+    assert!(!r.intact());
     for junk in [&b""[..], b"TGE1", b"TGE1\0\0\0\0\0\0\0\x01", &[0xff; 100]] {
         let _ = split_run(junk);
         let _ = decode_record(junk);

@@ -448,7 +448,7 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<ExportRecord>, StoreError> {
-        let from = after.map_or(0, |g| g + 1);
+        let from = after.map_or(0, |g| g.saturating_add(1));
         let until = from.saturating_add(limit as u64);
         let bodies = self.with(|db| {
             let mut stmt = db.prepare_cached(
