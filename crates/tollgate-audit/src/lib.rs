@@ -510,6 +510,9 @@ impl ChainState {
         out: &mut Vec<u8>,
     ) -> Result<u64, AuditError> {
         let gseq = self.next_gseq;
+        if gseq == u64::MAX {
+            return Err(AuditError::TooLong("the log (every position is used)"));
+        }
         let start = out.len();
         encode_record(
             &Record {
@@ -524,7 +527,7 @@ impl ChainState {
         let hash = chain(&self.head, &out[start..]);
         out.extend_from_slice(&hash);
         self.head = hash;
-        self.next_gseq += 1;
+        self.next_gseq = gseq + 1;
         self.unsigned += 1;
         Ok(gseq)
     }
