@@ -243,6 +243,16 @@ impl Store {
     /// Starts the event writer thread on its own connection. Events go into the hash-chained
     /// audit log; `signer` signs its checkpoints and its public key is registered.
     pub fn event_writer(&self, signer: Signer) -> Result<EventWriter, StoreError> {
+        self.event_writer_with_limit(signer, QUEUE_LIMIT)
+    }
+
+    /// [`Self::event_writer`] with at most `limit` best-effort events waiting to be written;
+    /// beyond it, command events are dropped and the drop is itself recorded.
+    pub fn event_writer_with_limit(
+        &self,
+        signer: Signer,
+        limit: usize,
+    ) -> Result<EventWriter, StoreError> {
         let db = open(&self.path)?;
         let chain = ChainState::resume(last_record(&db).map_err(|e| self.err(e))?);
         db.execute(
@@ -274,9 +284,11 @@ impl Store {
             );
             write_batch(&mut db, &abandoned, &mut log).map_err(|e| self.err(e))?;
         }
+        let backlog = Arc::new(Backlog::default());
+        let writer_backlog = Arc::clone(&backlog);
         let handle = std::thread::Builder::new()
             .name("tollgate-recorder".into())
-            .spawn(move || write_loop(db, &path, rx, &mut log))
+            .spawn(move || write_loop(db, &path, rx, &mut log, &writer_backlog))
             .map_err(|e| StoreError::Corrupt {
                 what: "writer thread",
                 detail: e.to_string(),
@@ -284,6 +296,8 @@ impl Store {
         Ok(EventWriter {
             tx: Mutex::new(Some(tx)),
             handle: Mutex::new(Some(handle)),
+            backlog,
+            limit,
         })
     }
 
@@ -785,7 +799,19 @@ enum WriterMsg {
 pub struct EventWriter {
     tx: Mutex<Option<Sender<WriterMsg>>>,
     handle: Mutex<Option<JoinHandle<()>>>,
+    backlog: Arc<Backlog>,
+    limit: usize,
 }
+
+/// Events handed to the writer and not yet written, and best-effort events dropped.
+#[derive(Default)]
+struct Backlog {
+    waiting: std::sync::atomic::AtomicUsize,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+/// Best-effort events that may wait to be written before command events are dropped.
+const QUEUE_LIMIT: usize = 1_000_000;
 
 impl EventWriter {
     fn sender(&self) -> Option<Sender<WriterMsg>> {
@@ -815,6 +841,9 @@ impl EventWriter {
 
 impl Recorder for EventWriter {
     fn record_durable(&self, event: Event, done: tollgate_core::Durable) {
+        self.backlog
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sender = self.tx.lock().ok().and_then(|g| g.clone());
         match sender {
             Some(tx) => {
@@ -829,6 +858,18 @@ impl Recorder for EventWriter {
     }
 
     fn record(&self, event: Event) {
+        use std::sync::atomic::Ordering;
+        // When the store cannot keep up, best-effort command records give way (session starts,
+        // ends and refusals never do); the writer records how many were dropped.
+        let droppable = matches!(
+            event.kind,
+            EventKind::Command { .. } | EventKind::CommandStarted { .. }
+        );
+        if droppable && self.backlog.waiting.load(Ordering::Relaxed) >= self.limit {
+            self.backlog.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.backlog.waiting.fetch_add(1, Ordering::Relaxed);
         // Taking the lock per event is cheap (uncontended in the common case) and keeps the
         // sender closable at shutdown.
         let sent = match self.tx.lock() {
@@ -853,7 +894,17 @@ const BATCH: usize = 4096;
 /// once per event would cost more CPU than the gateway's whole data path.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
-fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>, log: &mut AuditLog) {
+fn write_loop(
+    mut db: Db,
+    path: &Path,
+    rx: Receiver<WriterMsg>,
+    log: &mut AuditLog,
+    backlog: &Backlog,
+) {
+    use std::sync::atomic::Ordering;
+    // The writer's own stream, for what it has to say about itself (dropped events).
+    let own = format!("recorder-{}", tollgate_core::now_micros());
+    let mut own_seq = 0u64;
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
     let mut acks: Vec<tollgate_core::Durable> = Vec::new();
@@ -889,6 +940,24 @@ fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>, log: &mut AuditL
                 }
             };
         }
+        let handed = batch.len();
+        let dropped = backlog.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            batch.push(Event {
+                session: own.clone(),
+                seq: own_seq,
+                at: tollgate_core::now_micros(),
+                kind: EventKind::Admin {
+                    action: "events_dropped".into(),
+                    by: None,
+                    target: None,
+                    detail: format!(
+                        "{dropped} best-effort command events were dropped: the store could not keep up"
+                    ),
+                },
+            });
+            own_seq += 1;
+        }
         if !batch.is_empty() {
             // Retry a failed batch a few times (e.g. a busy database), never dropping it silently.
             let mut attempt = 0;
@@ -923,6 +992,7 @@ fn write_loop(mut db: Db, path: &Path, rx: Receiver<WriterMsg>, log: &mut AuditL
             }
             batch.clear();
         }
+        backlog.waiting.fetch_sub(handed, Ordering::Relaxed);
         for w in waiters.drain(..) {
             let _ = w.send(());
         }

@@ -158,3 +158,68 @@ fn test_signer() -> tollgate_audit::Signer {
         ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     tollgate_audit::Signer::from_pkcs8(pkcs8.as_ref()).unwrap()
 }
+
+fn command(i: u64) -> EventKind {
+    EventKind::Command {
+        command: Command {
+            step: ProtocolStep::SimpleQuery,
+            text: format!("select {i}").into(),
+            params: vec![],
+            statement: None,
+        },
+        outcome: Outcome::default(),
+    }
+}
+
+#[test]
+fn a_store_that_cannot_keep_up_drops_best_effort_commands_and_says_so() {
+    let (dir, store) = store();
+    let writer = store.event_writer_with_limit(test_signer(), 5).unwrap();
+    // Another process holds the database: nothing can be written for a while.
+    let blocker = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for seq in 0..20u64 {
+        writer.record(Event {
+            session: "busy".into(),
+            seq,
+            at: 100 + seq as i64,
+            kind: command(seq),
+        });
+    }
+    // A session end is never dropped.
+    writer.record(Event {
+        session: "busy".into(),
+        seq: 20,
+        at: 200,
+        kind: EventKind::SessionEnd {
+            reason: "done".into(),
+        },
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    writer.flush().unwrap();
+    writer.close();
+
+    let kept = store.events("busy").unwrap();
+    assert_eq!(
+        kept.len(),
+        6,
+        "five commands within the limit and the end: {kept:?}"
+    );
+    assert!(matches!(kept[5].kind, EventKind::SessionEnd { .. }));
+    let audit = store.audit_material().unwrap();
+    let mut dropped_notes = Vec::new();
+    for (session, _, _, body) in &audit.runs {
+        for s in tollgate_audit::split_run(body).unwrap() {
+            let text = String::from_utf8_lossy(s.record.payload).to_string();
+            if text.contains("events_dropped") {
+                assert!(session.starts_with("recorder-"), "{session}");
+                dropped_notes.push(text);
+            }
+        }
+    }
+    assert_eq!(dropped_notes.len(), 1, "{dropped_notes:?}");
+    assert!(dropped_notes[0].contains("15 best-effort command events were dropped"));
+    assert!(audit.verify(None).intact());
+}
