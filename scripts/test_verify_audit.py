@@ -135,12 +135,20 @@ class Rec:
     def __init__(self, gseq, at, session, seq, payload):
         self.gseq, self.at, self.session, self.seq, self.payload = gseq, at, session, seq, payload
         self.hash = None  # the stored hash
+        self.tombstone = None  # when set, a purged record naming this tombstone id
+        self.prev = None  # a purged record's prev: the hash of the record before it
 
     def raw(self):
         s = self.session.encode("utf-8")
-        return (b"TGE1" + struct.pack(">Qq", self.gseq, self.at) + struct.pack(">H", len(s)) + s
-                + struct.pack(">Q", self.seq) + struct.pack(">I", len(self.payload))
-                + self.payload)
+        head = struct.pack(">Qq", self.gseq, self.at) + struct.pack(">H", len(s)) + s \
+            + struct.pack(">Q", self.seq)
+        if self.tombstone is not None:  # docs/audit-format.md, "Retention": no payload
+            return b"TGP1" + head + struct.pack(">Q", self.tombstone) + self.prev
+        return b"TGE1" + head + struct.pack(">I", len(self.payload)) + self.payload
+
+    def entry(self):
+        """record ‖ stored hash, as in a run (and, purged, in its tombstone's digest)."""
+        return self.raw() + self.hash
 
 
 class Run:
@@ -157,6 +165,22 @@ def checkpoint_message(gseq, head, at, kid):
     k = kid.encode("utf-8")
     return b"TGC1" + struct.pack(">Q", gseq) + head + struct.pack(">q", at) \
         + struct.pack(">H", len(k)) + k
+
+
+def tombstone_message(tid, first, last, count, digest, at, kid):
+    k = kid.encode("utf-8")
+    return b"TGT1" + struct.pack(">QQQQ", tid, first, last, count) + digest \
+        + struct.pack(">q", at) + struct.pack(">H", len(k)) + k
+
+
+def entry_gseq(entry):
+    """The gseq of an entry (purged record ‖ hash): the u64 after the magic."""
+    return struct.unpack(">Q", entry[4:12])[0]
+
+
+def covers_digest(covers):
+    """SHA-256 over the entries (purged record ‖ hash, as stored), in gseq order."""
+    return hashlib.sha256(b"".join(sorted(covers, key=entry_gseq))).digest()
 
 
 # gseq -> (session, event type): 30 events of 3 sessions, interleaved.
@@ -195,6 +219,47 @@ class Log:
         self.seeds = {}  # key_id -> seed of the keys in audit_keys
         self.add_key(SEED)
         self.cps = [self.checkpoint(g) for g in checkpoints]
+        self.tombstones = []  # dicts as in audit_tombstones, each with its "covers" (entries)
+        self.tombstones_table = None  # write audit_tombstones? None: when there are tombstones
+
+    def mark_purged(self, gseq, tid):
+        """Turns record gseq into a purged record naming tombstone `tid`, its prev the stored
+        hash of the record before it (no tombstone is written: see purge)."""
+        r = self.rec(gseq)
+        r.tombstone = tid
+        r.prev = self.rec(gseq - 1).hash if gseq > 0 else bytes(32)
+        return r
+
+    def purge(self, tid, gseqs, seed=SEED):
+        """Purges records gseqs under a new tombstone `tid`, as the gateway's retention does."""
+        for g in gseqs:
+            self.mark_purged(g, tid)
+        t = {"id": tid, "at": T0 + 10**9 + tid}
+        self.tombstones.append(t)
+        self.reseal(tid, seed)
+        return t
+
+    def reseal(self, tid, seed=SEED):
+        """Sets tombstone tid's covers, range, count and digest to the purged records now
+        naming it; signs it again with `seed` (None: keeps its old signature)."""
+        t = self.tombstone(tid)
+        recs = sorted((r for r in self.recs if r.tombstone == tid), key=lambda r: r.gseq)
+        t["covers"] = [r.entry() for r in recs]
+        t["first_gseq"], t["last_gseq"] = recs[0].gseq, recs[-1].gseq
+        t["count"], t["digest"] = len(recs), covers_digest(t["covers"])
+        if seed is not None:
+            self.sign_tombstone(t, seed)
+        return t
+
+    @staticmethod
+    def sign_tombstone(t, seed=SEED):
+        t["key_id"] = key_id(public_key(seed))
+        t["signature"] = sign(seed, tombstone_message(t["id"], t["first_gseq"], t["last_gseq"],
+                                                      t["count"], t["digest"], t["at"],
+                                                      t["key_id"]))
+
+    def tombstone(self, tid):
+        return next(t for t in self.tombstones if t["id"] == tid)
 
     def add_key(self, seed):
         pk = public_key(seed)
@@ -215,10 +280,11 @@ class Log:
         return next(run for run in self.runs if any(r is rec for r in run.recs))
 
     def rechain(self, start=0):
-        """Recompute the stored hashes from gseq `start` on, as a forger would."""
+        """Recompute the stored hashes from gseq `start` on, as a forger would (a purged
+        record's hash cannot be recomputed: it is kept)."""
         previous = bytes(32)
         for r in sorted(self.recs, key=lambda r: r.gseq):
-            if r.gseq >= start:
+            if r.gseq >= start and r.tombstone is None:
                 r.hash = hashlib.sha256(previous + r.raw()).digest()
             previous = r.hash
 
@@ -232,12 +298,21 @@ class Log:
         """Records first..last as a bundle document (docs/audit-format.md, "Bundle"), a dict.
 
         checkpoints: the gseqs of the log's checkpoints to include; by default those inside
-        first..last, as `tollgate audit export` writes them.
+        first..last, as `tollgate audit export` writes them. The tombstones its purged records
+        name travel with it, each with its covers (none: no "tombstones" key, as before
+        retention).
         """
         recs = sorted((r for r in self.recs if first <= r.gseq <= last), key=lambda r: r.gseq)
         prev = self.rec(first - 1).hash if first > 0 else bytes(32)
         cps = [cp for cp in self.cps if (first <= cp["gseq"] <= last if checkpoints is None
                                          else cp["gseq"] in checkpoints)]
+        named = {r.tombstone for r in recs if r.tombstone is not None}
+        tombstones = {"tombstones": [
+            {"id": t["id"], "first_gseq": t["first_gseq"], "last_gseq": t["last_gseq"],
+             "count": t["count"], "digest": t["digest"].hex(), "at": t["at"],
+             "key_id": t["key_id"], "signature": t["signature"].hex(),
+             "covers": [base64.b64encode(c).decode("ascii") for c in t["covers"]]}
+            for t in self.tombstones if t["id"] in named]} if named else {}
         return {
             "format": "tollgate-audit-bundle",
             "version": 1,
@@ -248,6 +323,7 @@ class Log:
                              "key_id": cp["key_id"], "signature": cp["signature"].hex()}
                             for cp in cps],
             "keys": {kid: public_key(seed).hex() for kid, seed in self.seeds.items()},
+            **tombstones,
         }
 
     def write(self, path, keys_table=None):
@@ -273,8 +349,27 @@ class Log:
             (kid, public_key(seed)) for kid, seed in self.seeds.items()]
         for kid, pk in rows:
             db.execute("INSERT INTO audit_keys VALUES (?, ?, ?)", (kid, pk, T0))
+        if self.tombstones_table or (self.tombstones_table is None and self.tombstones):
+            db.execute("CREATE TABLE audit_tombstones(id INTEGER NOT NULL, first_gseq INTEGER "
+                       "NOT NULL, last_gseq INTEGER NOT NULL, count INTEGER NOT NULL, digest "
+                       "BLOB NOT NULL, at INTEGER NOT NULL, key_id TEXT NOT NULL, signature "
+                       "BLOB NOT NULL)")
+            for t in self.tombstones:
+                db.execute("INSERT INTO audit_tombstones VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (t["id"], t["first_gseq"], t["last_gseq"], t["count"], t["digest"],
+                            t["at"], t["key_id"], t["signature"]))
         db.commit()
         db.close()
+
+
+def purged_log():
+    """The log with its ended sessions b and c purged: b (gseq 1, 5, ..., 22) under tombstone 1
+    (gseq 1..22), c (gseq 4, 7, ..., 26) under tombstone 2 (gseq 4..26), ranges that overlap;
+    checkpoints at 9 and 19 inside both ranges and at 22, a purged record. 17 purged records."""
+    log = Log(checkpoints=[9, 19, 22, 27])
+    for tid, session in ((1, "sess-b"), (2, "sess-c")):
+        log.purge(tid, [r.gseq for r in log.recs if r.session == session])
+    return log
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +488,7 @@ class VerifierTest(unittest.TestCase):
         log = Log()
         status, result, err = self.check(log)
         self.assertEqual(status, 0)
-        self.assertEqual(result, {"ok": True, "records": 30, "checkpoints": 3,
+        self.assertEqual(result, {"ok": True, "records": 30, "purged": 0, "checkpoints": 3,
                                   "last_checkpoint": 27, "unsigned_tail": 2, "first_bad": None})
         self.assertIn("not pinned", err)
         status, out, err = run_cli("--db", self.db)
@@ -580,6 +675,264 @@ class VerifierTest(unittest.TestCase):
         self.assertIn("unknown key", result["first_bad"]["reason"])
         self.assertIn("audit_keys row '0123456789abcdef'", err)
 
+    # -- retention: purged records and tombstones --
+
+    def test_purged_log_intact(self):
+        log = purged_log()
+        self.assertEqual([(t["first_gseq"], t["last_gseq"], t["count"]) for t in log.tombstones],
+                         [(1, 22, 8), (4, 26, 9)])
+        status, result, _ = self.check(log)
+        self.assertEqual(result, {"ok": True, "records": 30, "purged": 17, "checkpoints": 4,
+                                  "last_checkpoint": 27, "unsigned_tail": 2, "first_bad": None})
+        status, out, _ = run_cli("--db", self.db)
+        self.assertEqual((status, out), (0, "intact: 30 records (17 purged), 4 checkpoints, last "
+                                            "checkpoint at gseq 27; 2 records after it not yet "
+                                            "signed\n"))
+        status, out, err = run_cli("--db", self.db, "--key", self.keyfile(SEED))
+        self.assertEqual(status, 0, out + err)
+        # The purged events are gone from the store: both refusals were sessions b's and c's.
+        db = sqlite3.connect(self.db)
+        bodies = b"".join(body for (body,) in db.execute("SELECT body FROM audit_runs"))
+        db.close()
+        self.assertNotIn(b'"refusal"', bodies)
+        self.assertEqual(bodies.count(b"TGP1"), 17)
+        # A whole run purged, and a run of purged records only at the start of the log.
+        log = Log()
+        log.purge(1, [0, 1])
+        self.assertEqual(self.check(log)[1]["purged"], 2)
+        # A store with the table and no tombstone, and one without the table (older).
+        log = Log()
+        log.tombstones_table = True
+        self.assertEqual(self.check(log)[1]["purged"], 0)
+        log.tombstones_table = False
+        self.assertEqual(self.check(log)[1]["purged"], 0)
+
+    def keyfile(self, seed):
+        path = self.dir / "key.bin"
+        path.write_bytes(public_key(seed))
+        return path
+
+    def test_checkpoints_over_purged_records(self):
+        # The chain runs through purged records: a checkpoint after them still catches a
+        # record rewritten and re-hashed before it, from that record on.
+        log = purged_log()
+        rec = log.rec(27)
+        rec.payload = rec.payload.replace(b'"ok"', b'"error"')
+        log.rechain(27)
+        bad = self.assertBad(log, 23, "checkpoint at gseq 27: head does not match")
+        self.assertIn("rewritten range gseq 23..27", bad["reason"])
+        # A record between purged ones, changed: its own hash no longer matches.
+        log = purged_log()
+        log.rec(13).payload += b" "
+        self.assertBad(log, 13, "stored hash does not match", session="sess-a", seq=5)
+        # A checkpoint on a purged record, with another head: caught like any other.
+        log = purged_log()
+        log.cps[2] = dict(log.cps[2], head=log.rec(21).hash)
+        self.assertBad(log, 22, "checkpoint at gseq 22: bad signature")
+
+    def test_purged_record_naming_no_tombstone(self):
+        log = purged_log()
+        log.tombstones.remove(log.tombstone(2))
+        self.assertBad(log, 4, "purged record names tombstone 2, which is not stored",
+                       session="sess-c", seq=0)
+        # A store without the table at all (as before retention): no tombstone.
+        log = purged_log()
+        log.tombstones_table = False
+        self.assertBad(log, 1, "purged record names tombstone 1, which is not stored",
+                       session="sess-b", seq=0)
+        # A purged record re-pointed to a tombstone that does not exist: the tombstone it left
+        # no longer gets its count, and its first_gseq is the lower gseq.
+        log = purged_log()
+        log.rec(14).tombstone = 9
+        self.assertBad(log, 1, "tombstone 1 (gseq 1..22): 7 purged records name it, its count "
+                               "is 8")
+        log = purged_log()
+        log.rec(1).tombstone = 9  # on a tie, the record's own failure is named
+        self.assertBad(log, 1, "purged record names tombstone 9, which is not stored")
+
+    def test_tombstone_digest_mismatch(self):
+        # A purged record's stored hash changed: its tombstone's digest no longer matches (the
+        # chain breaks too, at the next record, a higher gseq); even with the chain re-hashed.
+        for gseq, tid, first in [(14, 1, 1), (16, 2, 4), (26, 2, 4)]:
+            for rehash in (False, True):
+                with self.subTest(gseq=gseq, rehash=rehash):
+                    log = purged_log()
+                    log.rec(gseq).hash = hashlib.sha256(b"forged").digest()
+                    if rehash:
+                        log.rechain(gseq + 1)
+                    bad = self.assertBad(log, first, f"tombstone {tid} (gseq {first}..")
+                    self.assertIn("digest does not match", bad["reason"])
+
+    def test_rewritten_record_before_a_purged_one(self):
+        # The forgery a purged record's prev closes: the record just before a purged one is
+        # rewritten and re-hashed. Nothing after it is chained from its hash (the purged
+        # record's hash is stored, not recomputed), so no other stored hash and no checkpoint
+        # changes; only the purged record's prev still holds the old hash.
+        for gseq, session, seq in [(0, "sess-b", 0), (13, "sess-b", 4), (20, "sess-c", 6)]:
+            with self.subTest(rewritten=gseq):
+                log = purged_log()
+                before = {r.gseq: r.hash for r in log.recs}
+                rec = log.rec(gseq)
+                rec.payload = rec.payload.replace(b'"step":', b'"step":1')
+                log.rechain(gseq)
+                self.assertEqual([g for g in before if log.rec(g).hash != before[g]], [gseq])
+                bad = self.assertBad(log, gseq + 1, "purged record's prev does not match the "
+                                     f"chain value of gseq {gseq} (the record before it was "
+                                     "changed and its hash recomputed", session=session, seq=seq)
+                # The forger rewrites the purged record's prev too: it is no longer what its
+                # tombstone signed.
+                log.rec(gseq + 1).prev = rec.hash
+                tid, first = (1, 1) if session == "sess-b" else (2, 4)
+                bad = self.assertBad(log, first, f"tombstone {tid} (gseq {first}..")
+                self.assertIn("digest does not match the purged records naming it",
+                              bad["reason"])
+                # ... and the tombstone's row, without its key.
+                log.reseal(tid, seed=None)
+                self.assertBad(log, first, f"tombstone {tid} (gseq {first}..")
+                self.assertIn("bad signature", self.check(log)[1]["first_bad"]["reason"])
+
+    def test_purged_record_fields_are_in_the_digest(self):
+        # A purged record's at, seq or session changed: its tombstone's digest, over the whole
+        # entry, no longer matches (named by the tombstone's first_gseq).
+        def change_at(rec):
+            rec.at += 1
+
+        def change_seq(rec):
+            rec.seq += 1
+
+        def change_session(log, rec):  # moved to another session's run of the same batch
+            old = log.run_of(rec)
+            new = next(run for run in log.runs if run.session == "sess-a"
+                       and run.first <= rec.gseq + 1 and rec.gseq - 1 <= run.last)
+            rec.session = "sess-a"
+            old.recs.remove(rec)
+            new.recs = sorted(new.recs + [rec], key=lambda r: r.gseq)
+            old.fit()
+            new.fit()
+
+        for gseq, tid, first in [(14, 1, 1), (16, 2, 4), (1, 1, 1)]:
+            for name, change in [("at", lambda log, r: change_at(r)),
+                                 ("seq", lambda log, r: change_seq(r)),
+                                 ("session", change_session),
+                                 ("tombstone", None), ("prev", None)]:
+                with self.subTest(gseq=gseq, field=name):
+                    log = purged_log()
+                    rec = log.rec(gseq)
+                    if name == "tombstone":  # the record's tombstone field, to a twin's id
+                        twin = dict(log.tombstone(tid), id=tid + 10)
+                        log.sign_tombstone(twin)
+                        log.tombstones.append(twin)
+                        rec.tombstone = tid + 10
+                    elif name == "prev":
+                        rec.prev = bytes(32) if gseq else bytes([1]) * 32
+                    else:
+                        change(log, rec)
+                    if name == "prev" and gseq == first:
+                        # Its own failure and its tombstone's at the same gseq: its own is named.
+                        self.assertBad(log, gseq, "purged record's prev does not match")
+                        continue
+                    bad = self.assertBad(log, first, f"tombstone {tid} (gseq {first}..")
+                    self.assertIn("purged records name it" if name == "tombstone"
+                                  else "digest does not match", bad["reason"])
+
+    def test_wrong_prev(self):
+        # A purged record whose prev is not the chain value before it fails at that record,
+        # even when its tombstone signed it as it is.
+        log = purged_log()
+        log.rec(14).prev = log.rec(12).hash
+        log.reseal(1)
+        self.assertBad(log, 14, "purged record's prev does not match the chain value of gseq 13",
+                       session="sess-b", seq=4)
+        # Two purged records in a row: the second's prev is the first's stored hash.
+        log = purged_log()
+        log.rec(15).prev = log.rec(13).hash
+        log.reseal(1)
+        self.assertBad(log, 15, "chain value of gseq 14", session="sess-b", seq=5)
+        # At gseq 0, the prev is 32 zero bytes.
+        log = Log()
+        log.purge(1, [0, 1])
+        self.assertEqual(self.check(log)[0], 0)
+        log.rec(0).prev = hashlib.sha256(b"").digest()
+        log.reseal(1)
+        self.assertBad(log, 0, "chain value of the start of the log (32 zero bytes)",
+                       session="sess-a", seq=0)
+        # Not re-signed: the tombstone's digest fails too, at its first_gseq, a lower gseq.
+        log = purged_log()
+        log.rec(14).prev = log.rec(12).hash
+        self.assertBad(log, 1, "tombstone 1 (gseq 1..22): digest does not match")
+
+    def test_record_added_to_a_tombstones_set(self):
+        # A record of session a purged by a forger under tombstone 1 (its hash kept, so the
+        # chain holds): tombstone 1 has one record more than it signed.
+        log = purged_log()
+        log.mark_purged(13, 1)
+        self.assertBad(log, 1, "tombstone 1 (gseq 1..22): 9 purged records name it, its count "
+                               "is 8", session="sess-b", seq=0)
+        # A purged record moved from tombstone 2 to 1: both fail, 1 is the lower gseq.
+        log = purged_log()
+        log.rec(16).tombstone = 1
+        self.assertBad(log, 1, "9 purged records name it, its count is 8")
+        # Outside the tombstone's range.
+        log = purged_log()
+        log.mark_purged(27, 1)
+        self.assertBad(log, 1, "gseq 27 lies outside its range")
+
+    def test_normal_record_turned_into_a_purged_one(self):
+        # The payload of gseq 13 erased as if purged, without a tombstone signed over it.
+        for tid, gseq, reason in [(1, 1, "9 purged records name it, its count is 8"),
+                                  (2, 4, "10 purged records name it, its count is 9"),
+                                  (7, 13, "purged record names tombstone 7, which is not stored")]:
+            with self.subTest(tombstone=tid):
+                log = purged_log()
+                log.mark_purged(13, tid)
+                self.assertBad(log, gseq, reason)
+        # With the tombstone's row adjusted to match, but not re-signed.
+        log = purged_log()
+        log.mark_purged(13, 1)
+        log.reseal(1, seed=None)
+        self.assertBad(log, 1, "tombstone 1 (gseq 1..22): bad signature")
+        # In a log that never had a purge.
+        log = Log()
+        log.mark_purged(13, 1)
+        self.assertBad(log, 13, "purged record names tombstone 1, which is not stored",
+                       session="sess-a", seq=5)
+
+    def test_bad_tombstone_signature(self):
+        log = purged_log()
+        sig = bytearray(log.tombstone(2)["signature"])
+        sig[7] ^= 0x04
+        log.tombstone(2)["signature"] = bytes(sig)
+        self.assertBad(log, 4, "tombstone 2 (gseq 4..26): bad signature", session="sess-c",
+                       seq=0)
+        # Every field is signed.
+        for field, value in [("at", T0), ("count", 8), ("last_gseq", 27), ("first_gseq", 3),
+                             ("digest", bytes(32)), ("id", 3)]:
+            with self.subTest(field=field):
+                log = purged_log()
+                log.tombstone(2)[field] = value
+                self.assertBad(log, 3 if field == "first_gseq" else 4, "")
+        # Signed with a key audit_keys does not hold.
+        log = purged_log()
+        log.sign_tombstone(log.tombstone(2), OTHER_SEED)
+        self.assertBad(log, 4, f"signed by unknown key {key_id(public_key(OTHER_SEED))}")
+        # ... unless the forger adds his key: then only a pinned key catches it.
+        log.add_key(OTHER_SEED)
+        self.assertEqual(self.check(log)[0], 0)
+        self.assertBad(log, 4, "unknown key", "--key", self.keyfile(SEED))
+
+    def test_malformed_tombstone_rows(self):
+        log = purged_log()
+        log.tombstone(2)["digest"] = bytes(31)
+        self.assertBad(log, 4, "tombstone 2 (gseq 4..26): malformed tombstone")
+        log = purged_log()
+        log.tombstones.append(dict(log.tombstone(2)))
+        self.assertBad(log, 4, "tombstone id 2 is stored twice")
+        # A purged record cut short in its run.
+        log = purged_log()
+        run = log.run_of(log.rec(14))
+        run.body = b"".join(r.raw() + r.hash for r in run.recs)[:-40]
+        self.assertBad(log, 15, "truncated record")
+
     # -- step 1: runs --
 
     def test_truncated_run_body(self):
@@ -690,6 +1043,28 @@ def set_bundle_record(doc, index, data):
     doc["records"][index] = base64.b64encode(data).decode("ascii")
 
 
+def non_canonical_b64(data):
+    """The base64 of data (whose length is not a multiple of 3) with a trailing bit set: it
+    decodes to the same bytes, but is not the canonical encoding."""
+    text = base64.b64encode(data).decode("ascii").rstrip("=")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    assert len(data) % 3 and alphabet.index(text[-1]) % 4 == 0
+    text = text[:-1] + alphabet[alphabet.index(text[-1]) + 1]
+    return text + "=" * (-len(text) % 4)
+
+
+def cover_gseq(item):
+    """The gseq of a bundle tombstone's covers item (base64 of purged record ‖ hash)."""
+    return entry_gseq(base64.b64decode(item))
+
+
+def flip_cover_byte(item, offset):
+    """The covers item with the byte at `offset` of its entry flipped."""
+    data = bytearray(base64.b64decode(item))
+    data[offset] ^= 0x01
+    return base64.b64encode(bytes(data)).decode("ascii")
+
+
 class BundleTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -714,7 +1089,7 @@ class BundleTest(unittest.TestCase):
     def assertIntact(self, doc, *extra, **summary):
         status, result, err = self.check(doc, *extra)
         self.assertEqual(status, 0, result)
-        self.assertEqual(result, dict(ok=True, **summary, first_bad=None))
+        self.assertEqual(result, dict(ok=True, **{"purged": 0, **summary}, first_bad=None))
         return err
 
     def assertBad(self, doc, gseq, reason, *extra, session=None, seq=None):
@@ -956,6 +1331,232 @@ class BundleTest(unittest.TestCase):
         self.assertEqual(result["first_bad"]["gseq"], 19)
         self.assertIn("unknown key", result["first_bad"]["reason"])
         self.assertIn("bundle key '0123456789abcdef'", err)
+
+    # -- retention: purged records and tombstones --
+
+    def test_purged_bundle_intact(self):
+        log = purged_log()
+        doc = log.bundle(10, 19)
+        self.assertEqual([(t["id"], len(t["covers"])) for t in doc["tombstones"]], [(1, 8), (2, 9)])
+        self.assertIntact(doc, records=10, purged=8, checkpoints=1, last_checkpoint=19,
+                          unsigned_tail=0)
+        status, out, _ = run_cli("--bundle", self.path)
+        self.assertEqual((status, out), (0, "intact: 10 records (8 purged), 1 checkpoints, last "
+                                            "checkpoint at gseq 19; 0 records after it not yet "
+                                            "signed\n"))
+        status, out, err = run_cli("--bundle", self.path, "--key", self.keyfile(SEED))
+        self.assertEqual(status, 0, out + err)
+        # Only the tombstones its purged records name: gseq 24 and 26 are session c's.
+        doc = log.bundle(23, 29)
+        self.assertEqual([t["id"] for t in doc["tombstones"]], [2])
+        self.assertIntact(doc, records=7, purged=2, checkpoints=1, last_checkpoint=27,
+                          unsigned_tail=2)
+        # The whole log: the same answer as the store's.
+        self.write(log.bundle(0, 29))
+        db = self.dir / "tollgate.db"
+        log.write(db)
+        self.assertEqual(run_cli("--db", db, "--json")[:2], run_cli("--bundle", self.path,
+                                                                      "--json")[:2])
+        # An empty tombstones list in a bundle without purged records.
+        doc = Log().bundle(10, 19)
+        doc["tombstones"] = []
+        self.assertIntact(doc, records=10, checkpoints=1, last_checkpoint=19, unsigned_tail=0)
+
+    @staticmethod
+    def tombstone_of(doc, tid):
+        return next(t for t in doc["tombstones"] if t["id"] == tid)
+
+    def test_covers_omitting_a_purged_record(self):
+        log = purged_log()
+        doc = log.bundle(10, 19)
+        t = self.tombstone_of(doc, 1)
+        t["covers"] = [c for c in t["covers"] if cover_gseq(c) != 14]
+        self.assertBad(doc, 1, "tombstone 1 (gseq 1..22): 7 records in its covers, its count "
+                               "is 8")
+        # Covers whose count and digest match (signed over them), without gseq 14.
+        log = purged_log()
+        tomb = log.tombstone(1)
+        tomb["covers"] = [c for c in tomb["covers"] if entry_gseq(c) != 14]
+        tomb["count"], tomb["digest"] = len(tomb["covers"]), covers_digest(tomb["covers"])
+        log.sign_tombstone(tomb)
+        self.assertBad(log.bundle(10, 19), 1, "purged record gseq 14 names it but is not in "
+                                              "its covers")
+        self.assertIntact(log.bundle(0, 13), records=14, purged=8, checkpoints=1,
+                          last_checkpoint=9, unsigned_tail=4)  # 14 is not in this one
+        # A covered hash changed, and a covered purged record's at.
+        for offset in (-1, 12):
+            with self.subTest(covers_byte=offset):
+                doc = purged_log().bundle(10, 19)
+                t = self.tombstone_of(doc, 1)
+                t["covers"] = [flip_cover_byte(c, offset) if cover_gseq(c) == 14 else c
+                               for c in t["covers"]]
+                self.assertBad(doc, 1, "digest does not match its covers")
+        # A purged record's stored hash changed in the bundle: not the one its covers give (and
+        # the chain breaks at 15, a higher gseq).
+        doc = purged_log().bundle(10, 19)
+        data = bytearray(bundle_record(doc, 4))
+        data[-1] ^= 0x01
+        set_bundle_record(doc, 4, bytes(data))
+        self.assertBad(doc, 1, "purged record gseq 14 is not byte for byte its entry in its "
+                               "covers")
+        # A list that repeats a gseq.
+        doc = purged_log().bundle(10, 19)
+        t = self.tombstone_of(doc, 2)
+        t["covers"].append(t["covers"][0])
+        self.assertBad(doc, 4, "its covers list gseq 4 twice")
+
+    def test_rewritten_record_before_a_purged_one(self):
+        # The record just before a purged one rewritten and re-hashed (see the store's test).
+        log = purged_log()
+        rec = log.rec(13)
+        rec.payload = rec.payload.replace(b'"ok"', b'"error"')
+        log.rechain(13)
+        self.assertBad(log.bundle(10, 19), 14, "purged record's prev does not match the chain "
+                                               "value of gseq 13", session="sess-b", seq=4)
+        # Its prev rewritten too: no longer the entry its tombstone's covers give ...
+        log.rec(14).prev = rec.hash
+        doc = log.bundle(10, 19)
+        self.assertBad(doc, 1, "tombstone 1 (gseq 1..22): purged record gseq 14 is not byte for "
+                               "byte its entry in its covers")
+        # ... and the covers too: they no longer give the signed digest.
+        t = self.tombstone_of(doc, 1)
+        t["covers"] = [base64.b64encode(log.rec(14).entry()).decode("ascii")
+                       if cover_gseq(c) == 14 else c for c in t["covers"]]
+        self.assertBad(doc, 1, "tombstone 1 (gseq 1..22): digest does not match its covers")
+
+    def test_purged_record_first_in_a_bundle(self):
+        # Its prev is checked against the bundle's prev_hash: a bundle whose chain runs only
+        # through purged records up to the record after them still authenticates prev_hash.
+        log = purged_log()
+        doc = log.bundle(14, 19)
+        self.assertIntact(doc, records=6, purged=5, checkpoints=1, last_checkpoint=19,
+                          unsigned_tail=0)
+        doc["prev_hash"] = log.rec(12).hash.hex()
+        self.assertBad(doc, 14, "purged record's prev does not match the chain value of the "
+                                "bundle's prev_hash (the bundle's prev_hash is wrong",
+                       session="sess-b", seq=4)
+        # From gseq 0: 32 zero bytes.
+        log = Log()
+        log.purge(1, [0, 1])
+        self.assertIntact(log.bundle(0, 9), records=10, purged=2, checkpoints=1,
+                          last_checkpoint=9, unsigned_tail=0)
+        log.rec(0).prev = bytes([1]) * 32
+        log.reseal(1)
+        self.assertBad(log.bundle(0, 9), 0, "the bundle's prev_hash")
+
+    def test_wrong_prev(self):
+        # Signed by its tombstone as it is, a wrong prev fails at its record.
+        log = purged_log()
+        log.rec(14).prev = log.rec(12).hash
+        log.reseal(1)
+        self.assertBad(log.bundle(10, 19), 14, "purged record's prev does not match the chain "
+                                               "value of gseq 13", session="sess-b", seq=4)
+
+    def test_purged_record_fields_are_in_the_digest(self):
+        # A purged record's at (bytes 12..19), seq or session changed in the bundle: not the
+        # entry its covers give; changed in its covers as well: not the signed digest.
+        log = purged_log()
+        changed = Log()  # gseq 14 with another session, seq and at
+        changed.purge(1, [14])
+        changed.rec(14).session, changed.rec(14).seq, changed.rec(14).at = "sess-x", 9, T0
+        changed.rec(14).prev, changed.rec(14).hash = log.rec(14).prev, log.rec(14).hash
+        for name, data in [("at", flip_cover_byte(
+                               base64.b64encode(log.rec(14).entry()).decode("ascii"), 19)),
+                           ("session, seq and at",
+                            base64.b64encode(changed.rec(14).entry()).decode("ascii"))]:
+            with self.subTest(field=name):
+                doc = log.bundle(10, 19)
+                doc["records"][4] = data
+                self.assertBad(doc, 1, "purged record gseq 14 is not byte for byte its entry")
+                t = self.tombstone_of(doc, 1)
+                t["covers"] = [data if cover_gseq(c) == 14 else c for c in t["covers"]]
+                self.assertBad(doc, 1, "digest does not match its covers")
+
+    def test_bundle_tombstone_failures(self):
+        # The tombstone is not in the bundle: its first purged record in the bundle is named.
+        log = purged_log()
+        doc = log.bundle(10, 19)
+        doc["tombstones"] = [t for t in doc["tombstones"] if t["id"] != 2]
+        self.assertBad(doc, 10, "purged record names tombstone 2, which the bundle does not "
+                                "carry", session="sess-c", seq=2)
+        doc = log.bundle(10, 19)
+        del doc["tombstones"]
+        self.assertBad(doc, 10, "which the bundle does not carry")
+        # A bad signature: named by the tombstone's first_gseq, before the segment.
+        doc = log.bundle(10, 19)
+        t = self.tombstone_of(doc, 2)
+        t["signature"] = t["signature"][:-2] + ("00" if t["signature"][-2:] != "00" else "01")
+        bad = self.assertBad(doc, 4, "tombstone 2 (gseq 4..26): bad signature")
+        self.assertEqual((bad["session"], bad["seq"]), (None, None))
+        t = self.tombstone_of(doc := log.bundle(10, 19), 2)
+        t["count"] = 8
+        self.assertBad(doc, 4, "bad signature")
+        self.assertBad(log.bundle(10, 19), 1, "tombstone 1 (gseq 1..22): signed by unknown key",
+                       "--key", self.keyfile(OTHER_SEED))
+        # A normal record of the bundle turned into a purged one: not in the covers.
+        log = purged_log()
+        log.mark_purged(13, 1)
+        self.assertBad(log.bundle(10, 19), 1, "purged record gseq 13 names it but is not in its "
+                                              "covers")
+        log.rec(13).tombstone = 5
+        self.assertBad(log.bundle(10, 19), 13, "purged record names tombstone 5")
+
+    def test_malformed_tombstones_are_usage_errors(self):
+        good = purged_log().bundle(10, 19)
+
+        def with_(path, value):
+            doc = json.loads(json.dumps(good))
+            *parents, last = path
+            target = doc
+            for key in parents:
+                target = target[key]
+            if value is None:
+                del target[last]
+            else:
+                target[last] = value
+            return doc
+
+        cases = {
+            "not a list": with_(["tombstones"], {}),
+            "not an object": with_(["tombstones", 0], 1),
+            "id text": with_(["tombstones", 0, "id"], "1"),
+            "count true": with_(["tombstones", 0, "count"], True),
+            "digest not hex": with_(["tombstones", 0, "digest"], "xyz"),
+            "signature not hex": with_(["tombstones", 0, "signature"], 12),
+            "key_id number": with_(["tombstones", 0, "key_id"], 5),
+            "covers not a list": with_(["tombstones", 0, "covers"], "all"),
+            "covers item a number": with_(["tombstones", 0, "covers", 0], 1),
+            "covers item a pair, as before": with_(["tombstones", 0, "covers", 0],
+                                                   [1, "00" * 32]),
+            "covers item an object": with_(["tombstones", 0, "covers", 0], {"gseq": 1}),
+        }
+        for field in ("id", "first_gseq", "last_gseq", "count", "digest", "at", "key_id",
+                      "signature", "covers"):
+            cases[f"no {field}"] = with_(["tombstones", 0, field], None)
+        for name, doc in cases.items():
+            with self.subTest(case=name):
+                self.write(doc)
+                status, out, err = run_cli("--bundle", self.path, "--json")
+                self.assertEqual((status, out, err.count("\n")), (2, "", 1), err)
+                self.assertIn("tombstones", err)
+        # What a covers string holds is the verification's to judge, as a record's is.
+        log = purged_log()
+        entry = log.rec(1).entry()
+        rec2 = log.rec(2)
+        b64 = lambda data: base64.b64encode(data).decode("ascii")  # noqa: E731
+        for name, item, reason in [
+                ("not base64", "not base64!", "malformed covers entry 0: not base64"),
+                ("not canonical", non_canonical_b64(entry[:-1]), "not canonical base64"),
+                ("truncated", b64(entry[:-1]), "truncated"),
+                ("bytes after it", b64(entry + b"\0"), "1 bytes after the purged record's hash"),
+                ("bad magic", b64(b"TGX1" + entry[4:]), "bad magic"),
+                ("a record", b64(rec2.entry()), "a record (TGE1), not a purged record"),
+                ("another tombstone's", b64(log.rec(4).entry()),
+                 "covers entry 0 (gseq 4) names tombstone 2")]:
+            with self.subTest(covers=name):
+                doc = json.loads(json.dumps(good))
+                doc["tombstones"][0]["covers"][0] = item
+                self.assertBad(doc, 1, reason)
 
     # -- usage errors --
 

@@ -8,7 +8,11 @@ Standard library only, so that the log can be checked without trusting (or build
 
 --db verifies the whole log in the gateway's database; --bundle verifies an exported bundle (a
 segment of the log as one JSON document, docs/audit-format.md "Bundle") with the same checks,
-the chain starting at its first_gseq from its prev_hash.
+the chain starting at its first_gseq from its prev_hash. Purged records (retention removed their
+payloads) must carry, as their prev, the chain value of the record before them; their hashes are
+then taken on the word of the signed tombstones that vouch for them: the store's
+audit_tombstones table (absent in older databases: no tombstone), a bundle's "tombstones" with
+their covers (absent: none). The summary counts them as "purged".
 
 --key pins the gateway's public key(s): a file of exactly 32 raw bytes (one Ed25519 public key),
 or a text file of lines `key_id hex_public_key` (lines starting with # are comments). Without it
@@ -171,7 +175,9 @@ def key_id_of(public_key):
 # ---------------------------------------------------------------------------------------------
 
 RECORD_MAGIC = b"TGE1"
+PURGED_MAGIC = b"TGP1"
 CHECKPOINT_MAGIC = b"TGC1"
+TOMBSTONE_MAGIC = b"TGT1"
 HASH_LEN = 32
 ZERO_HASH = bytes(HASH_LEN)
 
@@ -203,11 +209,23 @@ class Bad(Exception):
 
 
 class Record:
-    __slots__ = ("gseq", "at", "session", "seq", "raw", "stored_hash", "order")
+    """A record and its stored hash. `tombstone` is None for a record (TGE1); for a purged
+    record (TGP1, no payload: `raw` is then never chained, only digested by its tombstone) it is
+    the id of the tombstone it names, and `prev` the hash of the record before it it carries."""
 
-    def __init__(self, gseq, at, session, seq, raw, stored_hash, order):
+    __slots__ = ("gseq", "at", "session", "seq", "raw", "stored_hash", "order", "tombstone",
+                 "prev")
+
+    def __init__(self, gseq, at, session, seq, raw, stored_hash, order, tombstone=None,
+                 prev=None):
         self.gseq, self.at, self.session, self.seq = gseq, at, session, seq
         self.raw, self.stored_hash, self.order = raw, stored_hash, order
+        self.tombstone, self.prev = tombstone, prev
+
+    def entry(self):
+        """The record's bytes followed by its stored hash, as stored (a tombstone's digest is
+        over the entries of its purged records)."""
+        return self.raw + self.stored_hash
 
 
 class _Truncated(Exception):
@@ -238,23 +256,31 @@ class _Cursor:
 
 
 def _read_record(data, offset):
-    """The record and its hash at data[offset:]: (gseq, at, session bytes, seq, raw record bytes,
-    stored hash, offset after the hash). Raises _BadMagic or _Truncated."""
+    """The record (TGE1) or purged record (TGP1) and its hash at data[offset:]: (gseq, at,
+    session bytes, seq, raw record bytes, stored hash, offset after the hash, tombstone id or
+    None for a record, prev hash or None for a record). Raises _BadMagic or _Truncated."""
     cur = _Cursor(data, offset)
-    gseq = seq = None
+    gseq = seq = tombstone = prev = None
     try:
-        if cur.take(4) != RECORD_MAGIC:
+        magic = cur.take(4)
+        if magic not in (RECORD_MAGIC, PURGED_MAGIC):
             raise _BadMagic()
         gseq = cur.unpack(">Q")
         at = cur.unpack(">q")
         session = cur.take(cur.unpack(">H"))
         seq = cur.unpack(">Q")
-        cur.take(cur.unpack(">I"))  # payload: hashed as stored, never decoded
+        if magic == RECORD_MAGIC:
+            cur.take(cur.unpack(">I"))  # payload: hashed as stored, never decoded
+        else:
+            # No payload: the id of the tombstone vouching for it, and the hash of the record
+            # before it (which binds that record to the chain through the tombstone's digest).
+            tombstone = cur.unpack(">Q")
+            prev = cur.take(HASH_LEN)
         raw = data[offset:cur.offset]
         stored_hash = cur.take(HASH_LEN)
     except _Truncated:
         raise _Truncated(gseq, seq) from None
-    return gseq, at, session, seq, raw, stored_hash, cur.offset
+    return gseq, at, session, seq, raw, stored_hash, cur.offset, tombstone, prev
 
 
 def _run_label(run):
@@ -279,9 +305,11 @@ def parse_run(run, run_index):
         where = (f"at byte {start} of the {_run_label(run)}"
                  + (f", after gseq {prev.gseq}" if prev else ""))
         try:
-            gseq, at, rec_session_bytes, seq, raw, stored_hash, offset = _read_record(body, start)
+            gseq, at, rec_session_bytes, seq, raw, stored_hash, offset, tombstone, rec_prev = \
+                _read_record(body, start)
         except _BadMagic:
-            raise Bad(guess, f"unreadable record {where}: bad magic (not TGE1)", session) from None
+            raise Bad(guess, f"unreadable record {where}: bad magic (neither TGE1 nor TGP1)",
+                      session) from None
         except _Truncated as t:
             raise Bad(t.gseq if t.gseq is not None else guess,
                       f"truncated record {where}: the run body ends inside the record or its "
@@ -296,7 +324,8 @@ def parse_run(run, run_index):
                       rec_session, seq)
         if not first <= gseq <= last:
             raise Bad(gseq, f"gseq outside its {_run_label(run)}", rec_session, seq)
-        records.append(Record(gseq, at, rec_session, seq, raw, stored_hash, (run_index, start)))
+        records.append(Record(gseq, at, rec_session, seq, raw, stored_hash, (run_index, start),
+                              tombstone, rec_prev))
     return records
 
 
@@ -320,13 +349,160 @@ def _guess_missing(gseq, records, start=0):
     return candidates[0] if len(candidates) == 1 else (None, None)
 
 
-def verify(runs, checkpoints, keys, counts=None):
+def _u64(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+
+
+def _i64(value):
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
+
+
+def tombstone_message(tid, first, last, count, digest, at, key_id):
+    """The signed message of a tombstone: TGT1 ‖ id ‖ first_gseq ‖ last_gseq ‖ count ‖ digest ‖
+    at ‖ key_id (str16)."""
+    k = key_id.encode("utf-8")
+    return (TOMBSTONE_MAGIC + struct.pack(">QQQQ", tid, first, last, count) + digest
+            + struct.pack(">q", at) + struct.pack(">H", len(k)) + k)
+
+
+def tombstone_digest(entries):
+    """SHA-256 over the entries (purged record ‖ its 32-byte hash, as stored) of a tombstone's
+    purged records, given as (gseq, entry bytes) pairs: concatenated in gseq order."""
+    h = hashlib.sha256()
+    for _, entry in sorted(entries, key=lambda e: e[0]):
+        h.update(entry)
+    return h.digest()
+
+
+def _read_cover(item):
+    """(gseq, tombstone id, entry bytes) of an item of a bundle tombstone's `covers`: the
+    canonical base64 of exactly one purged record (TGP1) and its 32-byte hash. ValueError with
+    the reason when it is not one."""
+    try:
+        data = base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if base64.b64encode(data).decode("ascii") != item:
+        raise ValueError("not canonical base64 (padding or trailing bits)")
+    try:
+        gseq, _, _, _, _, _, end, tombstone, _ = _read_record(data, 0)
+    except _BadMagic:
+        raise ValueError("bad magic (neither TGE1 nor TGP1)") from None
+    except _Truncated:
+        raise ValueError("truncated (the data ends inside the purged record or its 32-byte "
+                         "hash)") from None
+    if tombstone is None:
+        raise ValueError("a record (TGE1), not a purged record (TGP1)")
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} bytes after the purged record's hash")
+    return gseq, tombstone, data
+
+
+def _tombstone_failure(t, naming, keys, in_bundle, duplicate, record_at):
+    """Bad, named by the tombstone's first_gseq, when tombstone t does not vouch for the purged
+    records naming it (`naming`, in gseq order); None when it does.
+
+    In a store the records naming it are its whole set: they must lie within first_gseq..
+    last_gseq, be `count` in number and their entries (record ‖ stored hash) give `digest`. In
+    a bundle its `covers` (base64 entries) are its whole set (purged records naming it, within
+    the range, giving count and digest), and each purged record of the bundle naming it must
+    appear in them byte for byte.
+    """
+    tid, first, last, count = t["id"], t["first_gseq"], t["last_gseq"], t["count"]
+    digest, at, key_id, signature = t["digest"], t["at"], t["key_id"], t["signature"]
+    where = first if _u64(first) else None
+    session, seq = record_at(where) if where is not None else (None, None)
+    label = f"tombstone {tid} (gseq {first}..{last})"
+
+    def bad(reason):
+        return Bad(where, f"{label}: {reason}", session, seq)
+
+    if not (_u64(tid) and _u64(first) and _u64(last) and _u64(count) and _i64(at)
+            and isinstance(digest, bytes) and len(digest) == HASH_LEN
+            and isinstance(key_id, str) and len(key_id.encode("utf-8", "surrogatepass")) <= 0xFFFF
+            and isinstance(signature, bytes)):
+        return bad("malformed tombstone (id, first_gseq, last_gseq and count must be u64s, at "
+                   "an i64, digest 32 bytes, key_id text, signature a blob)")
+    if duplicate:
+        return bad(f"tombstone id {tid} is " + ("carried twice in the bundle" if in_bundle
+                                                else "stored twice"))
+    if key_id not in keys:
+        return bad(f"signed by unknown key {key_id}")
+    if not ed25519_verify(keys[key_id], tombstone_message(tid, first, last, count, digest, at,
+                                                          key_id), signature):
+        return bad(f"bad signature (key {key_id})")
+    if in_bundle:
+        entries = []
+        for index, item in enumerate(t["covers"]):
+            try:
+                g, named, entry = _read_cover(item)
+            except ValueError as e:
+                return bad(f"malformed covers entry {index}: {e}")
+            if named != tid:
+                return bad(f"covers entry {index} (gseq {g}) names tombstone {named}")
+            entries.append((g, entry))
+        covered = {}
+        for g, entry in entries:
+            if g in covered:
+                return bad(f"its covers list gseq {g} twice")
+            covered[g] = entry
+        what = "records in its covers"
+    else:
+        entries = [(r.gseq, r.entry()) for r in naming]
+        what = "purged records name it"
+    outside = sorted(g for g, _ in entries if not first <= g <= last)
+    if outside:
+        return bad(f"gseq {outside[0]} lies outside its range"
+                   + (" (in its covers)" if in_bundle else " (a purged record naming it)"))
+    if len(entries) != count:
+        return bad(f"{len(entries)} {what}, its count is {count}")
+    if tombstone_digest(entries) != digest:
+        return bad("digest does not match "
+                   + ("its covers" if in_bundle else "the purged records naming it")
+                   + " (a purged record or its stored hash was changed, or a record was moved "
+                     "to or from it)")
+    if in_bundle:
+        for rec in naming:
+            if rec.gseq not in covered:
+                return bad(f"purged record gseq {rec.gseq} names it but is not in its covers")
+            if covered[rec.gseq] != rec.entry():
+                return bad(f"purged record gseq {rec.gseq} is not byte for byte its entry in "
+                           f"its covers (the purged record or its stored hash was changed)")
+    return None
+
+
+def check_tombstones(records, tombstones, keys, in_bundle, record_at):
+    """([Bad for each tombstone that does not vouch for its records], {ids of the tombstones
+    present})."""
+    naming = {}
+    for rec in records:  # in gseq order
+        if rec.tombstone is not None:
+            naming.setdefault(rec.tombstone, []).append(rec)
+    times = {}
+    for t in tombstones:
+        times[t["id"]] = times.get(t["id"], 0) + 1
+    failures = []
+    for t in tombstones:
+        bad = _tombstone_failure(t, naming.get(t["id"], []), keys, in_bundle,
+                                 times[t["id"]] > 1, record_at)
+        if bad is not None:
+            failures.append(bad)
+    return failures, set(times)
+
+
+def _first(failures):
+    """The failure with the lowest gseq (one without a gseq last); the earliest found on a tie."""
+    return min(failures, key=lambda b: (b.gseq is None, b.gseq or 0))
+
+
+def verify(runs, checkpoints, keys, counts=None, tombstones=()):
     """Verify the log of a store; returns a summary dict, raises Bad for the first bad record.
 
     runs: dicts with session, first_gseq, last_gseq, body; checkpoints: dicts with gseq, at,
-    head, key_id, signature; keys: {key_id: 32-byte public key}. counts, when given, receives
-    "checkpoints" at once and "records" once every run has been split (also when a later step
-    fails).
+    head, key_id, signature; keys: {key_id: 32-byte public key}; tombstones: dicts with id,
+    first_gseq, last_gseq, count, digest, at, key_id, signature. counts, when given, receives
+    "checkpoints" at once and "records" and "purged" once every run has been split (also when
+    a later step fails).
     """
     if counts is not None:
         counts["checkpoints"] = len(checkpoints)
@@ -339,18 +515,22 @@ def verify(runs, checkpoints, keys, counts=None):
         except Bad as b:
             bad.append(b)
     if bad:
-        raise min(bad, key=lambda b: (b.gseq is None, b.gseq or 0))
+        raise _first(bad)
     if counts is not None:
         counts["records"] = len(records)
-    return verify_records(records, checkpoints, keys)
+        counts["purged"] = sum(1 for r in records if r.tombstone is not None)
+    return verify_records(records, checkpoints, keys, tombstones=tombstones)
 
 
-def verify_records(records, checkpoints, keys, start=0, prev_hash=ZERO_HASH, what="log"):
+def verify_records(records, checkpoints, keys, start=0, prev_hash=ZERO_HASH, what="log",
+                   tombstones=()):
     """Steps 2-4 over records already read (step 1); returns the summary, raises Bad.
 
     The chain starts at gseq `start` from `prev_hash` (0 and 32 zero bytes for a whole log; a
     bundle's first_gseq and prev_hash for a segment). `checkpoints` are those to check, all of
     them: a bundle leaves out those before its segment. `what` names the whole in messages.
+    `tombstones` are all those of the store, or of the bundle (then each with its `covers`, a
+    list of base64 strings, each a purged record ‖ its hash).
     """
     # 2. Order records by gseq: start, start + 1, ... with no gap and no duplicate.
     records = sorted(records, key=lambda r: (r.gseq, r.order))
@@ -372,28 +552,64 @@ def verify_records(records, checkpoints, keys, start=0, prev_hash=ZERO_HASH, wha
                             f"{rec.gseq})" + (f"; session {session} skips seq {seq}"
                                               if session is not None else ""), session, seq)
 
-    # 3. Recompute the chain; every stored hash must equal the recomputed one.
-    hashes = []
-    previous = prev_hash
-    for index, rec in enumerate(records):
-        current = hashlib.sha256(previous + rec.raw).digest()
-        if current != rec.stored_hash:
-            cause = "the record or its hash was changed"
-            if index == 0 and what == "bundle":
-                cause += ", or the bundle's prev_hash is wrong"
-            raise Bad(rec.gseq, f"stored hash does not match the recomputed chain ({cause})",
-                      rec.session, rec.seq)
-        hashes.append(current)
-        previous = current
-
-    # 4. Every checkpoint must verify with its key, cover a record that exists, and carry that
-    #    record's recomputed hash as its head. Checkpoints are taken in gseq order.
     end = start + len(records)  # the first gseq after the records
 
     def record_at(g):
         if start <= g < end:
             return records[g - start].session, records[g - start].seq
         return None, None
+
+    # 3. Recompute the chain; every stored hash must equal the recomputed one. A purged record's
+    #    stored hash cannot be recomputed: its prev must equal the chain value before it, and
+    #    its stored hash is then the chain value at its position only if the tombstone it names
+    #    vouches for it. Every tombstone is checked; the failures of this step are reported by
+    #    the lowest gseq, a record's own or a failing tombstone's first_gseq.
+    in_bundle = what == "bundle"
+    tombstone_failures, present = check_tombstones(records, tombstones, keys, in_bundle,
+                                                   record_at)
+    failures = []  # the record's own failure first: on a tie with a tombstone's, it is named
+    hashes = []
+    previous = prev_hash
+    for index, rec in enumerate(records):
+        if rec.tombstone is not None:
+            if rec.prev != previous:
+                if index > 0:
+                    before, cause = (f"gseq {rec.gseq - 1}", "the record before it was changed "
+                                     "and its hash recomputed, or its prev was changed")
+                elif in_bundle:
+                    before, cause = ("the bundle's prev_hash", "the bundle's prev_hash is wrong, "
+                                     "or its prev was changed")
+                else:
+                    before, cause = ("the start of the log (32 zero bytes)",
+                                     "its prev was changed")
+                failures.append(Bad(rec.gseq, f"purged record's prev does not match the chain "
+                                              f"value of {before} ({cause})",
+                                    rec.session, rec.seq))
+                break
+            if rec.tombstone not in present:
+                failures.append(Bad(rec.gseq, f"purged record names tombstone {rec.tombstone}, "
+                                              + ("which the bundle does not carry" if in_bundle
+                                                 else "which is not stored"),
+                                    rec.session, rec.seq))
+                break
+            # Vouched for by its tombstone, or that tombstone's failure is among `failures`.
+            current = rec.stored_hash
+        else:
+            current = hashlib.sha256(previous + rec.raw).digest()
+            if current != rec.stored_hash:
+                cause = "the record or its hash was changed"
+                if index == 0 and in_bundle:
+                    cause += ", or the bundle's prev_hash is wrong"
+                failures.append(Bad(rec.gseq, f"stored hash does not match the recomputed chain "
+                                              f"({cause})", rec.session, rec.seq))
+                break
+        hashes.append(current)
+        previous = current
+    if failures or tombstone_failures:
+        raise _first(failures + tombstone_failures)
+
+    # 4. Every checkpoint must verify with its key, cover a record that exists, and carry that
+    #    record's recomputed hash as its head. Checkpoints are taken in gseq order.
 
     verified_up_to = start - 1  # the highest gseq covered by a checkpoint that passed
     for cp in sorted(checkpoints, key=lambda c: (c["gseq"] if isinstance(c["gseq"], int) else -1,
@@ -436,6 +652,7 @@ def verify_records(records, checkpoints, keys, start=0, prev_hash=ZERO_HASH, wha
     last = max((cp["gseq"] for cp in checkpoints), default=None)
     return {
         "records": len(records),
+        "purged": sum(1 for r in records if r.tombstone is not None),
         "checkpoints": len(checkpoints),
         "last_checkpoint": last,
         "unsigned_tail": end - (last + 1 if last is not None else start),
@@ -456,9 +673,9 @@ def _read_bundle_record(item, index, first_gseq):
     if base64.b64encode(data).decode("ascii") != item:
         raise Bad(position, f"{where}: not canonical base64 (padding or trailing bits)")
     try:
-        gseq, at, session, seq, raw, stored_hash, end = _read_record(data, 0)
+        gseq, at, session, seq, raw, stored_hash, end, tombstone, prev = _read_record(data, 0)
     except _BadMagic:
-        raise Bad(position, f"{where}: bad magic (not TGE1)") from None
+        raise Bad(position, f"{where}: bad magic (neither TGE1 nor TGP1)") from None
     except _Truncated:
         raise Bad(position, f"{where}: truncated (the data ends inside the record or its "
                             f"32-byte hash)") from None
@@ -468,7 +685,7 @@ def _read_bundle_record(item, index, first_gseq):
         session = session.decode("utf-8")
     except UnicodeDecodeError:
         raise Bad(position, f"{where}: the session id is not UTF-8") from None
-    return Record(gseq, at, session, seq, raw, stored_hash, (index, 0))
+    return Record(gseq, at, session, seq, raw, stored_hash, (index, 0), tombstone, prev)
 
 
 def verify_bundle(bundle, keys, counts=None):
@@ -476,7 +693,8 @@ def verify_bundle(bundle, keys, counts=None):
 
     The same steps as a store's, each record being its own run, the chain starting at
     first_gseq from prev_hash; checkpoints before the segment are ignored, and a bundle without
-    any checkpoint over its segment fails. counts as for verify().
+    any checkpoint over its segment fails. Its tombstones are checked against their covers.
+    counts as for verify().
     """
     first = bundle["first_gseq"]
     checkpoints = [cp for cp in bundle["checkpoints"]
@@ -489,8 +707,10 @@ def verify_bundle(bundle, keys, counts=None):
                for index, item in enumerate(bundle["records"])]
     if counts is not None:
         counts["records"] = len(records)
+        counts["purged"] = sum(1 for r in records if r.tombstone is not None)
     summary = verify_records(records, checkpoints, keys, start=first,
-                             prev_hash=bundle["prev_hash"], what="bundle")
+                             prev_hash=bundle["prev_hash"], what="bundle",
+                             tombstones=bundle["tombstones"])
     if not checkpoints:
         by_gseq = sorted(records, key=lambda r: r.gseq)
         session, seq = (by_gseq[0].session, by_gseq[0].seq) if by_gseq else (None, None)
@@ -520,7 +740,8 @@ def _text(value):
 
 
 def read_database(path, need_keys):
-    """(runs, checkpoints, keys from audit_keys or None); UsageError when it cannot be read."""
+    """(runs, checkpoints, keys from audit_keys or None, tombstones); UsageError when it cannot
+    be read. A database without audit_tombstones (older than retention) has no tombstone."""
     if not os.path.exists(path):
         raise UsageError(f"no such file: {path}")
     if not os.path.isfile(path):
@@ -546,6 +767,14 @@ def read_database(path, need_keys):
                         "signature": _blob(s)}
                        for g, a, h, k, s in conn.execute(
                            "SELECT gseq, at, head, key_id, signature FROM audit_checkpoints")]
+        tombstones = []
+        if "audit_tombstones" in tables:
+            tombstones = [{"id": i, "first_gseq": f, "last_gseq": l, "count": c,
+                           "digest": _blob(d), "at": a, "key_id": _text(k),
+                           "signature": _blob(s)}
+                          for i, f, l, c, d, a, k, s in conn.execute(
+                              "SELECT id, first_gseq, last_gseq, count, digest, at, key_id, "
+                              "signature FROM audit_tombstones")]
         keys = None
         if need_keys:
             keys = {}
@@ -559,7 +788,7 @@ def read_database(path, need_keys):
                           file=sys.stderr)
                     continue
                 keys[key_id] = public_key
-        return runs, checkpoints, keys
+        return runs, checkpoints, keys, tombstones
     except sqlite3.Error as e:
         raise UsageError(f"cannot read {path}: {e}") from None
     finally:
@@ -589,8 +818,11 @@ def read_bundle(path, need_keys):
 
     bundle: {"first_gseq": int, "prev_hash": 32 bytes, "records": the JSON list as is (each item
     is read in step 1), "checkpoints": dicts as for a store (head and signature decoded from
-    hex), "keys": {key_id: bytes}}. Only the document's shape is checked here; whatever the
-    verification itself judges (records, checkpoint values, keys) is left to it.
+    hex), "keys": {key_id: bytes}, "tombstones": dicts as for a store (digest and signature
+    decoded from hex) with "covers", the list of strings as is (each item, the base64 of a
+    purged record ‖ its hash, is read by the verification); [] when the document has no
+    "tombstones"}. Only the document's shape is checked here; whatever the verification itself
+    judges (records, checkpoint and tombstone values, keys) is left to it.
     """
     if not os.path.exists(path):
         raise UsageError(f"no such file: {path}")
@@ -654,6 +886,34 @@ def read_bundle(path, need_keys):
                             "head": hex_bytes(cp["head"], f"{what}.head"),
                             "key_id": cp["key_id"],
                             "signature": hex_bytes(cp["signature"], f"{what}.signature")})
+    tombstones = []
+    if not isinstance(doc.get("tombstones", []), list):
+        raise bad("tombstones is not a list")
+    for i, t in enumerate(doc.get("tombstones", [])):
+        what = f"tombstones[{i}]"
+        if not isinstance(t, dict):
+            raise bad(f"{what} is not an object")
+        absent = [k for k in ("id", "first_gseq", "last_gseq", "count", "digest", "at", "key_id",
+                              "signature", "covers") if k not in t]
+        if absent:
+            raise bad(f"{what} has no {', '.join(absent)}")
+        for field in ("id", "first_gseq", "last_gseq", "count", "at"):
+            if not _is_int(t[field]):
+                raise bad(f"{what}.{field} is not an integer")
+        if not isinstance(t["key_id"], str):
+            raise bad(f"{what}.key_id is not a string")
+        if not isinstance(t["covers"], list):
+            raise bad(f"{what}.covers is not a list")
+        for j, item in enumerate(t["covers"]):
+            if not isinstance(item, str):
+                raise bad(f"{what}.covers[{j}] is not a string (the base64 of a purged record "
+                          f"and its hash)")
+        tombstones.append({"id": t["id"], "first_gseq": t["first_gseq"],
+                           "last_gseq": t["last_gseq"], "count": t["count"],
+                           "digest": hex_bytes(t["digest"], f"{what}.digest"), "at": t["at"],
+                           "key_id": t["key_id"],
+                           "signature": hex_bytes(t["signature"], f"{what}.signature"),
+                           "covers": t["covers"]})
     if not isinstance(doc["keys"], dict):
         raise bad("keys is not an object")
     own_keys = {key_id: hex_bytes(public_key, f"keys[{_shown(key_id)}]")
@@ -668,7 +928,7 @@ def read_bundle(path, need_keys):
                 continue
             keys[key_id] = public_key
     bundle = {"first_gseq": first, "prev_hash": prev_hash, "records": doc["records"],
-              "checkpoints": checkpoints, "keys": own_keys}
+              "checkpoints": checkpoints, "keys": own_keys, "tombstones": tombstones}
     return bundle, keys
 
 
@@ -722,7 +982,8 @@ def main(argv=None):
     try:
         pinned = read_key_file(args.key) if args.key else None
         if args.db is not None:
-            runs, checkpoints, own_keys = read_database(args.db, need_keys=pinned is None)
+            runs, checkpoints, own_keys, tombstones = read_database(args.db,
+                                                                    need_keys=pinned is None)
         else:
             bundle, own_keys = read_bundle(args.bundle, need_keys=pinned is None)
     except UsageError as e:
@@ -734,17 +995,18 @@ def main(argv=None):
         print(f"warning: keys are not pinned: checkpoints are checked against {own} (pass --key "
               f"to pin the gateway's public key)", file=sys.stderr)
     keys = pinned if pinned is not None else own_keys
-    counts = {"records": None, "checkpoints": None}
+    counts = {"records": None, "purged": None, "checkpoints": None}
     try:
         if args.db is not None:
-            summary = verify(runs, checkpoints, keys, counts)
+            summary = verify(runs, checkpoints, keys, counts, tombstones)
         else:
             summary = verify_bundle(bundle, keys, counts)
         result = dict(ok=True, **summary, first_bad=None)
     except Bad as bad:
         # A log that is not intact has no "last checkpoint" or "unsigned tail" to speak of.
-        result = {"ok": False, "records": counts["records"], "checkpoints": counts["checkpoints"],
-                  "last_checkpoint": None, "unsigned_tail": None, "first_bad": bad.as_dict()}
+        result = {"ok": False, "records": counts["records"], "purged": counts["purged"],
+                  "checkpoints": counts["checkpoints"], "last_checkpoint": None,
+                  "unsigned_tail": None, "first_bad": bad.as_dict()}
         failure = bad
     if args.json:
         print(json.dumps(result))
@@ -753,7 +1015,9 @@ def main(argv=None):
         signed = (f"last checkpoint at gseq {last}; {result['unsigned_tail']} records after it "
                   f"not yet signed" if last is not None
                   else f"no checkpoint yet; {result['unsigned_tail']} records not yet signed")
-        print(f"intact: {result['records']} records, {result['checkpoints']} checkpoints, {signed}")
+        purged = f" ({result['purged']} purged)" if result["purged"] else ""
+        print(f"intact: {result['records']} records{purged}, {result['checkpoints']} checkpoints, "
+              f"{signed}")
     else:
         print(failure.line())
     return 0 if result["ok"] else 1

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             body: &data[half..],
         },
     ];
-    let report = verify(&runs, &[], &HashMap::new());
+    let report = verify(&runs, &[], &[], &HashMap::new());
     assert!(report.records <= data.len() as u64);
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(bundle) = Bundle::from_json(text)

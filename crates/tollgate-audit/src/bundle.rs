@@ -7,7 +7,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use crate::{AuditError, Checkpoint, GENESIS, Hash, Report, Run, split_run, verify_from};
+use crate::{
+    AuditError, Checkpoint, GENESIS, Hash, Report, Run, Tombstone, split_run, verify_from,
+};
 
 /// The `format` value of a bundle.
 pub const BUNDLE_FORMAT: &str = "tollgate-audit-bundle";
@@ -23,6 +25,8 @@ pub struct Bundle {
     pub records: Vec<Vec<u8>>,
     /// Checkpoints over the segment.
     pub checkpoints: Vec<Checkpoint>,
+    /// Tombstones its purged records name, each with what it covers.
+    pub tombstones: Vec<Tombstone>,
     /// Public keys by key id.
     pub keys: HashMap<String, Vec<u8>>,
 }
@@ -43,6 +47,25 @@ impl Bundle {
                 })
             })
             .collect();
+        let tombstones: Vec<Value> = self
+            .tombstones
+            .iter()
+            .map(|t| {
+                json!({
+                    "id": t.id,
+                    "first_gseq": t.first,
+                    "last_gseq": t.last,
+                    "count": t.count,
+                    "digest": hex::encode(t.digest),
+                    "at": t.at,
+                    "key_id": t.key_id,
+                    "signature": hex::encode(&t.signature),
+                    "covers": t.covers.as_deref().unwrap_or_default().iter()
+                        .map(|(_, entry)| B64.encode(entry))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         let keys: serde_json::Map<String, Value> = self
             .keys
             .iter()
@@ -55,6 +78,7 @@ impl Bundle {
             "prev_hash": hex::encode(self.prev_hash),
             "records": self.records.iter().map(|r| B64.encode(r)).collect::<Vec<_>>(),
             "checkpoints": checkpoints,
+            "tombstones": tombstones,
             "keys": keys,
         })
         .to_string()
@@ -105,6 +129,57 @@ impl Bundle {
                 })
             })
             .collect::<Result<Vec<_>, AuditError>>()?;
+        let empty = Vec::new();
+        let tombstones = v["tombstones"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(|t| {
+                let covers = t["covers"]
+                    .as_array()
+                    .ok_or_else(|| bad("tombstone covers"))?
+                    .iter()
+                    .map(|c| {
+                        let entry = c
+                            .as_str()
+                            .and_then(|s| B64.decode(s).ok())
+                            .ok_or_else(|| bad("a covers entry is not base64"))?;
+                        let gseq = split_run(&entry)
+                            .ok()
+                            .and_then(|s| {
+                                s.first()
+                                    .filter(|s| s.purged.is_some())
+                                    .map(|s| s.record.gseq)
+                            })
+                            .ok_or_else(|| {
+                                bad("a covers entry is not a purged record and its hash")
+                            })?;
+                        Ok((gseq, entry))
+                    })
+                    .collect::<Result<Vec<_>, AuditError>>()?;
+                Ok(Tombstone {
+                    id: t["id"].as_u64().ok_or_else(|| bad("tombstone id"))?,
+                    first: t["first_gseq"]
+                        .as_u64()
+                        .ok_or_else(|| bad("tombstone first_gseq"))?,
+                    last: t["last_gseq"]
+                        .as_u64()
+                        .ok_or_else(|| bad("tombstone last_gseq"))?,
+                    count: t["count"].as_u64().ok_or_else(|| bad("tombstone count"))?,
+                    digest: hash(&t["digest"], "tombstone digest")?,
+                    at: t["at"].as_i64().ok_or_else(|| bad("tombstone at"))?,
+                    key_id: t["key_id"]
+                        .as_str()
+                        .ok_or_else(|| bad("tombstone key_id"))?
+                        .to_string(),
+                    signature: t["signature"]
+                        .as_str()
+                        .and_then(|s| hex::decode(s).ok())
+                        .ok_or_else(|| bad("tombstone signature"))?,
+                    covers: Some(covers),
+                })
+            })
+            .collect::<Result<Vec<_>, AuditError>>()?;
         let keys = v["keys"]
             .as_object()
             .ok_or_else(|| bad("keys"))?
@@ -121,6 +196,7 @@ impl Bundle {
             prev_hash,
             records,
             checkpoints,
+            tombstones,
             keys,
         })
     }
@@ -146,6 +222,7 @@ impl Bundle {
             self.prev_hash,
             &runs,
             &self.checkpoints,
+            &self.tombstones,
             pinned.unwrap_or(&self.keys),
         );
         if let Some(&i) = unreadable.first() {
@@ -172,9 +249,12 @@ impl Bundle {
 
     /// A bundle of records `first..=last` from the whole log (`records[gseq]` = record ‖ hash),
     /// extended to the first checkpoint at or after `last` so that its end is signed.
+    /// Tombstones are given with their `covers` filled; those the segment's purged records name
+    /// travel with it.
     pub fn cut(
         records: &[Vec<u8>],
         checkpoints: &[Checkpoint],
+        tombstones: &[Tombstone],
         keys: &HashMap<String, Vec<u8>>,
         first: u64,
         last: u64,
@@ -200,11 +280,23 @@ impl Bundle {
             .filter(|c| c.gseq >= first && c.gseq <= end)
             .cloned()
             .collect();
+        let named: std::collections::HashSet<u64> = records
+            .iter()
+            .filter_map(|r| split_run(r).ok())
+            .flatten()
+            .filter_map(|s| s.purged)
+            .collect();
+        let tombstones = tombstones
+            .iter()
+            .filter(|t| named.contains(&t.id))
+            .cloned()
+            .collect();
         Self {
             first,
             prev_hash,
             records,
             checkpoints,
+            tombstones,
             keys: keys.clone(),
         }
     }

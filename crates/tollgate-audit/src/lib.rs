@@ -23,6 +23,10 @@ pub enum AuditError {
 
 /// Magic and version of a record.
 pub const RECORD_MAGIC: &[u8; 4] = b"TGE1";
+/// Magic and version of a purged record (retention removed its payload).
+pub const PURGED_MAGIC: &[u8; 4] = b"TGP1";
+/// Magic and version of a tombstone message.
+pub const TOMBSTONE_MAGIC: &[u8; 4] = b"TGT1";
 /// Magic and version of a checkpoint message.
 pub const CHECKPOINT_MAGIC: &[u8; 4] = b"TGC1";
 /// A SHA-256 hash.
@@ -125,12 +129,76 @@ pub fn decode_record(bytes: &[u8]) -> Result<(Record<'_>, usize), AuditError> {
 /// One record of a stored run: the record, its canonical bytes and the hash stored after it.
 #[derive(Debug, Clone, Copy)]
 pub struct Stored<'a> {
-    /// The decoded record.
+    /// The decoded record (no payload when purged).
     pub record: Record<'a>,
     /// Its canonical bytes.
     pub bytes: &'a [u8],
     /// The hash stored after it.
     pub hash: Hash,
+    /// For a purged record: the id of the tombstone that vouches for it.
+    pub purged: Option<u64>,
+    /// For a purged record: the hash of the record before it, as it was when purged.
+    pub prev: Option<Hash>,
+}
+
+impl Stored<'_> {
+    /// The record's entry as stored: its bytes followed by its hash.
+    pub fn entry(&self) -> Vec<u8> {
+        let mut e = Vec::with_capacity(self.bytes.len() + 32);
+        e.extend_from_slice(self.bytes);
+        e.extend_from_slice(&self.hash);
+        e
+    }
+}
+
+/// Appends a purged record: the header of `r` (no payload), the tombstone that vouches for it
+/// and `prev`, the hash of the record before it.
+pub fn encode_purged(
+    r: &Record<'_>,
+    tombstone: u64,
+    prev: &Hash,
+    out: &mut Vec<u8>,
+) -> Result<(), AuditError> {
+    let session_len =
+        u16::try_from(r.session.len()).map_err(|_| AuditError::TooLong("session id"))?;
+    out.extend_from_slice(PURGED_MAGIC);
+    out.extend_from_slice(&r.gseq.to_be_bytes());
+    out.extend_from_slice(&r.at.to_be_bytes());
+    out.extend_from_slice(&session_len.to_be_bytes());
+    out.extend_from_slice(r.session.as_bytes());
+    out.extend_from_slice(&r.seq.to_be_bytes());
+    out.extend_from_slice(&tombstone.to_be_bytes());
+    out.extend_from_slice(prev);
+    Ok(())
+}
+
+/// Decodes a purged record at the start of `bytes`: the record (empty payload), its tombstone,
+/// the hash before it and its length.
+fn decode_purged(bytes: &[u8]) -> Result<(Record<'_>, u64, Hash, usize), AuditError> {
+    let mut c = Cursor { buf: bytes, pos: 0 };
+    if c.take(4, "magic")? != PURGED_MAGIC {
+        return Err(AuditError::Malformed("not a purged record".into()));
+    }
+    let gseq = u64::from_be_bytes(c.array("gseq")?);
+    let at = i64::from_be_bytes(c.array("time")?);
+    let session_len = u16::from_be_bytes(c.array("session length")?) as usize;
+    let session = std::str::from_utf8(c.take(session_len, "session")?)
+        .map_err(|_| AuditError::Malformed("session id is not UTF-8".into()))?;
+    let seq = u64::from_be_bytes(c.array("seq")?);
+    let tombstone = u64::from_be_bytes(c.array("tombstone")?);
+    let prev: Hash = c.array("prev")?;
+    Ok((
+        Record {
+            gseq,
+            at,
+            session,
+            seq,
+            payload: &[],
+        },
+        tombstone,
+        prev,
+        c.pos,
+    ))
 }
 
 /// Splits a run body (`record ‖ hash ‖ record ‖ hash …`).
@@ -138,7 +206,13 @@ pub fn split_run(body: &[u8]) -> Result<Vec<Stored<'_>>, AuditError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < body.len() {
-        let (record, len) = decode_record(&body[pos..])?;
+        let (record, purged, prev, len) = if body[pos..].starts_with(PURGED_MAGIC) {
+            let (r, t, prev, len) = decode_purged(&body[pos..])?;
+            (r, Some(t), Some(prev), len)
+        } else {
+            let (r, len) = decode_record(&body[pos..])?;
+            (r, None, None, len)
+        };
         let bytes = &body[pos..pos + len];
         let hash: Hash = body
             .get(pos + len..pos + len + 32)
@@ -148,6 +222,8 @@ pub fn split_run(body: &[u8]) -> Result<Vec<Stored<'_>>, AuditError> {
             record,
             bytes,
             hash,
+            purged,
+            prev,
         });
         pos += len + 32;
     }
@@ -167,6 +243,56 @@ pub struct Checkpoint {
     pub key_id: String,
     /// Ed25519 signature of [`checkpoint_message`].
     pub signature: Vec<u8>,
+}
+
+/// A signed statement that the purged records naming it had these hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// Its id, named by the purged records.
+    pub id: u64,
+    /// Lowest gseq it purged.
+    pub first: u64,
+    /// Highest gseq it purged.
+    pub last: u64,
+    /// How many records it purged.
+    pub count: u64,
+    /// SHA-256 over the entries (purged record ‖ hash) of each, in gseq order.
+    pub digest: Hash,
+    /// When it was signed.
+    pub at: i64,
+    /// Which key signed it.
+    pub key_id: String,
+    /// Ed25519 signature of [`tombstone_message`].
+    pub signature: Vec<u8>,
+    /// In a bundle: every entry it purged, `(gseq, purged record ‖ hash)`, in gseq order.
+    pub covers: Option<Vec<(u64, Vec<u8>)>>,
+}
+
+/// SHA-256 over the entries (purged record ‖ hash) of purged records, in the order given
+/// (gseq order).
+pub fn tombstone_digest(entries: &[(u64, Vec<u8>)]) -> Hash {
+    let mut ctx = Context::new(&SHA256);
+    for (_, entry) in entries {
+        ctx.update(entry);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The bytes a tombstone signs.
+pub fn tombstone_message(t: &Tombstone) -> Vec<u8> {
+    let mut m = Vec::with_capacity(4 + 8 * 4 + 32 + 8 + 2 + t.key_id.len());
+    m.extend_from_slice(TOMBSTONE_MAGIC);
+    for n in [t.id, t.first, t.last, t.count] {
+        m.extend_from_slice(&n.to_be_bytes());
+    }
+    m.extend_from_slice(&t.digest);
+    m.extend_from_slice(&t.at.to_be_bytes());
+    let len = u16::try_from(t.key_id.len()).unwrap_or(u16::MAX);
+    m.extend_from_slice(&len.to_be_bytes());
+    m.extend_from_slice(t.key_id.as_bytes().get(..len as usize).unwrap_or_default());
+    m
 }
 
 /// The bytes a checkpoint signs.
@@ -210,6 +336,24 @@ impl Signer {
     pub fn public_key(&self) -> Vec<u8> {
         self.key.public_key().as_ref().to_vec()
     }
+    /// Signs a tombstone over purged entries `(gseq, purged record ‖ hash)` (in gseq order, not
+    /// empty).
+    pub fn tombstone(&self, id: u64, purged: &[(u64, Vec<u8>)], at: i64) -> Tombstone {
+        let mut t = Tombstone {
+            id,
+            first: purged.first().map_or(0, |p| p.0),
+            last: purged.last().map_or(0, |p| p.0),
+            count: purged.len() as u64,
+            digest: tombstone_digest(purged),
+            at,
+            key_id: self.key_id.clone(),
+            signature: Vec::new(),
+            covers: None,
+        };
+        t.signature = self.key.sign(&tombstone_message(&t)).as_ref().to_vec();
+        t
+    }
+
     /// Signs a checkpoint of record `gseq` with hash `head`.
     pub fn checkpoint(&self, gseq: u64, head: Hash, at: i64) -> Checkpoint {
         let message = checkpoint_message(gseq, &head, at, &self.key_id);
@@ -260,6 +404,8 @@ pub struct Report {
     pub last_checkpoint: Option<u64>,
     /// Records after the last checkpoint (not yet signed).
     pub unsigned_tail: u64,
+    /// Records whose payload retention removed (vouched for by tombstones).
+    pub purged: u64,
     /// The first bad record; `None` when the log is intact.
     pub first_bad: Option<BadRecord>,
 }
@@ -275,9 +421,10 @@ impl Report {
 pub fn verify(
     runs: &[Run<'_>],
     checkpoints: &[Checkpoint],
+    tombstones: &[Tombstone],
     keys: &HashMap<String, Vec<u8>>,
 ) -> Report {
-    verify_from(0, GENESIS, runs, checkpoints, keys)
+    verify_from(0, GENESIS, runs, checkpoints, tombstones, keys)
 }
 
 /// Verifies a segment of the log that starts at record `start`, whose predecessor has hash
@@ -287,6 +434,7 @@ pub fn verify_from(
     prev: Hash,
     runs: &[Run<'_>],
     checkpoints: &[Checkpoint],
+    tombstones: &[Tombstone],
     keys: &HashMap<String, Vec<u8>>,
 ) -> Report {
     let mut report = Report {
@@ -294,6 +442,7 @@ pub fn verify_from(
         checkpoints: 0,
         last_checkpoint: None,
         unsigned_tail: 0,
+        purged: 0,
         first_bad: None,
     };
     let bad = |gseq: u64, r: Option<&Record<'_>>, reason: String| BadRecord {
@@ -380,7 +529,26 @@ pub fn verify_from(
             );
             break;
         }
-        let computed = chain(&prev, s.bytes);
+        // A purged record's hash cannot be recomputed: it must follow the record before it, and
+        // its tombstone vouches for its hash (below).
+        if let Some(before) = s.prev
+            && before != prev
+        {
+            note(
+                bad(
+                    gseq,
+                    Some(&s.record),
+                    "purged, and it does not follow the record before it".into(),
+                ),
+                &mut first_bad,
+            );
+            break;
+        }
+        let computed = if s.purged.is_some() {
+            s.hash
+        } else {
+            chain(&prev, s.bytes)
+        };
         if computed != s.hash {
             note(
                 bad(
@@ -397,6 +565,65 @@ pub fn verify_from(
         expected = want.checked_add(1);
     }
     let last_present = records.keys().next_back().copied();
+    // Tombstones: each vouches for the purged records naming it.
+    let by_id: HashMap<u64, &Tombstone> = tombstones.iter().map(|t| (t.id, t)).collect();
+    let mut named: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    for (&gseq, s) in &records {
+        let Some(t) = s.purged else { continue };
+        report.purged += 1;
+        if !by_id.contains_key(&t) {
+            note(
+                bad(
+                    gseq,
+                    Some(&s.record),
+                    format!("purged, but tombstone {t} that should vouch for it is not on record"),
+                ),
+                &mut first_bad,
+            );
+        }
+        named.entry(t).or_default().push((gseq, s.entry()));
+    }
+    for t in tombstones {
+        let fail = |why: String, first_bad: &mut Option<BadRecord>| {
+            note(
+                bad(t.first, None, format!("tombstone {}: {why}", t.id)),
+                first_bad,
+            )
+        };
+        let signed = keys.get(&t.key_id).is_some_and(|public| {
+            UnparsedPublicKey::new(&ED25519, public)
+                .verify(&tombstone_message(t), &t.signature)
+                .is_ok()
+        });
+        if !signed {
+            fail(
+                format!("its signature does not verify with key {}", t.key_id),
+                &mut first_bad,
+            );
+            continue;
+        }
+        let mine = named.get(&t.id).map(Vec::as_slice).unwrap_or_default();
+        let in_range =
+            |list: &[(u64, Vec<u8>)]| list.iter().all(|(g, _)| *g >= t.first && *g <= t.last);
+        let matches = match &t.covers {
+            None => {
+                mine.len() as u64 == t.count && in_range(mine) && tombstone_digest(mine) == t.digest
+            }
+            Some(covers) => {
+                covers.len() as u64 == t.count
+                    && in_range(covers)
+                    && covers.windows(2).all(|w| w[0].0 < w[1].0)
+                    && tombstone_digest(covers) == t.digest
+                    && mine.iter().all(|p| covers.contains(p))
+            }
+        };
+        if !matches {
+            fail(
+                "the purged records do not give its count and digest".into(),
+                &mut first_bad,
+            );
+        }
+    }
     // 4. Checkpoints, in order.
     let mut ordered: Vec<&Checkpoint> = checkpoints.iter().filter(|c| c.gseq >= start).collect();
     ordered.sort_by_key(|c| c.gseq);

@@ -73,7 +73,7 @@ impl Log {
                 body: b,
             })
             .collect();
-        verify(&runs, &self.checkpoints, &self.keys)
+        verify(&runs, &self.checkpoints, &[], &self.keys)
     }
 
     /// The run holding `gseq` and the byte range of that record and its hash.
@@ -266,9 +266,9 @@ fn garbage_runs_are_reported_not_panicked_on() {
         last_gseq: u64::MAX,
         body: &body,
     };
-    assert!(!verify(&[run], &[], &HashMap::new()).intact());
-    assert!(verify_from(u64::MAX - 2, GENESIS, &[run], &[], &HashMap::new()).intact());
-    assert!(!verify_from(u64::MAX, GENESIS, &[run], &[], &HashMap::new()).intact());
+    assert!(!verify(&[run], &[], &[], &HashMap::new()).intact());
+    assert!(verify_from(u64::MAX - 2, GENESIS, &[run], &[], &[], &HashMap::new()).intact());
+    assert!(!verify_from(u64::MAX, GENESIS, &[run], &[], &[], &HashMap::new()).intact());
     for junk in [&b""[..], b"TGE1", b"TGE1\0\0\0\0\0\0\0\x01", &[0xff; 100]] {
         let _ = split_run(junk);
         let _ = decode_record(junk);
@@ -317,7 +317,7 @@ fn all_records(log: &Log) -> Vec<Vec<u8>> {
 fn a_bundle_verifies_on_its_own_and_catches_tampering() {
     let log = build();
     let records = all_records(&log);
-    let bundle = Bundle::cut(&records, &log.checkpoints, &log.keys, 10, 15);
+    let bundle = Bundle::cut(&records, &log.checkpoints, &[], &log.keys, 10, 15);
     // Extended to the checkpoint at 19, which signs its end.
     assert_eq!(bundle.records.len(), 10);
     let text = bundle.to_json();
@@ -365,7 +365,7 @@ fn a_bundle_verifies_on_its_own_and_catches_tampering() {
 
     // The whole log as a bundle, and garbage documents.
     assert!(
-        Bundle::cut(&records, &log.checkpoints, &log.keys, 0, 29)
+        Bundle::cut(&records, &log.checkpoints, &[], &log.keys, 0, 29)
             .verify(None)
             .intact()
     );
@@ -377,4 +377,145 @@ fn a_bundle_verifies_on_its_own_and_catches_tampering() {
     ] {
         assert!(Bundle::from_json(bad).is_err(), "{bad}");
     }
+}
+
+impl Log {
+    /// Purges the payloads of `gseqs` under tombstone `id`, as the gateway's retention does.
+    fn purge(&mut self, gseqs: &[u64], id: u64) -> Tombstone {
+        let hashes: HashMap<u64, Hash> = all_records(self)
+            .iter()
+            .enumerate()
+            .map(|(g, r)| (g as u64, hash_of(r)))
+            .collect();
+        let mut vouched = Vec::new();
+        for run in &mut self.runs {
+            let mut body = Vec::new();
+            for s in split_run(&run.3).unwrap() {
+                if gseqs.contains(&s.record.gseq) && s.purged.is_none() {
+                    let prev = s.record.gseq.checked_sub(1).map_or(GENESIS, |b| hashes[&b]);
+                    let start = body.len();
+                    encode_purged(&s.record, id, &prev, &mut body).unwrap();
+                    let mut entry = body[start..].to_vec();
+                    entry.extend_from_slice(&s.hash);
+                    vouched.push((s.record.gseq, entry));
+                } else {
+                    body.extend_from_slice(s.bytes);
+                }
+                body.extend_from_slice(&s.hash);
+            }
+            run.3 = body;
+        }
+        vouched.sort_by_key(|v| v.0);
+        self.signer.tombstone(id, &vouched, 7)
+    }
+
+    fn verify_with(&self, tombstones: &[Tombstone]) -> Report {
+        let runs: Vec<Run<'_>> = self
+            .runs
+            .iter()
+            .map(|(s, f, l, b)| Run {
+                session: s,
+                first_gseq: *f,
+                last_gseq: *l,
+                body: b,
+            })
+            .collect();
+        verify(&runs, &self.checkpoints, tombstones, &self.keys)
+    }
+}
+
+#[test]
+fn purged_records_verify_through_their_tombstones_and_forgeries_do_not() {
+    let mut log = build();
+    let one = log.purge(&[3, 4, 12], 1);
+    let two = log.purge(&[5, 13], 2);
+    let r = log.verify_with(&[one.clone(), two.clone()]);
+    assert!(r.intact(), "{r:?}");
+    assert_eq!((r.purged, r.checkpoints), (5, 3));
+    // Without the tombstones, the purged records are not vouched for.
+    assert_eq!(
+        log.verify_with(std::slice::from_ref(&one))
+            .first_bad
+            .unwrap()
+            .gseq,
+        5
+    );
+    // A tombstone with a bad signature, or whose records were changed.
+    let mut forged = one.clone();
+    forged.signature[0] ^= 1;
+    assert!(
+        log.verify_with(&[forged, two.clone()])
+            .first_bad
+            .unwrap()
+            .reason
+            .contains("signature")
+    );
+    let mut changed = build();
+    let one_c = changed.purge(&[3, 4, 12], 1);
+    let (run, range) = changed.locate(4);
+    let hash_at = range.end - 1;
+    changed.runs[run].3[hash_at] ^= 1;
+    let bad = changed.verify_with(&[one_c]).first_bad.unwrap();
+    assert_eq!(bad.gseq, 3, "{bad:?}");
+    assert!(bad.reason.contains("count and digest"), "{bad:?}");
+    // A record purged without a new tombstone: the old one no longer matches.
+    let mut sneaky = build();
+    let t = sneaky.purge(&[3, 4], 1);
+    sneaky.purge(&[20], 1);
+    assert!(!sneaky.verify_with(&[t]).intact());
+    // In a bundle, a tombstone carries what it covers.
+    let records = all_records(&log);
+    let mut with_covers = one.clone();
+    let covers = |gseqs: &[usize]| {
+        Some(
+            gseqs
+                .iter()
+                .map(|&g| (g as u64, records[g].clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    with_covers.covers = covers(&[3, 4, 12]);
+    let mut two_covers = two.clone();
+    two_covers.covers = covers(&[5, 13]);
+    let bundle = Bundle::cut(
+        &records,
+        &log.checkpoints,
+        &[with_covers.clone(), two_covers],
+        &log.keys,
+        10,
+        15,
+    );
+    assert_eq!(bundle.tombstones.len(), 2);
+    let read = Bundle::from_json(&bundle.to_json()).unwrap();
+    assert!(read.verify(None).intact(), "{:?}", read.verify(None));
+    let mut short = read.clone();
+    short.tombstones[0].covers = covers(&[3]);
+    assert!(!short.verify(None).intact());
+}
+
+#[test]
+fn the_record_before_a_purged_one_stays_bound_to_the_chain() {
+    let mut log = build();
+    let t = log.purge(&[5], 1);
+    assert!(log.verify_with(std::slice::from_ref(&t)).intact());
+    // Rewrite record 4 and give it the hash its new contents chain to: the purged record 5 no
+    // longer follows it.
+    let records = all_records(&log);
+    let prev3 = hash_of(&records[3]);
+    let (run, range) = log.locate(4);
+    let mut rec4 = log.runs[run].3[range.start..range.end - 32].to_vec();
+    let n = rec4.len();
+    rec4[n - 2] ^= 1;
+    let h = chain(&prev3, &rec4);
+    rec4.extend_from_slice(&h);
+    log.runs[run].3.splice(range, rec4);
+    let bad = log.verify_with(&[t]).first_bad.unwrap();
+    assert_eq!(bad.gseq, 5, "{bad:?}");
+    assert!(bad.reason.contains("does not follow"), "{bad:?}");
+}
+
+fn hash_of(record_and_hash: &[u8]) -> Hash {
+    record_and_hash[record_and_hash.len() - 32..]
+        .try_into()
+        .unwrap()
 }

@@ -74,10 +74,18 @@ pub fn export(
         )));
     }
     let mut records: Vec<(u64, i64, String, Vec<u8>)> = Vec::new();
+    let mut covers: std::collections::HashMap<u64, Vec<(u64, Vec<u8>)>> =
+        std::collections::HashMap::new();
     for (_, _, _, body) in &material.runs {
         for s in tollgate_audit::split_run(body)
             .map_err(|e| GatewayError::Invalid(format!("unreadable run: {e}")))?
         {
+            if let Some(t) = s.purged {
+                covers
+                    .entry(t)
+                    .or_default()
+                    .push((s.record.gseq, s.entry()));
+            }
             let mut bytes = s.bytes.to_vec();
             bytes.extend_from_slice(&s.hash);
             records.push((
@@ -104,9 +112,21 @@ pub fn export(
         ));
     };
     let all: Vec<Vec<u8>> = records.into_iter().map(|r| r.3).collect();
+    let tombstones: Vec<tollgate_audit::Tombstone> = material
+        .tombstones
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            let mut c = covers.remove(&t.id).unwrap_or_default();
+            c.sort_by_key(|e| e.0);
+            t.covers = Some(c);
+            t
+        })
+        .collect();
     Ok(tollgate_audit::Bundle::cut(
         &all,
         &material.checkpoints,
+        &tombstones,
         &material.keys,
         first,
         last,

@@ -135,6 +135,12 @@ pub struct ConnectionSection {
     /// `strict` (default): a command's audit event is durable before the command is forwarded,
     /// and a command that cannot be recorded is refused. `best-effort`: recorded after.
     pub audit: Option<String>,
+    /// How long the events of this connection's ended sessions keep their payloads (e.g. "90d");
+    /// after that a purge leaves only signed tombstones. Default: kept forever.
+    pub retention: Option<String>,
+    /// Legal hold: nothing of this connection is purged, whatever `retention` says.
+    #[serde(default)]
+    pub legal_hold: bool,
 }
 
 fn default_true() -> bool {
@@ -172,6 +178,8 @@ pub struct Config {
     pub connection_masking: std::collections::HashMap<String, ConnectionMasking>,
     /// Audit export sinks.
     pub exports: Vec<crate::export::Sink>,
+    /// Retention periods of connections not under legal hold.
+    pub retention: Vec<(String, Duration)>,
 }
 
 impl Config {
@@ -252,6 +260,7 @@ impl Config {
         let mut seen = HashSet::new();
         let mut connections = Vec::new();
         let mut connection_masking = std::collections::HashMap::new();
+        let mut retention = Vec::new();
         for (i, c) in file.connections.into_iter().enumerate() {
             let key = |k: &str| format!("connections[{i}].{k}");
             if c.name.is_empty()
@@ -339,6 +348,13 @@ impl Config {
                     ));
                 }
             };
+            if let Some(r) = &c.retention {
+                let period =
+                    parse_duration(r).map_err(|e| err(&key("retention"), e.to_string()))?;
+                if !c.legal_hold {
+                    retention.push((c.name.clone(), period));
+                }
+            }
             connection_masking.insert(
                 c.name.clone(),
                 ConnectionMasking {
@@ -401,6 +417,7 @@ impl Config {
             masking,
             connection_masking,
             exports,
+            retention,
         })
     }
 }

@@ -123,14 +123,18 @@ impl Sink {
 /// One record as a JSON object: position, time, session, hash and the event itself.
 pub fn record_json(r: &ExportRecord) -> Value {
     let event: Value = serde_json::from_slice(&r.payload).unwrap_or(Value::Null);
-    json!({
+    let mut v = json!({
         "gseq": r.gseq,
         "at": tollgate_core::format_rfc3339(r.at),
         "session": r.session,
         "seq": r.seq,
         "hash": hex::encode(r.hash),
         "event": event,
-    })
+    });
+    if r.purged {
+        v["purged"] = json!(true);
+    }
+    v
 }
 
 /// A syslog sink's connection. TCP carries no acknowledgement, so a batch counts as delivered

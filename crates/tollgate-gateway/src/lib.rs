@@ -180,6 +180,14 @@ impl Gateway {
         );
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(Arc::clone(&pg).serve(pg_listener)));
+        for (connection, period) in config.retention.clone() {
+            tasks.push(tokio::spawn(retention(
+                Arc::clone(&writer),
+                connection,
+                period,
+                shutdown_rx.clone(),
+            )));
+        }
         for sink in config.exports.clone() {
             tasks.push(tokio::spawn(export::run(
                 sink,
@@ -239,6 +247,38 @@ impl Gateway {
             writer.close();
         })
         .await;
+    }
+}
+
+/// Purges, now and then, the payloads of a connection's sessions that ended longer than its
+/// retention period ago.
+async fn retention(
+    writer: Arc<EventWriter>,
+    connection: String,
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = (period / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        let before = tollgate_core::now_micros() - period.as_micros() as i64;
+        let w = Arc::clone(&writer);
+        let name = connection.clone();
+        match tokio::task::spawn_blocking(move || w.purge(&name, before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                tracing::info!(connection = %connection, records = n, "retention purged payloads")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(connection = %connection, error = %e, "retention purge failed")
+            }
+            Err(e) => {
+                tracing::error!(connection = %connection, error = %e, "retention purge stopped")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection as Db, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use tollgate_audit::{ChainState, Checkpoint, Hash, Signer};
+use tollgate_audit::{ChainState, Checkpoint, Hash, Signer, Tombstone};
 use tollgate_core::{Event, EventKind, Recorder};
 
 /// Errors from the store.
@@ -113,6 +113,19 @@ CREATE TABLE audit_keys (
 CREATE TABLE audit_cursors (
     sink TEXT PRIMARY KEY,
     gseq INTEGER NOT NULL
+);
+"#,
+    r#"
+-- Signed statements vouching for records whose payloads retention removed.
+CREATE TABLE audit_tombstones (
+    id         INTEGER PRIMARY KEY,
+    first_gseq INTEGER NOT NULL,
+    last_gseq  INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    digest     BLOB NOT NULL,
+    at         INTEGER NOT NULL,
+    key_id     TEXT NOT NULL,
+    signature  BLOB NOT NULL
 );
 "#,
 ];
@@ -276,6 +289,9 @@ impl Store {
         // someone else, give up soon and refuse the command rather than hang the session.
         db.busy_timeout(WRITER_BUSY_TIMEOUT)
             .map_err(|e| self.err(e))?;
+        // What a retention purge removes is overwritten, not left in free pages.
+        db.execute_batch("PRAGMA secure_delete=ON")
+            .map_err(|e| self.err(e))?;
         let abandoned = abandoned_sessions(&db).map_err(|e| self.err(e))?;
         if !abandoned.is_empty() {
             tracing::warn!(
@@ -416,6 +432,9 @@ impl Store {
         let mut events = self.legacy_events(session)?;
         for body in chained {
             for stored in tollgate_audit::split_run(&body).map_err(|e| corrupt(e.to_string()))? {
+                if stored.purged.is_some() {
+                    continue; // retention removed it
+                }
                 let r = stored.record;
                 let kind: EventKind =
                     serde_json::from_slice(r.payload).map_err(|e| corrupt(e.to_string()))?;
@@ -487,6 +506,7 @@ impl Store {
                 let r = s.record;
                 if r.gseq >= from && r.gseq < until {
                     out.push(ExportRecord {
+                        purged: s.purged.is_some(),
                         gseq: r.gseq,
                         at: r.at,
                         session: r.session.to_string(),
@@ -601,6 +621,8 @@ pub struct ExportRecord {
     pub payload: Vec<u8>,
     /// Its chain hash.
     pub hash: [u8; 32],
+    /// Whether retention removed its payload.
+    pub purged: bool,
 }
 
 /// The audit log as stored: what verification needs.
@@ -612,6 +634,8 @@ pub struct AuditMaterial {
     pub checkpoints: Vec<Checkpoint>,
     /// Public keys by key id.
     pub keys: std::collections::HashMap<String, Vec<u8>>,
+    /// Tombstones of purged records.
+    pub tombstones: Vec<Tombstone>,
 }
 
 impl AuditMaterial {
@@ -630,7 +654,12 @@ impl AuditMaterial {
                 body,
             })
             .collect();
-        tollgate_audit::verify(&runs, &self.checkpoints, pinned.unwrap_or(&self.keys))
+        tollgate_audit::verify(
+            &runs,
+            &self.checkpoints,
+            &self.tombstones,
+            pinned.unwrap_or(&self.keys),
+        )
     }
 }
 
@@ -682,6 +711,24 @@ fn read_audit_material(db: &Db) -> rusqlite::Result<AuditMaterial> {
         Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
     })?;
     m.keys = rows.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = db.prepare(
+        "SELECT id, first_gseq, last_gseq, count, digest, at, key_id, signature FROM audit_tombstones ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let digest: Vec<u8> = r.get(4)?;
+        Ok(Tombstone {
+            id: r.get::<_, i64>(0)? as u64,
+            first: r.get::<_, i64>(1)? as u64,
+            last: r.get::<_, i64>(2)? as u64,
+            count: r.get::<_, i64>(3)? as u64,
+            digest: digest.as_slice().try_into().unwrap_or([0; 32]),
+            at: r.get(5)?,
+            key_id: r.get(6)?,
+            signature: r.get(7)?,
+            covers: None,
+        })
+    })?;
+    m.tombstones = rows.collect::<rusqlite::Result<_>>()?;
     Ok(m)
 }
 
@@ -792,6 +839,12 @@ enum WriterMsg {
     Event(Box<Event>),
     /// An event whose sender waits until it is durable.
     Durable(Box<Event>, tollgate_core::Durable),
+    /// Retention: purge the payloads of a connection's sessions that ended before a time.
+    Purge {
+        connection: String,
+        before: i64,
+        reply: PurgeReply,
+    },
     Flush(mpsc::SyncSender<()>),
 }
 
@@ -810,12 +863,36 @@ struct Backlog {
     dropped: std::sync::atomic::AtomicU64,
 }
 
+/// Where the writer answers a purge: how many records it purged, or why it could not.
+type PurgeReply = mpsc::SyncSender<Result<u64, String>>;
+
 /// Best-effort events that may wait to be written before command events are dropped.
 const QUEUE_LIMIT: usize = 1_000_000;
 
 impl EventWriter {
     fn sender(&self) -> Option<Sender<WriterMsg>> {
         self.tx.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Retention: removes the payloads of the records of `connection`'s sessions that ended
+    /// before `before` (microseconds), leaving purged records and a signed tombstone, and records
+    /// the purge. Returns how many records were purged.
+    pub fn purge(&self, connection: &str, before: i64) -> Result<u64, StoreError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let tx = self.sender().ok_or(StoreError::WriterStopped)?;
+        tx.send(WriterMsg::Purge {
+            connection: connection.to_string(),
+            before,
+            reply,
+        })
+        .map_err(|_| StoreError::WriterStopped)?;
+        answer
+            .recv()
+            .map_err(|_| StoreError::WriterStopped)?
+            .map_err(|detail| StoreError::Corrupt {
+                what: "retention purge",
+                detail,
+            })
     }
 
     /// Waits until every event recorded so far is committed.
@@ -908,6 +985,7 @@ fn write_loop(
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
     let mut acks: Vec<tollgate_core::Durable> = Vec::new();
+    let mut purges: Vec<(String, i64, PurgeReply)> = Vec::new();
     while let Ok(first) = rx.recv() {
         // Gather for a moment so one transaction carries many events, but commit at once when
         // someone waits (a strict command, a flush): whatever queued meanwhile rides along.
@@ -924,6 +1002,14 @@ fn write_loop(
                 }
                 WriterMsg::Flush(w) => {
                     waiters.push(w);
+                    urgent = true;
+                }
+                WriterMsg::Purge {
+                    connection,
+                    before,
+                    reply,
+                } => {
+                    purges.push((connection, before, reply));
                     urgent = true;
                 }
             }
@@ -993,6 +1079,38 @@ fn write_loop(
             batch.clear();
         }
         backlog.waiting.fetch_sub(handed, Ordering::Relaxed);
+        for (connection, before, reply) in purges.drain(..) {
+            let result = purge(&mut db, log, &connection, before);
+            let answer = match result {
+                Ok(0) => Ok(0),
+                Ok(count) => {
+                    // The purge is itself on record, in the chain.
+                    let note = Event {
+                        session: own.clone(),
+                        seq: own_seq,
+                        at: tollgate_core::now_micros(),
+                        kind: EventKind::Admin {
+                            action: "audit_purged".into(),
+                            by: None,
+                            target: Some(connection.clone()),
+                            detail: format!(
+                                "{count} records of sessions of {connection} that ended before {} lost their payloads; a signed tombstone vouches for them",
+                                tollgate_core::format_rfc3339(before)
+                            ),
+                        },
+                    };
+                    own_seq += 1;
+                    let saved = log.chain.clone();
+                    if let Err(e) = write_batch(&mut db, std::slice::from_ref(&note), log) {
+                        log.chain = saved;
+                        tracing::error!(error = %e, "the purge's record was not written");
+                    }
+                    Ok(count)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = reply.send(answer);
+        }
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
@@ -1005,6 +1123,115 @@ fn write_loop(
     {
         tracing::error!(path = %path.display(), error = %e, "final audit checkpoint not written");
     }
+}
+
+/// Replaces the records of `connection`'s sessions that ended before `before` with purged
+/// records and signs one tombstone over them, in one transaction. Returns how many it purged.
+fn purge(db: &mut Db, log: &AuditLog, connection: &str, before: i64) -> rusqlite::Result<u64> {
+    let tx = db.transaction()?;
+    let sessions: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT id FROM sessions WHERE connection = ?1 AND ended_at IS NOT NULL AND ended_at < ?2",
+        )?;
+        let rows = stmt.query_map(params![connection, before], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let id: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(id), 0) + 1 FROM audit_tombstones",
+        [],
+        |r| r.get(0),
+    )?;
+    let audit_err =
+        |err: tollgate_audit::AuditError| rusqlite::Error::ToSqlConversionFailure(Box::new(err));
+    let mut vouched: Vec<(u64, Vec<u8>)> = Vec::new();
+    for session in &sessions {
+        let runs: Vec<(i64, Vec<u8>)> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT first_gseq, body FROM audit_runs WHERE session = ?1")?;
+            let rows = stmt.query_map(params![session], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (first, body) in runs {
+            let stored = tollgate_audit::split_run(&body).map_err(audit_err)?;
+            if stored.iter().all(|s| s.purged.is_some()) {
+                continue;
+            }
+            let mut rebuilt = Vec::with_capacity(body.len() / 2);
+            for s in stored {
+                match s.purged {
+                    Some(_) => rebuilt.extend_from_slice(s.bytes),
+                    None => {
+                        let prev = match s.record.gseq.checked_sub(1) {
+                            Some(before) => hash_at(&tx, before)?.ok_or_else(|| {
+                                rusqlite::Error::ToSqlConversionFailure(
+                                    format!("record {before} is missing; nothing purged").into(),
+                                )
+                            })?,
+                            None => tollgate_audit::GENESIS,
+                        };
+                        let start = rebuilt.len();
+                        tollgate_audit::encode_purged(&s.record, id as u64, &prev, &mut rebuilt)
+                            .map_err(audit_err)?;
+                        let mut entry = rebuilt[start..].to_vec();
+                        entry.extend_from_slice(&s.hash);
+                        vouched.push((s.record.gseq, entry));
+                    }
+                }
+                rebuilt.extend_from_slice(&s.hash);
+            }
+            tx.execute(
+                "UPDATE audit_runs SET body = ?2 WHERE first_gseq = ?1",
+                params![first, rebuilt],
+            )?;
+        }
+    }
+    if vouched.is_empty() {
+        return Ok(0);
+    }
+    vouched.sort_by_key(|v| v.0);
+    let t = log
+        .signer
+        .tombstone(id as u64, &vouched, tollgate_core::now_micros());
+    tx.execute(
+        "INSERT INTO audit_tombstones (id, first_gseq, last_gseq, count, digest, at, key_id, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            t.id as i64,
+            t.first as i64,
+            t.last as i64,
+            t.count as i64,
+            &t.digest[..],
+            t.at,
+            t.key_id,
+            t.signature
+        ],
+    )?;
+    tx.commit()?;
+    // Old versions of the rewritten pages also live in the write-ahead log until a checkpoint
+    // copies the new ones over them; do it now and empty the log.
+    let _ = db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    Ok(vouched.len() as u64)
+}
+
+/// The stored hash of record `gseq`.
+fn hash_at(tx: &rusqlite::Transaction<'_>, gseq: u64) -> rusqlite::Result<Option<Hash>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT body FROM audit_runs WHERE first_gseq <= ?1 AND first_gseq >= ?2 AND last_gseq >= ?1",
+    )?;
+    let lowest = gseq.saturating_sub(BATCH as u64);
+    let bodies = stmt
+        .query_map(params![gseq as i64, lowest as i64], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for body in bodies {
+        if let Ok(stored) = tollgate_audit::split_run(&body)
+            && let Some(s) = stored.iter().find(|s| s.record.gseq == gseq)
+        {
+            return Ok(Some(s.hash));
+        }
+    }
+    Ok(None)
 }
 
 /// Signs the chain's head and stores the checkpoint.

@@ -428,6 +428,7 @@ fn audit_verify(
                 "checkpoints": r.checkpoints,
                 "last_checkpoint": r.last_checkpoint,
                 "unsigned_tail": r.unsigned_tail,
+                "purged": r.purged,
                 "keys_pinned": v.pinned,
                 "first_bad": bad,
             })

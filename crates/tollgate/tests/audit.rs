@@ -904,3 +904,77 @@ fn a_rotated_key_signs_on_and_the_old_checkpoints_still_verify() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key to rotate"));
 }
+
+#[test]
+fn retention_purges_payloads_behind_signed_tombstones_and_legal_hold_keeps_them() {
+    let db = TestDb::create("tg_retain");
+    let config = format!(
+        "{}{}",
+        db.connection("short", &["eng"], "disable").replace(
+            "groups = [\"eng\"]",
+            "groups = [\"eng\"]\nretention = \"1s\""
+        ),
+        db.connection("held", &["eng"], "disable").replace(
+            "groups = [\"eng\"]",
+            "groups = [\"eng\"]\nretention = \"1s\"\nlegal_hold = true"
+        )
+    );
+    let mut gw = Gateway::start(&config);
+    let key = gw.create_key("agent", "eng", None);
+    let out = gw.psql(
+        "short",
+        &key,
+        "disable",
+        &["-c", "SELECT 'short-lived words'"],
+    );
+    assert!(out.status.success());
+    let out = gw.psql(
+        "held",
+        &key,
+        "disable",
+        &["-c", "SELECT 'kept for the court'"],
+    );
+    assert!(out.status.success());
+    wait_for("the short connection's session to be purged", || {
+        !gw.commands()
+            .iter()
+            .any(|c| c["command"]["text"] == "SELECT 'short-lived words'")
+    });
+    assert!(
+        gw.commands()
+            .iter()
+            .any(|c| c["command"]["text"] == "SELECT 'kept for the court'"),
+        "legal hold keeps the held connection's records"
+    );
+    assert!(gw.stop());
+    let data = gw.data_dir();
+
+    // The chain and its checkpoints still verify, in both verifiers, through the tombstone.
+    assert_eq!(verdicts(&data), [(true, None), (true, None)]);
+    let v: serde_json::Value = serde_json::from_slice(&verify(&data).stdout).unwrap();
+    let disk = gw.all_persisted_text();
+    assert!(
+        !contains(&disk, "short-lived words"),
+        "the payload is gone from disk"
+    );
+    assert!(contains(&disk, "kept for the court"));
+    assert!(contains(&disk, "audit_purged"), "the purge is on record");
+    assert!(
+        v["purged"].as_u64().unwrap() >= 4,
+        "start, started, command and end of the short session: {v}"
+    );
+
+    // A purged record's hash changed: the tombstone no longer vouches for it.
+    let scratch = tempfile::tempdir().unwrap();
+    let t = tamper(&data, scratch.path(), "purged");
+    let purged_body = runs(&t.db)
+        .into_iter()
+        .find(|(_, b)| b.windows(4).any(|w| w == b"TGP1"))
+        .unwrap();
+    let mut body = purged_body.1.clone();
+    let n = body.len();
+    body[n - 1] ^= 1;
+    set_body(&t.db, purged_body.0, &body);
+    let [(ok, _), (py_ok, _)] = verdicts(&t.dir);
+    assert!(!ok && !py_ok);
+}
