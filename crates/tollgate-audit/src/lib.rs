@@ -49,19 +49,25 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
 }
 
-/// Appends the record's canonical bytes to `out`.
-pub fn encode_record(r: &Record<'_>, out: &mut Vec<u8>) -> Result<(), AuditError> {
+/// Appends the header every record shares: magic, gseq, time, session and seq.
+fn encode_header(magic: &[u8; 4], r: &Record<'_>, out: &mut Vec<u8>) -> Result<(), AuditError> {
     let session_len =
         u16::try_from(r.session.len()).map_err(|_| AuditError::TooLong("session id"))?;
-    let payload_len =
-        u32::try_from(r.payload.len()).map_err(|_| AuditError::TooLong("event payload"))?;
     out.reserve(4 + 8 + 8 + 2 + r.session.len() + 8 + 4 + r.payload.len());
-    out.extend_from_slice(RECORD_MAGIC);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&r.gseq.to_be_bytes());
     out.extend_from_slice(&r.at.to_be_bytes());
     out.extend_from_slice(&session_len.to_be_bytes());
     out.extend_from_slice(r.session.as_bytes());
     out.extend_from_slice(&r.seq.to_be_bytes());
+    Ok(())
+}
+
+/// Appends the record's canonical bytes to `out`.
+pub fn encode_record(r: &Record<'_>, out: &mut Vec<u8>) -> Result<(), AuditError> {
+    let payload_len =
+        u32::try_from(r.payload.len()).map_err(|_| AuditError::TooLong("event payload"))?;
+    encode_header(RECORD_MAGIC, r, out)?;
     out.extend_from_slice(&payload_len.to_be_bytes());
     out.extend_from_slice(r.payload);
     Ok(())
@@ -100,11 +106,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes the record at the start of `bytes`; returns it and its length.
-pub fn decode_record(bytes: &[u8]) -> Result<(Record<'_>, usize), AuditError> {
-    let mut c = Cursor { buf: bytes, pos: 0 };
-    if c.take(4, "magic")? != RECORD_MAGIC {
-        return Err(AuditError::Malformed("not a version 1 record".into()));
+/// Reads the header every record shares, after checking its magic; the payload is empty.
+fn decode_header<'a>(
+    c: &mut Cursor<'a>,
+    magic: &[u8; 4],
+    kind: &str,
+) -> Result<Record<'a>, AuditError> {
+    if c.take(4, "magic")? != magic {
+        return Err(AuditError::Malformed(format!("not a version 1 {kind}")));
     }
     let gseq = u64::from_be_bytes(c.array("gseq")?);
     let at = i64::from_be_bytes(c.array("time")?);
@@ -112,18 +121,22 @@ pub fn decode_record(bytes: &[u8]) -> Result<(Record<'_>, usize), AuditError> {
     let session = std::str::from_utf8(c.take(session_len, "session")?)
         .map_err(|_| AuditError::Malformed("session id is not UTF-8".into()))?;
     let seq = u64::from_be_bytes(c.array("seq")?);
+    Ok(Record {
+        gseq,
+        at,
+        session,
+        seq,
+        payload: &[],
+    })
+}
+
+/// Decodes the record at the start of `bytes`; returns it and its length.
+pub fn decode_record(bytes: &[u8]) -> Result<(Record<'_>, usize), AuditError> {
+    let mut c = Cursor { buf: bytes, pos: 0 };
+    let mut record = decode_header(&mut c, RECORD_MAGIC, "record")?;
     let payload_len = u32::from_be_bytes(c.array("payload length")?) as usize;
-    let payload = c.take(payload_len, "payload")?;
-    Ok((
-        Record {
-            gseq,
-            at,
-            session,
-            seq,
-            payload,
-        },
-        c.pos,
-    ))
+    record.payload = c.take(payload_len, "payload")?;
+    Ok((record, c.pos))
 }
 
 /// One record of a stored run: the record, its canonical bytes and the hash stored after it.
@@ -159,14 +172,7 @@ pub fn encode_purged(
     prev: &Hash,
     out: &mut Vec<u8>,
 ) -> Result<(), AuditError> {
-    let session_len =
-        u16::try_from(r.session.len()).map_err(|_| AuditError::TooLong("session id"))?;
-    out.extend_from_slice(PURGED_MAGIC);
-    out.extend_from_slice(&r.gseq.to_be_bytes());
-    out.extend_from_slice(&r.at.to_be_bytes());
-    out.extend_from_slice(&session_len.to_be_bytes());
-    out.extend_from_slice(r.session.as_bytes());
-    out.extend_from_slice(&r.seq.to_be_bytes());
+    encode_header(PURGED_MAGIC, r, out)?;
     out.extend_from_slice(&tombstone.to_be_bytes());
     out.extend_from_slice(prev);
     Ok(())
@@ -176,29 +182,10 @@ pub fn encode_purged(
 /// the hash before it and its length.
 fn decode_purged(bytes: &[u8]) -> Result<(Record<'_>, u64, Hash, usize), AuditError> {
     let mut c = Cursor { buf: bytes, pos: 0 };
-    if c.take(4, "magic")? != PURGED_MAGIC {
-        return Err(AuditError::Malformed("not a purged record".into()));
-    }
-    let gseq = u64::from_be_bytes(c.array("gseq")?);
-    let at = i64::from_be_bytes(c.array("time")?);
-    let session_len = u16::from_be_bytes(c.array("session length")?) as usize;
-    let session = std::str::from_utf8(c.take(session_len, "session")?)
-        .map_err(|_| AuditError::Malformed("session id is not UTF-8".into()))?;
-    let seq = u64::from_be_bytes(c.array("seq")?);
+    let record = decode_header(&mut c, PURGED_MAGIC, "purged record")?;
     let tombstone = u64::from_be_bytes(c.array("tombstone")?);
     let prev: Hash = c.array("prev")?;
-    Ok((
-        Record {
-            gseq,
-            at,
-            session,
-            seq,
-            payload: &[],
-        },
-        tombstone,
-        prev,
-        c.pos,
-    ))
+    Ok((record, tombstone, prev, c.pos))
 }
 
 /// Splits a run body (`record ‖ hash ‖ record ‖ hash …`).

@@ -63,17 +63,7 @@ fn build() -> Log {
 
 impl Log {
     fn verify(&self) -> Report {
-        let runs: Vec<Run<'_>> = self
-            .runs
-            .iter()
-            .map(|(s, f, l, b)| Run {
-                session: s,
-                first_gseq: *f,
-                last_gseq: *l,
-                body: b,
-            })
-            .collect();
-        verify(&runs, &self.checkpoints, &[], &self.keys)
+        self.verify_with(&[])
     }
 
     /// The run holding `gseq` and the byte range of that record and its hash.

@@ -618,6 +618,18 @@ async fn strict_audit_refuses_what_it_cannot_record_and_best_effort_runs_it() {
     assert_eq!(db.direct("SELECT count(*) FROM t"), "4");
 }
 
+/// Waits until something listens on `port`.
+fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A minimal HTTP receiver: appends every POST body to `out` and answers 200.
 fn start_receiver(port: u16, out: &Path) -> std::process::Child {
     let script = r#"
@@ -639,14 +651,7 @@ http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
         .arg(out)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the receiver did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_listening(port);
     child
 }
 
@@ -734,14 +739,7 @@ S(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
         .arg(out)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the receiver did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_listening(port);
     child
 }
 
