@@ -19,6 +19,9 @@ pub enum AuditError {
     /// The signing key cannot be used.
     #[error("signing key: {0}")]
     Key(String),
+    /// Encryption at rest: a master key, a wrapped data key or an envelope cannot be used.
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
 }
 
 /// Magic and version of a record.
@@ -754,6 +757,8 @@ impl ChainState {
 
 mod bundle;
 pub use bundle::Bundle;
+
+pub mod seal;
 
 #[cfg(test)]
 mod tests;

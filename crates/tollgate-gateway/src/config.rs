@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tollgate_audit::seal::MasterKey;
 use tollgate_core::{Connection, GrantPolicy, Protocol, Secret, parse_duration};
 use tollgate_pg::PgTarget;
 use tollgate_policy::{Engine, PolicySpec, RuleSpec, compile_rules};
@@ -49,6 +50,103 @@ pub struct ConfigFile {
     /// Streaming export of the audit log (SIEM sinks).
     #[serde(default)]
     pub exports: Vec<crate::export::ExportSpec>,
+    /// Encryption at rest: the master key (and, during a rotation, the previous one).
+    pub encryption: Option<EncryptionSection>,
+}
+
+/// `[encryption]`: where the master key comes from. The key itself is never in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionSection {
+    /// Environment variable holding the master key (64 hex characters or base64 of 32 bytes).
+    pub master_key_env: Option<String>,
+    /// File holding the master key.
+    pub master_key_file: Option<PathBuf>,
+    /// Environment variable holding the previous master key, used only to unwrap during a
+    /// rotation.
+    pub previous_master_key_env: Option<String>,
+    /// File holding the previous master key.
+    pub previous_master_key_file: Option<PathBuf>,
+}
+
+/// The master keys of a validated `[encryption]` section.
+#[derive(Debug, Clone)]
+pub struct Encryption {
+    /// The current key first, then the previous one.
+    keys: Vec<MasterKey>,
+}
+
+impl Encryption {
+    /// The current master key and, during a rotation, the previous one.
+    pub fn new(current: MasterKey, previous: Option<MasterKey>) -> Self {
+        Self {
+            keys: std::iter::once(current).chain(previous).collect(),
+        }
+    }
+
+    /// The master key that wraps everything written from now on.
+    pub fn current(&self) -> &MasterKey {
+        &self.keys[0]
+    }
+
+    /// The previous master key, only for unwrapping what it wrapped.
+    pub fn previous(&self) -> Option<&MasterKey> {
+        self.keys.get(1)
+    }
+
+    /// Every master key that may unwrap: the current one first.
+    pub fn all(&self) -> &[MasterKey] {
+        &self.keys
+    }
+
+    /// Validates `[encryption]`: exactly one source for the master key, at most one for the
+    /// previous key, each readable and holding a key. `None` when the section is absent.
+    fn from_section(
+        section: Option<&EncryptionSection>,
+        err: &dyn Fn(&str, String) -> GatewayError,
+    ) -> Result<Option<Self>, GatewayError> {
+        let Some(s) = section else {
+            return Ok(None);
+        };
+        let read = |env: &Option<String>,
+                    file: &Option<PathBuf>,
+                    name: &str|
+         -> Result<Option<MasterKey>, GatewayError> {
+            let env_key = format!("encryption.{name}_env");
+            let file_key = format!("encryption.{name}_file");
+            match (env, file) {
+                (Some(_), Some(_)) => Err(err(
+                    &env_key,
+                    format!("set {name}_env or {name}_file, not both"),
+                )),
+                (Some(var), None) => MasterKey::from_env(var)
+                    .map(Some)
+                    .map_err(|e| err(&env_key, e.to_string())),
+                (None, Some(path)) => MasterKey::from_file(path)
+                    .map(Some)
+                    .map_err(|e| err(&file_key, e.to_string())),
+                (None, None) => Ok(None),
+            }
+        };
+        let current = read(&s.master_key_env, &s.master_key_file, "master_key")?;
+        let previous = read(
+            &s.previous_master_key_env,
+            &s.previous_master_key_file,
+            "previous_master_key",
+        )?;
+        match current {
+            Some(current) => Ok(Some(Self::new(current, previous))),
+            None if previous.is_some() => Err(err(
+                "encryption.master_key_env",
+                "a previous master key needs the current one: set master_key_env or master_key_file"
+                    .into(),
+            )),
+            None => Err(err(
+                "encryption",
+                "set master_key_env or master_key_file (or remove the section)".into(),
+            )),
+        }
+    }
 }
 
 /// `[listen]`.
@@ -180,6 +278,8 @@ pub struct Config {
     pub exports: Vec<crate::export::Sink>,
     /// Retention periods of connections not under legal hold.
     pub retention: Vec<(String, Duration)>,
+    /// Encryption at rest, when `[encryption]` is set: the master keys.
+    pub encryption: Option<Encryption>,
 }
 
 impl Config {
@@ -202,6 +302,24 @@ impl Config {
         toml::from_str(text).map_err(|e| GatewayError::Config {
             file: path.display().to_string(),
             message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Reads only what offline tools need from a file: the `[encryption]` master keys (the whole
+    /// file must parse, but connections and the rest are not validated, so their credentials
+    /// need not be at hand).
+    pub fn load_encryption(path: &Path) -> Result<Option<Encryption>, GatewayError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| GatewayError::Config {
+            file: name.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let file = Self::parse_text(&text, path)?;
+        Encryption::from_section(file.encryption.as_ref(), &|key: &str, message: String| {
+            GatewayError::Config {
+                file: name.clone(),
+                message: format!("{key}: {message}"),
+            }
         })
     }
 
@@ -228,6 +346,7 @@ impl Config {
                 )
             })
         };
+        let encryption = Encryption::from_section(file.encryption.as_ref(), &err)?;
         let api_addr = addr("listen.api", &file.listen.api)?;
         let postgres_addr = addr("listen.postgres", &file.listen.postgres)?;
         if file.tls.cert_file.is_some() != file.tls.key_file.is_some() {
@@ -418,6 +537,7 @@ impl Config {
             connection_masking,
             exports,
             retention,
+            encryption,
         })
     }
 }
@@ -531,6 +651,121 @@ mod tests {
             m.contains("events") && m.contains("approval_requested"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn encryption_takes_one_master_key_and_an_optional_previous_one() {
+        let pid = std::process::id();
+        let current = format!("TOLLGATE_TEST_MASTER_{pid}");
+        let previous = format!("TOLLGATE_TEST_PREVIOUS_{pid}");
+        let bad = format!("TOLLGATE_TEST_BAD_MASTER_{pid}");
+        // SAFETY of the process environment: these variables are only used by this test.
+        unsafe {
+            std::env::set_var(&current, "11".repeat(32));
+            std::env::set_var(&previous, "22".repeat(32));
+            std::env::set_var(&bad, "hunter2-is-no-key");
+        }
+        let dir = std::env::temp_dir().join(format!("tollgate-config-enc-{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key_file = dir.join("master.key");
+        std::fs::write(&key_file, format!("{}\n", "33".repeat(32))).unwrap();
+        let id = |hex: &str| MasterKey::parse(&hex.repeat(32)).unwrap().id();
+
+        assert!(Config::load(None).unwrap().encryption.is_none());
+        let c =
+            Config::from_text(&format!("[encryption]\nmaster_key_env = \"{current}\"\n")).unwrap();
+        let e = c.encryption.unwrap();
+        assert_eq!(e.current().id(), id("11"));
+        assert!(e.previous().is_none());
+        assert_eq!(e.all().len(), 1);
+        let c = Config::from_text(&format!(
+            "[encryption]\nmaster_key_file = {:?}\nprevious_master_key_env = \"{previous}\"\n",
+            key_file.display().to_string()
+        ))
+        .unwrap();
+        let e = c.encryption.unwrap();
+        assert_eq!(e.current().id(), id("33"));
+        assert_eq!(e.previous().unwrap().id(), id("22"));
+        assert_eq!(
+            e.all().iter().map(MasterKey::id).collect::<Vec<_>>(),
+            [id("33"), id("22")]
+        );
+        // The secret never shows in the config's Debug.
+        assert!(!format!("{e:?}").contains(&"33".repeat(8)));
+
+        let m = msg(&format!(
+            "[encryption]\nmaster_key_env = \"{current}\"\nmaster_key_file = \"/x\"\n"
+        ));
+        assert!(
+            m.contains("<inline>")
+                && m.contains("encryption.master_key_env")
+                && m.contains("not both"),
+            "{m}"
+        );
+        let m = msg("[encryption]\nmaster_key_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n");
+        assert!(
+            m.contains("encryption.master_key_env") && m.contains("is not set"),
+            "{m}"
+        );
+        let m = msg("[encryption]\nmaster_key_file = \"/nonexistent/tollgate/master.key\"\n");
+        assert!(
+            m.contains("encryption.master_key_file") && m.contains("cannot read"),
+            "{m}"
+        );
+        let m = msg(&format!("[encryption]\nmaster_key_env = \"{bad}\"\n"));
+        assert!(
+            m.contains("encryption.master_key_env")
+                && m.contains("expected 64 hex characters")
+                && !m.contains("hunter2"),
+            "{m}"
+        );
+        let m = msg(&format!(
+            "[encryption]\nmaster_key_env = \"{current}\"\nprevious_master_key_env = \"{previous}\"\nprevious_master_key_file = \"/x\"\n"
+        ));
+        assert!(
+            m.contains("encryption.previous_master_key_env") && m.contains("not both"),
+            "{m}"
+        );
+        let m = msg(&format!(
+            "[encryption]\nprevious_master_key_env = \"{previous}\"\n"
+        ));
+        assert!(
+            m.contains("encryption.master_key_env") && m.contains("needs the current one"),
+            "{m}"
+        );
+        let m = msg("[encryption]\n");
+        assert!(m.contains("encryption: set master_key_env"), "{m}");
+        let m = msg("[encryption]\nmaster_key = \"abc\"\n");
+        assert!(
+            m.contains("unknown field") && m.contains("master_key"),
+            "{m}"
+        );
+
+        // Offline tools read the section alone: a connection's unset password does not matter.
+        let path = dir.join("tollgate.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[encryption]\nmaster_key_env = \"{current}\"\n[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d\"\npassword_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n"
+            ),
+        )
+        .unwrap();
+        assert!(Config::load(Some(&path)).is_err());
+        let e = Config::load_encryption(&path).unwrap().unwrap();
+        assert_eq!(e.current().id(), id("11"));
+        std::fs::write(
+            &path,
+            "[encryption]\nmaster_key_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n",
+        )
+        .unwrap();
+        let m = Config::load_encryption(&path).unwrap_err().to_string();
+        assert!(
+            m.contains("tollgate.toml") && m.contains("encryption.master_key_env"),
+            "{m}"
+        );
+        std::fs::write(&path, "").unwrap();
+        assert!(Config::load_encryption(&path).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

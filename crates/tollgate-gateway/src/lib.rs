@@ -99,8 +99,9 @@ impl Gateway {
             .or_else(|| config.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(".tollgate"));
         material::ensure_data_dir(&data_dir)?;
-        let signer = material::signing_key(&data_dir)?;
-        let tls = material::tls_config(&data_dir, &config.tls)?;
+        let encryption = config.encryption.as_ref();
+        let signer = material::signing_key(&data_dir, encryption)?;
+        let tls = material::tls_config(&data_dir, &config.tls, encryption)?;
         let store = Store::open(&data_dir.join("tollgate.db"))?;
         let writer = Arc::new(store.event_writer(signer)?);
         // Every key that ever signed this log, for auditors to pin (the writer registered the
@@ -129,6 +130,7 @@ impl Gateway {
             config.masking.clone(),
             config.connection_masking.clone(),
             &data_dir,
+            config.encryption.as_ref(),
         )?);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let recorder: Arc<dyn Recorder> = writer.clone();

@@ -390,11 +390,12 @@ pub struct MaskPolicy {
 
 impl MaskPolicy {
     /// Reads the pseudonym key (generating `masking.key` in the data dir when none is
-    /// configured) and builds the policy.
+    /// configured, sealed under the master key when there is one) and builds the policy.
     pub fn new(
         settings: MaskingSettings,
         connections: HashMap<String, ConnectionMasking>,
         data_dir: &Path,
+        encryption: Option<&crate::config::Encryption>,
     ) -> Result<Self, GatewayError> {
         let key = match (&settings.key_env, &settings.key_file) {
             (Some(var), _) => std::env::var(var)
@@ -410,19 +411,7 @@ impl MaskPolicy {
                     path.display()
                 ))
             })?,
-            (None, None) => {
-                let path = data_dir.join("masking.key");
-                if !path.exists() {
-                    let mut raw = [0u8; 32];
-                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
-                        .map_err(|_| {
-                            GatewayError::Crypto("cannot generate the pseudonym key".into())
-                        })?;
-                    crate::material::write_private(&path, &raw)?;
-                }
-                std::fs::read(&path)
-                    .map_err(|e| GatewayError::DataDir(format!("{}: {e}", path.display())))?
-            }
+            (None, None) => crate::material::pseudonym_key(data_dir, encryption)?,
         };
         if key.len() < 16 {
             return Err(GatewayError::Invalid(

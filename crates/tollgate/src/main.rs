@@ -231,6 +231,22 @@ enum AuditCmd {
         /// The gateway's data dir.
         #[arg(long, default_value = ".tollgate")]
         data_dir: PathBuf,
+        /// The gateway's config file: its `[encryption]` master key opens a sealed signing key
+        /// and seals the new one.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Seal the data dir's private files (signing keys, TLS key, pseudonym key) under a new
+    /// master key, with the gateway stopped. The config's `[encryption]` section names the new
+    /// key (`master_key_env` or `master_key_file`) and the old one (`previous_master_key_env`
+    /// or `previous_master_key_file`); after this, the old key is no longer needed.
+    RotateMasterKey {
+        /// The gateway's data dir.
+        #[arg(long, default_value = ".tollgate")]
+        data_dir: PathBuf,
+        /// The gateway's config file, with the `[encryption]` section.
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Write a self-contained, verifiable bundle: records, the checkpoints over them, the
     /// public keys. Records of other sessions between the selected ones are included.
@@ -335,15 +351,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => audit_verify(&data_dir, bundle.as_deref(), key.as_deref(), json),
         Cmd::Audit {
-            command: AuditCmd::RotateKey { data_dir },
+            command: AuditCmd::RotateKey { data_dir, config },
         } => {
-            let (old, new) = tollgate_gateway::material::rotate_signing_key(&data_dir)
-                .context("cannot rotate the signing key")?;
+            let encryption = match &config {
+                Some(path) => tollgate_gateway::Config::load_encryption(path)?,
+                None => None,
+            };
+            if encryption.is_none()
+                && std::fs::read(data_dir.join("signing.key"))
+                    .is_ok_and(|b| tollgate_gateway::material::is_sealed_file(&b))
+            {
+                anyhow::bail!(
+                    "cannot rotate the signing key: {} is sealed; pass --config with the gateway's config, whose [encryption] section (encryption.master_key_env or encryption.master_key_file) names the master key",
+                    data_dir.join("signing.key").display()
+                );
+            }
+            let (old, new) =
+                tollgate_gateway::material::rotate_signing_key(&data_dir, encryption.as_ref())
+                    .context("cannot rotate the signing key")?;
             println!(
                 "retired key {old} (kept as signing-{old}.retired.key); key {new} signs from the gateway's next start, which also adds it to signing.pub"
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Audit {
+            command: AuditCmd::RotateMasterKey { data_dir, config },
+        } => rotate_master_key(&data_dir, &config),
         Cmd::Audit {
             command:
                 AuditCmd::Export {
@@ -360,6 +393,50 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             port,
         } => connect::run(&api.into(), &connection, port).await,
     }
+}
+
+fn rotate_master_key(data_dir: &std::path::Path, config: &std::path::Path) -> Result<ExitCode> {
+    let Some(encryption) = tollgate_gateway::Config::load_encryption(config)? else {
+        anyhow::bail!(
+            "{} has no [encryption] section: set master_key_env or master_key_file to the new master key, and previous_master_key_env or previous_master_key_file to the old one",
+            config.display()
+        );
+    };
+    let report = tollgate_gateway::material::rotate_master_key(
+        data_dir,
+        encryption
+            .previous()
+            .map(std::slice::from_ref)
+            .unwrap_or(&[]),
+        encryption.current(),
+    )
+    .context("cannot rotate the master key")?;
+    let names = |files: &[PathBuf]| {
+        files
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "re-sealed {} files under master key {}{}",
+        report.resealed.len(),
+        report.master_key_id,
+        if report.resealed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names(&report.resealed))
+        }
+    );
+    if !report.sealed.is_empty() {
+        println!(
+            "sealed {} plain files for the first time ({})",
+            report.sealed.len(),
+            names(&report.sealed)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit_export(
@@ -471,7 +548,16 @@ async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<ExitCo
             EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // When the log cannot be written (a full disk), carry on: reporting it on stderr would
+        // fail the same way, and `eprintln!` panics then.
+        .log_internal_errors(false)
         .init();
+    // A file that reaches a size limit must fail the write (the audit journal then refuses the
+    // statement), not kill the gateway: take over SIGXFSZ (25), whose default is to terminate.
+    // The handler stays installed after the stream is dropped.
+    drop(tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::from_raw(25),
+    ));
     let admin_key = std::env::var("TOLLGATE_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());
