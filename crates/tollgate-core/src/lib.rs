@@ -514,7 +514,8 @@ pub type Durable = Box<dyn FnOnce(Result<(), String>) + Send>;
 pub trait Recorder: Send + Sync {
     /// Appends one event. Never blocks on I/O.
     fn record(&self, event: Event);
-    /// Appends one event and calls `done` once it is durable or has failed. Never blocks.
+    /// Appends one event and calls `done` once it is durable or has failed. Never waits for
+    /// other work; it may append to a local file.
     fn record_durable(&self, event: Event, done: Durable) {
         self.record(event);
         done(Ok(()));

@@ -1,18 +1,21 @@
 //! Persistence for Tollgate on SQLite: API keys, sessions and each session's ordered event stream.
 //!
-//! Events go through [`EventWriter`], a dedicated thread that batches inserts into one transaction
-//! per batch, so the data path only pays for a channel send. Everything else (keys, reads for the
-//! API) uses a separate connection behind a mutex; SQLite's WAL mode lets both work at once.
+//! Events go through [`EventWriter`]: chained as they are recorded, made durable in an
+//! append-only journal, and copied into SQLite by a dedicated thread in batches. Everything else
+//! (keys, reads for the API) uses a separate connection behind a mutex; SQLite's WAL mode lets
+//! both work at once.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use rusqlite::{Connection as Db, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use tollgate_audit::{ChainState, Checkpoint, Hash, Signer, Tombstone};
-use tollgate_core::{Event, EventKind, Recorder};
+use tollgate_audit::{Checkpoint, Hash, Signer, Tombstone};
+use tollgate_core::{Event, EventKind};
+
+mod journal;
+mod writer;
+pub use writer::{EventWriter, journal_dir};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,14 @@ pub enum StoreError {
         /// Which value.
         what: &'static str,
         /// Why.
+        detail: String,
+    },
+    /// The audit journal could not be read or written.
+    #[error("audit journal {path}: {detail}")]
+    Journal {
+        /// The journal directory.
+        path: PathBuf,
+        /// What went wrong.
         detail: String,
     },
     /// The writer thread is gone.
@@ -256,7 +267,7 @@ impl Store {
     /// Starts the event writer thread on its own connection. Events go into the hash-chained
     /// audit log; `signer` signs its checkpoints and its public key is registered.
     pub fn event_writer(&self, signer: Signer) -> Result<EventWriter, StoreError> {
-        self.event_writer_with_limit(signer, QUEUE_LIMIT)
+        self.event_writer_with_limit(signer, writer::QUEUE_LIMIT)
     }
 
     /// [`Self::event_writer`] with at most `limit` best-effort events waiting to be written;
@@ -266,55 +277,7 @@ impl Store {
         signer: Signer,
         limit: usize,
     ) -> Result<EventWriter, StoreError> {
-        let db = open(&self.path)?;
-        let chain = ChainState::resume(last_record(&db).map_err(|e| self.err(e))?);
-        db.execute(
-            "INSERT OR IGNORE INTO audit_keys (key_id, public_key, created_at) VALUES (?1, ?2, ?3)",
-            params![
-                signer.key_id(),
-                signer.public_key(),
-                tollgate_core::now_micros()
-            ],
-        )
-        .map_err(|e| self.err(e))?;
-        let (tx, rx) = mpsc::channel();
-        let path = self.path.clone();
-        let mut log = AuditLog {
-            chain,
-            signer,
-            last_checkpoint: std::time::Instant::now(),
-        };
-        let mut db = db;
-        // A strict command waits on this connection's commits: when the database is locked by
-        // someone else, give up soon and refuse the command rather than hang the session.
-        db.busy_timeout(WRITER_BUSY_TIMEOUT)
-            .map_err(|e| self.err(e))?;
-        // What a retention purge removes is overwritten, not left in free pages.
-        db.execute_batch("PRAGMA secure_delete=ON")
-            .map_err(|e| self.err(e))?;
-        let abandoned = abandoned_sessions(&db).map_err(|e| self.err(e))?;
-        if !abandoned.is_empty() {
-            tracing::warn!(
-                sessions = abandoned.len(),
-                "sessions left open by an earlier run are recorded as abandoned"
-            );
-            write_batch(&mut db, &abandoned, &mut log).map_err(|e| self.err(e))?;
-        }
-        let backlog = Arc::new(Backlog::default());
-        let writer_backlog = Arc::clone(&backlog);
-        let handle = std::thread::Builder::new()
-            .name("tollgate-recorder".into())
-            .spawn(move || write_loop(db, &path, rx, &mut log, &writer_backlog))
-            .map_err(|e| StoreError::Corrupt {
-                what: "writer thread",
-                detail: e.to_string(),
-            })?;
-        Ok(EventWriter {
-            tx: Mutex::new(Some(tx)),
-            handle: Mutex::new(Some(handle)),
-            backlog,
-            limit,
-        })
+        EventWriter::start(&self.path, signer, limit)
     }
 
     /// Inserts a key record.
@@ -490,7 +453,7 @@ impl Store {
                  ORDER BY first_gseq",
             )?;
             // A run holds one batch at most, so it starts no more than a batch before `from`.
-            let lowest = from.saturating_sub(BATCH as u64);
+            let lowest = from.saturating_sub(writer::BATCH as u64);
             let rows = stmt.query_map(params![from as i64, until as i64, lowest as i64], |r| {
                 r.get::<_, Vec<u8>>(0)
             })?;
@@ -797,18 +760,6 @@ fn last_record(db: &Db) -> rusqlite::Result<Option<(u64, Hash)>> {
     Ok(last.map(|s| (s.record.gseq, s.hash)))
 }
 
-/// The writer's side of the audit log.
-struct AuditLog {
-    chain: ChainState,
-    signer: Signer,
-    last_checkpoint: std::time::Instant,
-}
-
-/// Records between checkpoints, at most.
-const CHECKPOINT_EVERY: u64 = 1000;
-/// Time between checkpoints while records arrive, at most.
-const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// An event as stored inside a run (its session is the row's).
 #[derive(Serialize, Deserialize)]
 struct StoredEvent {
@@ -835,299 +786,9 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-enum WriterMsg {
-    Event(Box<Event>),
-    /// An event whose sender waits until it is durable.
-    Durable(Box<Event>, tollgate_core::Durable),
-    /// Retention: purge the payloads of a connection's sessions that ended before a time.
-    Purge {
-        connection: String,
-        before: i64,
-        reply: PurgeReply,
-    },
-    Flush(mpsc::SyncSender<()>),
-}
-
-/// The event writer: a [`Recorder`] whose events a background thread appends in batches.
-pub struct EventWriter {
-    tx: Mutex<Option<Sender<WriterMsg>>>,
-    handle: Mutex<Option<JoinHandle<()>>>,
-    backlog: Arc<Backlog>,
-    limit: usize,
-}
-
-/// Events handed to the writer and not yet written, and best-effort events dropped.
-#[derive(Default)]
-struct Backlog {
-    waiting: std::sync::atomic::AtomicUsize,
-    dropped: std::sync::atomic::AtomicU64,
-}
-
-/// Where the writer answers a purge: how many records it purged, or why it could not.
-type PurgeReply = mpsc::SyncSender<Result<u64, String>>;
-
-/// Best-effort events that may wait to be written before command events are dropped.
-const QUEUE_LIMIT: usize = 1_000_000;
-
-impl EventWriter {
-    fn sender(&self) -> Option<Sender<WriterMsg>> {
-        self.tx.lock().ok().and_then(|g| g.clone())
-    }
-
-    /// Retention: removes the payloads of the records of `connection`'s sessions that ended
-    /// before `before` (microseconds), leaving purged records and a signed tombstone, and records
-    /// the purge. Returns how many records were purged.
-    pub fn purge(&self, connection: &str, before: i64) -> Result<u64, StoreError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        let tx = self.sender().ok_or(StoreError::WriterStopped)?;
-        tx.send(WriterMsg::Purge {
-            connection: connection.to_string(),
-            before,
-            reply,
-        })
-        .map_err(|_| StoreError::WriterStopped)?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::WriterStopped)?
-            .map_err(|detail| StoreError::Corrupt {
-                what: "retention purge",
-                detail,
-            })
-    }
-
-    /// Waits until every event recorded so far is committed.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
-        let tx = self.sender().ok_or(StoreError::WriterStopped)?;
-        tx.send(WriterMsg::Flush(done_tx))
-            .map_err(|_| StoreError::WriterStopped)?;
-        done_rx.recv().map_err(|_| StoreError::WriterStopped)
-    }
-
-    /// Commits what is queued and stops the thread.
-    pub fn close(&self) {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
-        let handle = self.handle.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
-    }
-}
-
-impl Recorder for EventWriter {
-    fn record_durable(&self, event: Event, done: tollgate_core::Durable) {
-        self.backlog
-            .waiting
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sender = self.tx.lock().ok().and_then(|g| g.clone());
-        match sender {
-            Some(tx) => {
-                if let Err(mpsc::SendError(WriterMsg::Durable(_, done))) =
-                    tx.send(WriterMsg::Durable(Box::new(event), done))
-                {
-                    done(Err("the audit log writer has stopped".into()));
-                }
-            }
-            None => done(Err("the audit log writer has stopped".into())),
-        }
-    }
-
-    fn record(&self, event: Event) {
-        use std::sync::atomic::Ordering;
-        // When the store cannot keep up, best-effort command records give way (session starts,
-        // ends and refusals never do); the writer records how many were dropped.
-        let droppable = matches!(
-            event.kind,
-            EventKind::Command { .. } | EventKind::CommandStarted { .. }
-        );
-        if droppable && self.backlog.waiting.load(Ordering::Relaxed) >= self.limit {
-            self.backlog.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.backlog.waiting.fetch_add(1, Ordering::Relaxed);
-        // Taking the lock per event is cheap (uncontended in the common case) and keeps the
-        // sender closable at shutdown.
-        let sent = match self.tx.lock() {
-            Ok(guard) => match guard.as_ref() {
-                Some(tx) => tx.send(WriterMsg::Event(Box::new(event))).is_ok(),
-                None => false,
-            },
-            Err(_) => false,
-        };
-        if !sent {
-            tracing::error!("event recorded after the writer stopped; it is lost");
-        }
-    }
-}
-
-/// How long the writer waits for a database lock held by another process.
-const WRITER_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Most events written in one SQLite transaction.
-const BATCH: usize = 4096;
-/// How long the writer lets events gather after the first one arrives. Waking and committing
-/// once per event would cost more CPU than the gateway's whole data path.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
-
-fn write_loop(
-    mut db: Db,
-    path: &Path,
-    rx: Receiver<WriterMsg>,
-    log: &mut AuditLog,
-    backlog: &Backlog,
-) {
-    use std::sync::atomic::Ordering;
-    // The writer's own stream, for what it has to say about itself (dropped events).
-    let own = format!("recorder-{}", tollgate_core::now_micros());
-    let mut own_seq = 0u64;
-    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
-    let mut waiters: Vec<mpsc::SyncSender<()>> = Vec::new();
-    let mut acks: Vec<tollgate_core::Durable> = Vec::new();
-    let mut purges: Vec<(String, i64, PurgeReply)> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        // Gather for a moment so one transaction carries many events, but commit at once when
-        // someone waits (a strict command, a flush): whatever queued meanwhile rides along.
-        let deadline = std::time::Instant::now() + GATHER;
-        let mut urgent = false;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                WriterMsg::Event(e) => batch.push(*e),
-                WriterMsg::Durable(e, done) => {
-                    batch.push(*e);
-                    acks.push(done);
-                    urgent = true;
-                }
-                WriterMsg::Flush(w) => {
-                    waiters.push(w);
-                    urgent = true;
-                }
-                WriterMsg::Purge {
-                    connection,
-                    before,
-                    reply,
-                } => {
-                    purges.push((connection, before, reply));
-                    urgent = true;
-                }
-            }
-            if batch.len() >= BATCH {
-                break;
-            }
-            next = match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(mpsc::TryRecvError::Disconnected) => None,
-                Err(mpsc::TryRecvError::Empty) if urgent => None,
-                Err(mpsc::TryRecvError::Empty) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    rx.recv_timeout(left).ok()
-                }
-            };
-        }
-        let handed = batch.len();
-        let dropped = backlog.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            batch.push(Event {
-                session: own.clone(),
-                seq: own_seq,
-                at: tollgate_core::now_micros(),
-                kind: EventKind::Admin {
-                    action: "events_dropped".into(),
-                    by: None,
-                    target: None,
-                    detail: format!(
-                        "{dropped} best-effort command events were dropped: the store could not keep up"
-                    ),
-                },
-            });
-            own_seq += 1;
-        }
-        if !batch.is_empty() {
-            // Retry a failed batch a few times (e.g. a busy database), never dropping it silently.
-            let mut attempt = 0;
-            loop {
-                let saved = log.chain.clone();
-                match write_batch(&mut db, &batch, log) {
-                    Ok(()) => {
-                        for done in acks.drain(..) {
-                            done(Ok(()));
-                        }
-                        break;
-                    }
-                    Err(e) if attempt < 50 => {
-                        log.chain = saved;
-                        attempt += 1;
-                        // Whoever waits is told now: a strict command must not wait for retries.
-                        for done in acks.drain(..) {
-                            done(Err(format!("the audit log cannot be written: {e}")));
-                        }
-                        tracing::warn!(path = %path.display(), error = %e, "event batch not written; retrying");
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                    Err(e) => {
-                        log.chain = saved;
-                        for done in acks.drain(..) {
-                            done(Err(format!("the audit log cannot be written: {e}")));
-                        }
-                        tracing::error!(path = %path.display(), error = %e, events = batch.len(), "event batch lost");
-                        break;
-                    }
-                }
-            }
-            batch.clear();
-        }
-        backlog.waiting.fetch_sub(handed, Ordering::Relaxed);
-        for (connection, before, reply) in purges.drain(..) {
-            let result = purge(&mut db, log, &connection, before);
-            let answer = match result {
-                Ok(0) => Ok(0),
-                Ok(count) => {
-                    // The purge is itself on record, in the chain.
-                    let note = Event {
-                        session: own.clone(),
-                        seq: own_seq,
-                        at: tollgate_core::now_micros(),
-                        kind: EventKind::Admin {
-                            action: "audit_purged".into(),
-                            by: None,
-                            target: Some(connection.clone()),
-                            detail: format!(
-                                "{count} records of sessions of {connection} that ended before {} lost their payloads; a signed tombstone vouches for them",
-                                tollgate_core::format_rfc3339(before)
-                            ),
-                        },
-                    };
-                    own_seq += 1;
-                    let saved = log.chain.clone();
-                    if let Err(e) = write_batch(&mut db, std::slice::from_ref(&note), log) {
-                        log.chain = saved;
-                        tracing::error!(error = %e, "the purge's record was not written");
-                    }
-                    Ok(count)
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = reply.send(answer);
-        }
-        for w in waiters.drain(..) {
-            let _ = w.send(());
-        }
-    }
-    // The writer is closing: sign what is not signed yet.
-    if log.chain.unsigned > 0
-        && let Err(e) = db
-            .transaction()
-            .and_then(|tx| checkpoint(&tx, log).and_then(|()| tx.commit()))
-    {
-        tracing::error!(path = %path.display(), error = %e, "final audit checkpoint not written");
-    }
-}
-
 /// Replaces the records of `connection`'s sessions that ended before `before` with purged
 /// records and signs one tombstone over them, in one transaction. Returns how many it purged.
-fn purge(db: &mut Db, log: &AuditLog, connection: &str, before: i64) -> rusqlite::Result<u64> {
+fn purge(db: &mut Db, signer: &Signer, connection: &str, before: i64) -> rusqlite::Result<u64> {
     let tx = db.transaction()?;
     let sessions: Vec<String> = {
         let mut stmt = tx.prepare(
@@ -1189,9 +850,7 @@ fn purge(db: &mut Db, log: &AuditLog, connection: &str, before: i64) -> rusqlite
         return Ok(0);
     }
     vouched.sort_by_key(|v| v.0);
-    let t = log
-        .signer
-        .tombstone(id as u64, &vouched, tollgate_core::now_micros());
+    let t = signer.tombstone(id as u64, &vouched, tollgate_core::now_micros());
     tx.execute(
         "INSERT INTO audit_tombstones (id, first_gseq, last_gseq, count, digest, at, key_id, signature)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1218,7 +877,7 @@ fn hash_at(tx: &rusqlite::Transaction<'_>, gseq: u64) -> rusqlite::Result<Option
     let mut stmt = tx.prepare_cached(
         "SELECT body FROM audit_runs WHERE first_gseq <= ?1 AND first_gseq >= ?2 AND last_gseq >= ?1",
     )?;
-    let lowest = gseq.saturating_sub(BATCH as u64);
+    let lowest = gseq.saturating_sub(writer::BATCH as u64);
     let bodies = stmt
         .query_map(params![gseq as i64, lowest as i64], |r| {
             r.get::<_, Vec<u8>>(0)
@@ -1232,125 +891,6 @@ fn hash_at(tx: &rusqlite::Transaction<'_>, gseq: u64) -> rusqlite::Result<Option
         }
     }
     Ok(None)
-}
-
-/// Signs the chain's head and stores the checkpoint.
-fn checkpoint(tx: &rusqlite::Transaction<'_>, log: &mut AuditLog) -> rusqlite::Result<()> {
-    let Some(gseq) = log.chain.last_gseq() else {
-        return Ok(());
-    };
-    let cp = log
-        .signer
-        .checkpoint(gseq, log.chain.head, tollgate_core::now_micros());
-    tx.execute(
-        "INSERT OR REPLACE INTO audit_checkpoints (gseq, at, head, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![cp.gseq as i64, cp.at, &cp.head[..], cp.key_id, cp.signature],
-    )?;
-    log.chain.unsigned = 0;
-    log.last_checkpoint = std::time::Instant::now();
-    Ok(())
-}
-
-fn write_batch(db: &mut Db, batch: &[Event], log: &mut AuditLog) -> rusqlite::Result<()> {
-    // Group the batch by session, keeping each session's order: one row per session and batch.
-    let mut order: Vec<&str> = Vec::new();
-    let mut by_session: std::collections::HashMap<&str, Vec<&Event>> =
-        std::collections::HashMap::new();
-    for e in batch {
-        by_session
-            .entry(e.session.as_str())
-            .or_insert_with(|| {
-                order.push(e.session.as_str());
-                Vec::new()
-            })
-            .push(e);
-    }
-    let to_sql = |err: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(err));
-    let audit_err =
-        |err: tollgate_audit::AuditError| rusqlite::Error::ToSqlConversionFailure(Box::new(err));
-    // Chain every event in arrival order (the global order); each session's records go into
-    // that session's run for this batch.
-    let mut runs: std::collections::HashMap<&str, (u64, u64, Vec<u8>)> =
-        std::collections::HashMap::new();
-    let mut payload = Vec::with_capacity(1024);
-    let mut session_ended = false;
-    for e in batch {
-        payload.clear();
-        serde_json::to_writer(&mut payload, &e.kind).map_err(to_sql)?;
-        let run = runs
-            .entry(e.session.as_str())
-            .or_insert_with(|| (log.chain.next_gseq, 0, Vec::with_capacity(4096)));
-        let gseq = log
-            .chain
-            .append(e.at, &e.session, e.seq, &payload, &mut run.2)
-            .map_err(audit_err)?;
-        run.1 = gseq;
-        session_ended |= matches!(
-            e.kind,
-            EventKind::SessionEnd { .. } | EventKind::SessionAbandoned { .. }
-        );
-    }
-    let tx = db.transaction()?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO audit_runs (first_gseq, last_gseq, session, body) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut start = tx.prepare_cached(
-            "INSERT OR IGNORE INTO sessions (id, subject, key_id, connection, protocol, channel, client_addr, tls, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        let mut end =
-            tx.prepare_cached("UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1")?;
-        let mut counts = tx.prepare_cached(
-            "UPDATE sessions SET commands = commands + ?2, refused = refused + ?3 WHERE id = ?1",
-        )?;
-        for session in order {
-            let events = by_session
-                .get(session)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let (mut commands, mut refused) = (0i64, 0i64);
-            for e in events {
-                match &e.kind {
-                    EventKind::SessionStart(info) => {
-                        start.execute(params![
-                            e.session,
-                            info.identity.as_ref().map(|i| &i.subject),
-                            info.identity.as_ref().and_then(|i| i.key_id.as_ref()),
-                            info.connection,
-                            enum_name(&info.protocol),
-                            enum_name(&info.channel),
-                            info.client_addr,
-                            info.tls,
-                            e.at
-                        ])?;
-                    }
-                    EventKind::Command { .. } => commands += 1,
-                    EventKind::CommandStarted { .. } | EventKind::Admin { .. } => {}
-                    EventKind::Refusal(_) => refused += 1,
-                    EventKind::SessionEnd { reason } => {
-                        end.execute(params![e.session, e.at, reason])?;
-                    }
-                    EventKind::SessionAbandoned { reason } => {
-                        end.execute(params![e.session, e.at, format!("abandoned: {reason}")])?;
-                    }
-                }
-            }
-            if let Some((first, last, body)) = runs.get(session) {
-                insert.execute(params![*first as i64, *last as i64, session, body])?;
-            }
-            if commands > 0 || refused > 0 {
-                counts.execute(params![session, commands, refused])?;
-            }
-        }
-    }
-    if log.chain.unsigned >= CHECKPOINT_EVERY
-        || session_ended
-        || log.last_checkpoint.elapsed() >= CHECKPOINT_AFTER
-    {
-        checkpoint(&tx, log)?;
-    }
-    tx.commit()
 }
 
 /// Serializes a unit enum to its serde name (`postgres`, `native`, …).

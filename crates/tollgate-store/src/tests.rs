@@ -1,4 +1,5 @@
 use super::*;
+use tollgate_core::Recorder;
 use tollgate_core::{Channel, Command, Identity, Outcome, Protocol, ProtocolStep, SessionInfo};
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -222,4 +223,130 @@ fn a_store_that_cannot_keep_up_drops_best_effort_commands_and_says_so() {
     assert_eq!(dropped_notes.len(), 1, "{dropped_notes:?}");
     assert!(dropped_notes[0].contains("15 best-effort command events were dropped"));
     assert!(audit.verify(None).intact());
+}
+
+/// Records `kinds` as session `session` through `writer`, each durable, and checks each was
+/// acknowledged.
+fn record_durably(writer: &EventWriter, session: &str, first_seq: u64, kinds: Vec<EventKind>) {
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        writer.record_durable(
+            Event {
+                session: session.into(),
+                seq: first_seq + i as u64,
+                at: 1_000 + i as i64,
+                kind,
+            },
+            Box::new(move |r| tx.send(r).unwrap()),
+        );
+        rx.recv().unwrap().unwrap();
+    }
+}
+
+/// Writes a journal segment continuing the store's chain with `count` command records of
+/// `session`, as a gateway killed before its writer thread committed them would leave it.
+fn leave_in_journal(store: &Store, path: &Path, session: &str, count: u64) -> Vec<u8> {
+    let material = store.audit_material().unwrap();
+    let last = material.runs.last().map(|(_, _, _, body)| {
+        let s = tollgate_audit::split_run(body).unwrap();
+        let l = s.last().unwrap();
+        (l.record.gseq, l.hash)
+    });
+    let mut chain = tollgate_audit::ChainState::resume(last);
+    let mut bytes = Vec::new();
+    for seq in 0..count {
+        let payload = serde_json::to_vec(&command(seq)).unwrap();
+        chain
+            .append(5_000 + seq as i64, session, seq, &payload, &mut bytes)
+            .unwrap();
+    }
+    let dir = journal_dir(path);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0000000000000007.tgj"), &bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn durable_events_are_acknowledged_while_the_database_is_locked_and_committed_after() {
+    let (dir, store) = store();
+    let writer = store.event_writer(test_signer()).unwrap();
+    let blocker = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = std::time::Instant::now();
+    record_durably(&writer, "locked", 0, (0..5).map(command).collect());
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "durable events must not wait for the database: {:?}",
+        started.elapsed()
+    );
+    // They are in the journal already.
+    let journal = journal_dir(&dir.path().join("t.db"));
+    let held: u64 = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(held > 0, "the journal holds the records");
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    writer.flush().unwrap();
+    assert_eq!(store.events("locked").unwrap().len(), 5);
+    writer.close();
+    assert!(!journal.exists(), "a clean close leaves no journal");
+    assert!(store.audit_material().unwrap().verify(None).intact());
+}
+
+#[test]
+fn records_only_the_journal_holds_are_recovered_at_start() {
+    let (dir, store) = store();
+    let path = dir.path().join("t.db");
+    let writer = store.event_writer(test_signer()).unwrap();
+    record_durably(&writer, "before", 0, (0..3).map(command).collect());
+    writer.close();
+    let mut segment = leave_in_journal(&store, &path, "killed", 4);
+    // A torn last write: half of one more record.
+    let torn = segment[..segment.len() / 8].to_vec();
+    segment.extend_from_slice(&torn);
+    std::fs::write(journal_dir(&path).join("0000000000000007.tgj"), &segment).unwrap();
+
+    let writer = store.event_writer(test_signer()).unwrap();
+    writer.flush().unwrap();
+    let recovered = store.events("killed").unwrap();
+    assert_eq!(
+        recovered.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    // The chain continues after them.
+    record_durably(&writer, "after", 0, vec![command(9)]);
+    writer.close();
+    let report = store.audit_material().unwrap().verify(None);
+    assert!(report.intact(), "{report:?}");
+    assert_eq!(report.records, 3 + 4 + 1);
+    assert!(!journal_dir(&path).exists());
+}
+
+#[test]
+fn a_journal_that_does_not_continue_the_chain_is_set_aside_not_copied() {
+    let (dir, store) = store();
+    let path = dir.path().join("t.db");
+    let writer = store.event_writer(test_signer()).unwrap();
+    record_durably(&writer, "before", 0, (0..2).map(command).collect());
+    writer.close();
+    let mut segment = leave_in_journal(&store, &path, "forged", 3);
+    // Change one byte of the second record's payload: its hash no longer matches.
+    let (_, first_len) = tollgate_audit::decode_record(&segment).unwrap();
+    let at = first_len + 32 + 40;
+    segment[at] ^= 0x01;
+    std::fs::write(journal_dir(&path).join("0000000000000007.tgj"), &segment).unwrap();
+
+    let writer = store.event_writer(test_signer()).unwrap();
+    writer.flush().unwrap();
+    // The record before the bad one continued the chain and is in; nothing after it.
+    assert_eq!(store.events("forged").unwrap().len(), 1);
+    writer.close();
+    assert!(store.audit_material().unwrap().verify(None).intact());
+    let kept: Vec<String> = std::fs::read_dir(journal_dir(&path))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept, vec!["0000000000000007.tgj.broken".to_string()]);
 }

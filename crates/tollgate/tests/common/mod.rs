@@ -150,6 +150,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The running gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Starts a gateway with the given extra config (connections, sections).
     pub fn start(extra_config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
