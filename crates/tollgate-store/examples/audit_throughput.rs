@@ -1,5 +1,6 @@
-//! Audit log throughput: events/s the writer sustains (best-effort and strict, where every
-//! event waits for its commit, with 8 concurrent waiters), and verification speed.
+//! Audit log throughput: events/s the writer sustains (best-effort, and strict, where every
+//! event is durable in the journal before the next, with 8 concurrent sessions), and
+//! verification speed.
 //!
 //! `cargo run --release -p tollgate-store --example audit_throughput [EVENTS]`
 
@@ -66,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         per * 8
     );
 
-    // Strict: 8 sessions, each event waits for its commit before the next.
+    // Strict: 8 sessions, each event durable (in the journal) before the next.
     let strict_events = (events / 10).max(8);
     let per = strict_events / 8;
     let t0 = Instant::now();
@@ -93,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "strict:      {:.0} events/s ({} events, each waiting for its commit, 8 writers)",
+        "strict:      {:.0} events/s ({} events, each durable before the next, 8 writers)",
         (per * 8) as f64 / secs,
         per * 8
     );
