@@ -76,6 +76,30 @@ pub fn encode_record(r: &Record<'_>, out: &mut Vec<u8>) -> Result<(), AuditError
     Ok(())
 }
 
+/// Appends the associated data that binds a sealed payload (a `TGS1` envelope) to its record:
+/// the record's header exactly as encoded before its payload length, `TGE1 ‖ gseq ‖ at ‖
+/// session (str16) ‖ seq`. An envelope moved to another record, or a record whose header was
+/// changed, no longer opens.
+pub fn payload_aad(
+    gseq: u64,
+    at: i64,
+    session: &str,
+    seq: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), AuditError> {
+    encode_header(
+        RECORD_MAGIC,
+        &Record {
+            gseq,
+            at,
+            session,
+            seq,
+            payload: &[],
+        },
+        out,
+    )
+}
+
 /// `SHA-256(prev ‖ record)`.
 pub fn chain(prev: &Hash, record: &[u8]) -> Hash {
     let mut ctx = Context::new(&SHA256);

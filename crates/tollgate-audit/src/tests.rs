@@ -509,3 +509,21 @@ fn hash_of(record_and_hash: &[u8]) -> Hash {
         .try_into()
         .unwrap()
 }
+
+#[test]
+fn the_payload_aad_is_the_record_header() {
+    let mut record = Vec::new();
+    let payload = b"TGS1 stands in for an envelope";
+    ChainState::resume(Some((41, GENESIS)))
+        .append(-7, "sess-\u{e9}", 3, payload, &mut record)
+        .unwrap();
+    let mut aad = Vec::new();
+    payload_aad(42, -7, "sess-\u{e9}", 3, &mut aad).unwrap();
+    // Everything before the payload length and the payload.
+    assert_eq!(aad, record[..record.len() - 32 - payload.len() - 4]);
+    assert_eq!(&aad[..4], b"TGE1");
+    let mut other = Vec::new();
+    payload_aad(43, -7, "sess-\u{e9}", 3, &mut other).unwrap();
+    assert_ne!(aad, other);
+    assert!(payload_aad(0, 0, &"x".repeat(70_000), 0, &mut other).is_err());
+}

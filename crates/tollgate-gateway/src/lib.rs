@@ -102,7 +102,11 @@ impl Gateway {
         let encryption = config.encryption.as_ref();
         let signer = material::signing_key(&data_dir, encryption)?;
         let tls = material::tls_config(&data_dir, &config.tls, encryption)?;
-        let store = Store::open(&data_dir.join("tollgate.db"))?;
+        // With master keys, the writer seals every new audit payload and the readers (API,
+        // export sinks) open sealed ones; without, a store holding sealed payloads is refused.
+        let sealing = encryption
+            .map(|e| tollgate_store::Sealing::new(e.current().clone(), e.previous().cloned()));
+        let store = Store::open_sealed(&data_dir.join("tollgate.db"), sealing)?;
         let writer = Arc::new(store.event_writer(signer)?);
         // Every key that ever signed this log, for auditors to pin (the writer registered the
         // current one).

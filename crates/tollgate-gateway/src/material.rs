@@ -324,16 +324,21 @@ pub struct RotateReport {
     pub resealed: Vec<PathBuf>,
     /// Plain files sealed for the first time.
     pub sealed: Vec<PathBuf>,
+    /// Data keys of the audit log (`audit_data_keys` in `tollgate.db`) re-wrapped under the new
+    /// key; the records they sealed are untouched.
+    pub rewrapped_data_keys: usize,
 }
 
 /// Master key rotation of a data dir, with the gateway stopped: every private file
 /// ([`private_files`]) is opened with the old keys (or `new` itself) and sealed again under
-/// `new` with a fresh data key; plain files are sealed. Everything is opened before anything is
-/// written, so a file that no given key opens leaves the data dir as it was. Each file is
-/// replaced atomically.
+/// `new` with a fresh data key; plain files are sealed. Every data key of the audit log is
+/// re-wrapped under `new` in one transaction ([`tollgate_store::rewrap_data_keys`]): the
+/// records, sealed or not, and their hashes are not touched.
 ///
-/// This is the place where the store's wrapped data keys are re-wrapped too: records are never
-/// re-encrypted, only their data keys ([`WrappedKey::rewrap`]).
+/// The files are opened first, then the data keys are re-wrapped (all or nothing), then the
+/// files are written, each replaced atomically: a file or a data key that no given key opens
+/// leaves the data dir as it was. Should writing a file fail after that, running the rotation
+/// again with the same keys finishes it.
 pub fn rotate_master_key(
     dir: &Path,
     old: &[MasterKey],
@@ -359,8 +364,15 @@ pub fn rotate_master_key(
         };
         opened.push((path, plain, was_sealed));
     }
+    let db = dir.join("tollgate.db");
+    let rewrapped_data_keys = if db.is_file() {
+        tollgate_store::rewrap_data_keys(&db, old, new)?
+    } else {
+        0
+    };
     let mut report = RotateReport {
         master_key_id: new.id(),
+        rewrapped_data_keys,
         ..RotateReport::default()
     };
     for (path, plain, was_sealed) in opened {
@@ -679,5 +691,50 @@ mod tests {
         let report = rotate_master_key(&dir.0, &[], &new).unwrap();
         assert_eq!((report.resealed.len(), report.sealed.len()), (4, 0));
         assert!(rotate_master_key(&dir.0.join("nowhere"), &[], &new).is_err());
+    }
+
+    #[test]
+    fn rotation_rewraps_the_audit_logs_data_keys_and_leaves_its_records_alone() {
+        use tollgate_core::Recorder;
+        let dir = TempDir::new();
+        let old = MasterKey::generate().unwrap();
+        let new = MasterKey::generate().unwrap();
+        let signer = signing_key(&dir.0, Some(&enc(&old, None))).unwrap();
+        let db = dir.0.join("tollgate.db");
+        let sealed = |key: &MasterKey| {
+            tollgate_store::Store::open_sealed(
+                &db,
+                Some(tollgate_store::Sealing::new(key.clone(), [])),
+            )
+            .unwrap()
+        };
+        let store = sealed(&old);
+        let writer = store.event_writer(signer).unwrap();
+        writer.record(tollgate_core::Event {
+            session: "s".into(),
+            seq: 0,
+            at: 1,
+            kind: tollgate_core::EventKind::SessionEnd {
+                reason: "sealed-reason".into(),
+            },
+        });
+        writer.flush().unwrap();
+        writer.close();
+        let runs = tollgate_store::read_audit(&db).unwrap().runs;
+        assert!(!contains(&runs[0].3, b"sealed-reason"));
+
+        let report = rotate_master_key(&dir.0, std::slice::from_ref(&old), &new).unwrap();
+        assert_eq!(report.rewrapped_data_keys, 1);
+        assert_eq!(report.resealed, [dir.0.join("signing.key")]);
+        let keys = store.data_keys().unwrap();
+        assert!(keys.iter().all(|k| k.kek_id == new.id()), "{keys:?}");
+        assert_eq!(tollgate_store::read_audit(&db).unwrap().runs, runs);
+        assert_eq!(sealed(&new).events("s").unwrap().len(), 1);
+        assert!(sealed(&old).events("s").is_err());
+        // A data dir without a database has no data keys to re-wrap.
+        let empty = TempDir::new();
+        let report = rotate_master_key(&empty.0, &[], &new).unwrap();
+        assert_eq!(report.rewrapped_data_keys, 0);
+        assert!(!empty.0.join("tollgate.db").exists());
     }
 }

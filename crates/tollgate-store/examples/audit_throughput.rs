@@ -2,7 +2,10 @@
 //! event is durable in the journal before the next, with 8 concurrent sessions), and
 //! verification speed.
 //!
-//! `cargo run --release -p tollgate-store --example audit_throughput [EVENTS]`
+//! `cargo run --release -p tollgate-store --example audit_throughput [EVENTS] [sealed]`
+//!
+//! With `sealed`, every payload is sealed under a data key wrapped by a random master key
+//! (encryption at rest), to compare with the plain log.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -41,8 +44,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
+    let sealing = match std::env::args().nth(2).as_deref() {
+        Some("sealed") => Some(tollgate_store::Sealing::new(
+            tollgate_audit::seal::MasterKey::generate()?,
+            [],
+        )),
+        _ => None,
+    };
+    println!(
+        "payloads: {}",
+        if sealing.is_some() { "sealed" } else { "plain" }
+    );
     let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("tollgate.db"))?;
+    let store = Store::open_sealed(&dir.path().join("tollgate.db"), sealing)?;
     let writer = Arc::new(store.event_writer(signer()?)?);
 
     // Best-effort: 8 sessions append as fast as they can.

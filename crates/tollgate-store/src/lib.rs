@@ -4,6 +4,10 @@
 //! append-only journal, and copied into SQLite by a dedicated thread in batches. Everything else
 //! (keys, reads for the API) uses a separate connection behind a mutex; SQLite's WAL mode lets
 //! both work at once.
+//!
+//! With master keys ([`Sealing`], [`Store::open_sealed`]) the audit payloads are kept sealed
+//! (`sealing.rs`): the writer seals every new payload, readers open them, and verification
+//! ([`read_audit`]) never needs a key.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,7 +18,9 @@ use tollgate_audit::{Checkpoint, Hash, Signer, Tombstone};
 use tollgate_core::{Event, EventKind};
 
 mod journal;
+mod sealing;
 mod writer;
+pub use sealing::{MASTER_KEY_SETTING, Sealing};
 pub use writer::{EventWriter, journal_dir};
 
 /// Errors from the store.
@@ -50,6 +56,24 @@ pub enum StoreError {
     /// The store mutex was poisoned by a panic elsewhere.
     #[error("store: connection lock poisoned")]
     Poisoned,
+    /// Encryption at rest of the audit log: a data key cannot be made, stored, unwrapped or
+    /// re-wrapped, or the store holds sealed payloads and no master key is given. The message
+    /// names the data key and master key and, when a key is missing, the setting to set.
+    #[error("audit log encryption: {0}")]
+    Encryption(String),
+    /// A sealed audit payload cannot be opened: no master key, not the right one, or altered
+    /// bytes. The message names the data key and, when a key is missing, the setting to set.
+    #[error("audit record {gseq} (session {session}, seq {seq}): {detail}")]
+    Sealed {
+        /// The record's gseq.
+        gseq: u64,
+        /// Its session.
+        session: String,
+        /// Its position in the session.
+        seq: u64,
+        /// Why it does not open.
+        detail: String,
+    },
 }
 
 /// Ordered list of schema migrations; index + 1 is the `user_version` after applying it.
@@ -137,6 +161,16 @@ CREATE TABLE audit_tombstones (
     at         INTEGER NOT NULL,
     key_id     TEXT NOT NULL,
     signature  BLOB NOT NULL
+);
+"#,
+    r#"
+-- The data keys that sealed audit payloads (TGS1 envelopes), each wrapped by a master key
+-- (kek_id names it; the master key itself is never stored).
+CREATE TABLE audit_data_keys (
+    id         TEXT PRIMARY KEY,
+    kek_id     TEXT NOT NULL,
+    wrapped    BLOB NOT NULL,
+    created_at INTEGER NOT NULL
 );
 "#,
 ];
@@ -239,17 +273,41 @@ pub struct SessionFilter {
 pub struct Store {
     path: PathBuf,
     db: Arc<Mutex<Db>>,
+    /// Master keys: the event writer seals payloads under them, readers open them.
+    sealing: Option<Sealing>,
+    /// Data keys unwrapped so far, for reading. Locked after `db`, never before.
+    keyring: Arc<Mutex<sealing::Keyring>>,
 }
 
 impl Store {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the database at `path`, without master keys: payloads are
+    /// written plain, and sealed ones cannot be read.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_sealed(path, None)
+    }
+
+    /// Opens (creating and migrating) the database at `path`. With `sealing`, the event writer
+    /// seals every new payload under a data key wrapped by the current master key, and reads
+    /// open sealed payloads with any of the master keys; plain payloads read as they are.
+    pub fn open_sealed(path: &Path, sealing: Option<Sealing>) -> Result<Self, StoreError> {
         let mut db = open(path)?;
         migrate(&mut db, path)?;
         Ok(Self {
             path: path.to_path_buf(),
             db: Arc::new(Mutex::new(db)),
+            keyring: Arc::new(Mutex::new(sealing::Keyring::new(sealing.as_ref()))),
+            sealing,
         })
+    }
+
+    /// Runs `f` with the connection and the keyring that opens sealed payloads.
+    fn reading<T>(
+        &self,
+        f: impl FnOnce(&Db, &mut sealing::Keyring) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut keyring = self.keyring.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&db, &mut keyring)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -265,7 +323,9 @@ impl Store {
     }
 
     /// Starts the event writer thread on its own connection. Events go into the hash-chained
-    /// audit log; `signer` signs its checkpoints and its public key is registered.
+    /// audit log; `signer` signs its checkpoints and its public key is registered. When the
+    /// store was opened with master keys ([`Self::open_sealed`]), every new payload is sealed
+    /// (and a store holding sealed payloads refuses to start a writer without them).
     pub fn event_writer(&self, signer: Signer) -> Result<EventWriter, StoreError> {
         self.event_writer_with_limit(signer, writer::QUEUE_LIMIT)
     }
@@ -277,7 +337,18 @@ impl Store {
         signer: Signer,
         limit: usize,
     ) -> Result<EventWriter, StoreError> {
-        EventWriter::start(&self.path, signer, limit)
+        EventWriter::start(
+            &self.path,
+            signer,
+            limit,
+            self.sealing.clone(),
+            sealing::KEY_MESSAGES,
+        )
+    }
+
+    /// The wrapped data keys that sealed audit payloads, oldest first.
+    pub fn data_keys(&self) -> Result<Vec<tollgate_audit::seal::WrappedKey>, StoreError> {
+        self.with(sealing::data_keys)
     }
 
     /// Inserts a key record.
@@ -380,35 +451,44 @@ impl Store {
         })
     }
 
-    /// A session's events in order.
+    /// A session's events in order. Sealed payloads are opened with the master keys; one that
+    /// does not open is an error ([`StoreError::Sealed`]).
     pub fn events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
-        let chained = self.with(|db| {
-            let mut stmt =
-                db.prepare("SELECT body FROM audit_runs WHERE session = ?1 ORDER BY first_gseq")?;
-            let rows = stmt.query_map(params![session], |r| r.get::<_, Vec<u8>>(0))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
+        let mut events = self.legacy_events(session)?;
         let corrupt = |detail: String| StoreError::Corrupt {
             what: "audit run",
             detail,
         };
-        let mut events = self.legacy_events(session)?;
-        for body in chained {
-            for stored in tollgate_audit::split_run(&body).map_err(|e| corrupt(e.to_string()))? {
-                if stored.purged.is_some() {
-                    continue; // retention removed it
+        self.reading(|db, keyring| {
+            let chained = (|| {
+                let mut stmt = db.prepare_cached(
+                    "SELECT body FROM audit_runs WHERE session = ?1 ORDER BY first_gseq",
+                )?;
+                let rows = stmt.query_map(params![session], |r| r.get::<_, Vec<u8>>(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })()
+            .map_err(|e| self.err(e))?;
+            for body in chained {
+                for stored in
+                    tollgate_audit::split_run(&body).map_err(|e| corrupt(e.to_string()))?
+                {
+                    if stored.purged.is_some() {
+                        continue; // retention removed it
+                    }
+                    let r = stored.record;
+                    let json = keyring.payload(db, &r)?;
+                    let kind: EventKind = serde_json::from_slice(&json)
+                        .map_err(|e| corrupt(format!("record {}: {e}", r.gseq)))?;
+                    events.push(Event {
+                        session: session.to_string(),
+                        seq: r.seq,
+                        at: r.at,
+                        kind,
+                    });
                 }
-                let r = stored.record;
-                let kind: EventKind =
-                    serde_json::from_slice(r.payload).map_err(|e| corrupt(e.to_string()))?;
-                events.push(Event {
-                    session: session.to_string(),
-                    seq: r.seq,
-                    at: r.at,
-                    kind,
-                });
             }
-        }
+            Ok(())
+        })?;
         Ok(events)
     }
 
@@ -438,7 +518,7 @@ impl Store {
     }
 
     /// Up to `limit` committed records after gseq `after` (all when `None`), in gseq order,
-    /// without gaps.
+    /// without gaps. Sealed payloads are opened: each record carries its event's JSON.
     pub fn records_after(
         &self,
         after: Option<u64>,
@@ -446,40 +526,45 @@ impl Store {
     ) -> Result<Vec<ExportRecord>, StoreError> {
         let from = after.map_or(0, |g| g.saturating_add(1));
         let until = from.saturating_add(limit as u64);
-        let bodies = self.with(|db| {
-            let mut stmt = db.prepare_cached(
-                "SELECT body FROM audit_runs
-                 WHERE first_gseq >= ?3 AND first_gseq < ?2 AND last_gseq >= ?1
-                 ORDER BY first_gseq",
-            )?;
-            // A run holds one batch at most, so it starts no more than a batch before `from`.
-            let lowest = from.saturating_sub(writer::BATCH as u64);
-            let rows = stmt.query_map(params![from as i64, until as i64, lowest as i64], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
         let mut out = Vec::new();
-        for body in &bodies {
-            let stored = tollgate_audit::split_run(body).map_err(|e| StoreError::Corrupt {
-                what: "audit run",
-                detail: e.to_string(),
-            })?;
-            for s in stored {
-                let r = s.record;
-                if r.gseq >= from && r.gseq < until {
-                    out.push(ExportRecord {
-                        purged: s.purged.is_some(),
-                        gseq: r.gseq,
-                        at: r.at,
-                        session: r.session.to_string(),
-                        seq: r.seq,
-                        payload: r.payload.to_vec(),
-                        hash: s.hash,
-                    });
+        self.reading(|db, keyring| {
+            let bodies = (|| {
+                let mut stmt = db.prepare_cached(
+                    "SELECT body FROM audit_runs
+                     WHERE first_gseq >= ?3 AND first_gseq < ?2 AND last_gseq >= ?1
+                     ORDER BY first_gseq",
+                )?;
+                // A run holds one batch at most, so it starts no more than a batch before `from`.
+                let lowest = from.saturating_sub(writer::BATCH as u64);
+                let rows = stmt
+                    .query_map(params![from as i64, until as i64, lowest as i64], |r| {
+                        r.get::<_, Vec<u8>>(0)
+                    })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })()
+            .map_err(|e| self.err(e))?;
+            for body in &bodies {
+                let stored = tollgate_audit::split_run(body).map_err(|e| StoreError::Corrupt {
+                    what: "audit run",
+                    detail: e.to_string(),
+                })?;
+                for s in stored {
+                    let r = s.record;
+                    if r.gseq >= from && r.gseq < until {
+                        out.push(ExportRecord {
+                            purged: s.purged.is_some(),
+                            gseq: r.gseq,
+                            at: r.at,
+                            session: r.session.to_string(),
+                            seq: r.seq,
+                            payload: keyring.payload(db, &r)?.into_owned(),
+                            hash: s.hash,
+                        });
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
         out.sort_by_key(|r| r.gseq);
         // A batch commits whole, so committed records always run from 0 without a gap.
         let contiguous = out
@@ -552,10 +637,11 @@ impl Store {
         })
     }
 
-    /// Searches every stored text column for `needle` (used by tests that prove secrets never land).
+    /// Searches every stored text column for `needle` (used by tests that prove secrets never
+    /// land), sealed payloads included: they are opened and searched too.
     pub fn contains_text(&self, needle: &str) -> Result<bool, StoreError> {
         let pattern = format!("%{needle}%");
-        self.with(|db| {
+        let found = self.with(|db| {
             let n: i64 = db.query_row(
                 "SELECT (SELECT COUNT(*) FROM event_runs WHERE body LIKE ?1)
                       + (SELECT COUNT(*) FROM audit_runs WHERE instr(body, ?2) > 0)
@@ -565,8 +651,52 @@ impl Store {
                 |r| r.get(0),
             )?;
             Ok(n > 0)
+        })?;
+        if found || needle.is_empty() {
+            return Ok(found);
+        }
+        self.reading(|db, keyring| {
+            let bodies = (|| {
+                let mut stmt =
+                    db.prepare("SELECT body FROM audit_runs WHERE instr(body, ?1) > 0")?;
+                let rows = stmt
+                    .query_map(params![tollgate_audit::seal::MAGIC.as_slice()], |r| {
+                        r.get::<_, Vec<u8>>(0)
+                    })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })()
+            .map_err(|e| self.err(e))?;
+            for body in &bodies {
+                let stored = tollgate_audit::split_run(body).map_err(|e| StoreError::Corrupt {
+                    what: "audit run",
+                    detail: e.to_string(),
+                })?;
+                for s in stored {
+                    if tollgate_audit::seal::is_sealed(s.record.payload) {
+                        let json = keyring.payload(db, &s.record)?;
+                        if json.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            Ok(false)
         })
     }
+}
+
+/// Master key rotation of the store at `path`: re-wraps every data key of `audit_data_keys`
+/// under `new` (each unwrapped with the key among `old`, or `new`, that wrapped it), in one
+/// transaction: all or nothing. The records and their hashes are untouched. Returns how many
+/// data keys were re-wrapped.
+pub fn rewrap_data_keys(
+    path: &Path,
+    old: &[tollgate_audit::seal::MasterKey],
+    new: &tollgate_audit::seal::MasterKey,
+) -> Result<usize, StoreError> {
+    let mut db = open(path)?;
+    migrate(&mut db, path)?;
+    sealing::rewrap(&mut db, path, old, new, true)
 }
 
 /// One record of the audit log, as export sinks send it.
@@ -580,7 +710,7 @@ pub struct ExportRecord {
     pub session: String,
     /// Position in the session.
     pub seq: u64,
-    /// The event as JSON.
+    /// The event as JSON (opened, when the record holds a sealed payload; empty when purged).
     pub payload: Vec<u8>,
     /// Its chain hash.
     pub hash: [u8; 32],

@@ -6,6 +6,10 @@
 //! and no SQLite commit. A best-effort event costs encoding and hashing; the writer thread is
 //! woken only when it sleeps with nothing to do, and otherwise collects for [`GATHER`] so one
 //! transaction carries many events.
+//!
+//! With master keys, each payload is sealed (`sealing.rs`) in [`Front::chain`] before it is
+//! chained, under a data key the writer stored, wrapped, in `audit_data_keys` before its first
+//! use; the writer thread stores the next data key before the current one reaches its limit.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -17,6 +21,7 @@ use tollgate_audit::{ChainState, Hash, Signer};
 use tollgate_core::{Event, EventKind, Recorder};
 
 use crate::journal::{self, Journal};
+use crate::sealing::{self, Keyring, PayloadSealer, Sealing};
 use crate::{StoreError, enum_name};
 
 /// Records between checkpoints, at most.
@@ -71,25 +76,38 @@ struct Front {
     closed: bool,
     /// Reused for each payload.
     scratch: Vec<u8>,
+    /// Seals payloads, when the store has master keys.
+    sealer: Option<PayloadSealer>,
     /// When the journal last failed (to keep the warning from flooding the log).
     journal_warned: Option<std::time::Instant>,
 }
 
 impl Front {
     /// Chains `event` at the end of the log and queues it for the journal and the database.
+    /// With master keys, the payload chained is the envelope of the event's JSON, bound to the
+    /// record by its header (gseq, time, session, seq): the chain covers the sealed bytes.
     fn chain(&mut self, event: Event) -> Result<(), String> {
         self.scratch.clear();
         serde_json::to_writer(&mut self.scratch, &event.kind).map_err(|e| e.to_string())?;
-        let mut bytes = Vec::with_capacity(self.scratch.len() + event.session.len() + 72);
+        let payload: &[u8] = match &mut self.sealer {
+            Some(sealer) => {
+                // The gseq `append` gives the record. Should the record be taken back out
+                // (`record_durable`), the next record reuses the gseq with a new nonce.
+                sealer.seal(
+                    self.chain.next_gseq,
+                    event.at,
+                    &event.session,
+                    event.seq,
+                    &self.scratch,
+                )?;
+                &sealer.envelope
+            }
+            None => &self.scratch,
+        };
+        let mut bytes = Vec::with_capacity(payload.len() + event.session.len() + 72);
         let gseq = self
             .chain
-            .append(
-                event.at,
-                &event.session,
-                event.seq,
-                &self.scratch,
-                &mut bytes,
-            )
+            .append(event.at, &event.session, event.seq, payload, &mut bytes)
             .map_err(|e| e.to_string())?;
         self.journal.unwritten.extend_from_slice(&bytes);
         self.pending.push(Entry { event, gseq, bytes });
@@ -138,7 +156,18 @@ struct Committed {
 impl EventWriter {
     /// Opens the writer on the database at `path`: recovers what the journal holds beyond the
     /// database, records sessions an earlier run left open as abandoned, and starts the thread.
-    pub(crate) fn start(path: &Path, signer: Signer, limit: usize) -> Result<Self, StoreError> {
+    ///
+    /// With `sealing`, data keys that an older master key wraps are re-wrapped under the current
+    /// one, and a fresh data key is stored before anything is sealed with it; each data key
+    /// seals `key_messages` payloads before the next takes over. Without it, a store that holds
+    /// sealed payloads is refused: they could not be read back.
+    pub(crate) fn start(
+        path: &Path,
+        signer: Signer,
+        limit: usize,
+        sealing: Option<Sealing>,
+        key_messages: u64,
+    ) -> Result<Self, StoreError> {
         let err = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -153,6 +182,42 @@ impl EventWriter {
         db.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(err)?;
         // What a retention purge removes is overwritten, not left in free pages.
         db.execute_batch("PRAGMA secure_delete=ON").map_err(err)?;
+        match &sealing {
+            Some(sealing) => {
+                let moved =
+                    sealing::rewrap(&mut db, path, sealing.keys(), sealing.current(), false)
+                        .map_err(|e| match e {
+                            StoreError::Encryption(detail) => StoreError::Encryption(format!(
+                                "the sealed payloads cannot be opened: {detail}"
+                            )),
+                            e => e,
+                        })?;
+                if moved > 0 {
+                    tracing::info!(
+                        data_keys = moved,
+                        master_key = %sealing.current().id(),
+                        "audit data keys re-wrapped under the current master key"
+                    );
+                }
+            }
+            None => {
+                let wrapped = sealing::data_keys(&db).map_err(err)?;
+                if let Some(first) = wrapped.first() {
+                    let mut masters: Vec<&str> =
+                        wrapped.iter().map(|w| w.kek_id.as_str()).collect();
+                    masters.sort_unstable();
+                    masters.dedup();
+                    return Err(StoreError::Encryption(format!(
+                        "the audit log holds payloads sealed under {} data keys (the first {}), wrapped by master key {}, but no master key is configured: set {} in the config's [encryption] section",
+                        wrapped.len(),
+                        first.id,
+                        masters.join(", "),
+                        sealing::MASTER_KEY_SETTING
+                    )));
+                }
+            }
+        }
+        let mut keyring = Keyring::new(sealing.as_ref());
         db.execute(
             "INSERT OR IGNORE INTO audit_keys (key_id, public_key, created_at) VALUES (?1, ?2, ?3)",
             params![
@@ -182,13 +247,23 @@ impl EventWriter {
                 let entries = recovered
                     .into_iter()
                     .map(|r| {
-                        let kind =
-                            serde_json::from_slice::<EventKind>(&r.payload).map_err(|e| {
-                                StoreError::Corrupt {
-                                    what: "journal record",
-                                    detail: format!("record {}: {e}", r.gseq),
-                                }
-                            })?;
+                        let json = keyring.payload(
+                            &db,
+                            &tollgate_audit::Record {
+                                gseq: r.gseq,
+                                at: r.at,
+                                session: &r.session,
+                                seq: r.seq,
+                                payload: &r.payload,
+                            },
+                        )?;
+                        let kind = serde_json::from_slice::<EventKind>(&json).map_err(|e| {
+                            StoreError::Corrupt {
+                                what: "journal record",
+                                detail: format!("record {}: {e}", r.gseq),
+                            }
+                        })?;
+                        drop(json);
                         Ok(Entry {
                             event: Event {
                                 session: r.session,
@@ -209,6 +284,15 @@ impl EventWriter {
             }
         }
         let journal = Journal::start(&dir).map_err(journal_err)?;
+        // The first data key is in the database before anything sealed with it can be written.
+        let sealer = match &sealing {
+            Some(s) => Some(PayloadSealer::new(
+                sealing::new_data_key(&db, path, s)?,
+                key_messages,
+            )),
+            None => None,
+        };
+        drop(keyring);
 
         let shared = Arc::new(Shared {
             front: Mutex::new(Front {
@@ -221,6 +305,7 @@ impl EventWriter {
                 writer_idle: false,
                 closed: false,
                 scratch: Vec::with_capacity(1024),
+                sealer,
                 journal_warned: None,
             }),
             wake: Condvar::new(),
@@ -250,7 +335,7 @@ impl EventWriter {
         let db_path = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("tollgate-recorder".into())
-            .spawn(move || write_loop(db, &db_path, &thread_shared, committed))
+            .spawn(move || write_loop(db, &db_path, &thread_shared, committed, sealing))
             .map_err(|e| StoreError::Corrupt {
                 what: "writer thread",
                 detail: e.to_string(),
@@ -394,6 +479,8 @@ struct Round {
     entries: Vec<Entry>,
     requests: Vec<Request>,
     closing: bool,
+    /// The sealer's data key nears its share: store the next one.
+    wants_key: bool,
 }
 
 /// Waits for work, lets events gather, and takes them (after writing them to the journal).
@@ -461,6 +548,7 @@ fn next_round(shared: &Shared, own: &str, own_seq: &mut u64) -> Option<Round> {
         Vec::new()
     };
     let closing = front.closed;
+    let wants_key = front.sealer.as_ref().is_some_and(PayloadSealer::wants_key);
     drop(front);
     if let Some(e) = journal_failed {
         tracing::warn!(error = %e, "the audit journal cannot be written; records wait in memory");
@@ -469,10 +557,17 @@ fn next_round(shared: &Shared, own: &str, own_seq: &mut u64) -> Option<Round> {
         entries,
         requests,
         closing,
+        wants_key,
     })
 }
 
-fn write_loop(mut db: Db, path: &Path, shared: &Shared, mut committed: Committed) {
+fn write_loop(
+    mut db: Db,
+    path: &Path,
+    shared: &Shared,
+    mut committed: Committed,
+    sealing: Option<Sealing>,
+) {
     // The writer's own stream, for what it has to say about itself (dropped events, purges).
     let own = format!("recorder-{}", tollgate_core::now_micros());
     let mut own_seq = 0u64;
@@ -483,6 +578,23 @@ fn write_loop(mut db: Db, path: &Path, shared: &Shared, mut committed: Committed
             let ok = commit(&mut db, path, &round.entries, &mut committed, round.closing);
             left_in_journal |= !ok;
             settle(shared, &committed, !left_in_journal);
+        }
+        if round.wants_key
+            && let Some(sealing) = &sealing
+        {
+            // Stored (wrapped) before the sealer may use it; on failure, tried again next round.
+            match sealing::new_data_key(&db, path, sealing) {
+                Ok(next) => {
+                    if let Some(mut front) = shared.lock()
+                        && let Some(sealer) = front.sealer.as_mut()
+                    {
+                        sealer.give_key(next);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the next audit data key could not be stored; retrying")
+                }
+            }
         }
         for request in round.requests {
             match request {

@@ -237,9 +237,10 @@ enum AuditCmd {
         config: Option<PathBuf>,
     },
     /// Seal the data dir's private files (signing keys, TLS key, pseudonym key) under a new
-    /// master key, with the gateway stopped. The config's `[encryption]` section names the new
-    /// key (`master_key_env` or `master_key_file`) and the old one (`previous_master_key_env`
-    /// or `previous_master_key_file`); after this, the old key is no longer needed.
+    /// master key and re-wrap the audit log's data keys under it (records are not touched),
+    /// with the gateway stopped. The config's `[encryption]` section names the new key
+    /// (`master_key_env` or `master_key_file`) and the old one (`previous_master_key_env` or
+    /// `previous_master_key_file`); after this, the old key is no longer needed.
     RotateMasterKey {
         /// The gateway's data dir.
         #[arg(long, default_value = ".tollgate")]
@@ -436,6 +437,16 @@ fn rotate_master_key(data_dir: &std::path::Path, config: &std::path::Path) -> Re
             names(&report.sealed)
         );
     }
+    println!(
+        "re-wrapped {} audit data key{} under master key {}; the records are untouched",
+        report.rewrapped_data_keys,
+        if report.rewrapped_data_keys == 1 {
+            ""
+        } else {
+            "s"
+        },
+        report.master_key_id
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -351,3 +351,262 @@ fn plain_files_are_sealed_in_place_refused_without_the_key_and_rotated_to_a_new_
     );
     verify_ok(&data);
 }
+
+/// The marker the recorded statements carry.
+const MARKER: &str = "marker-7f3a9c";
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that no file of the data dir (database, write-ahead log, journal, key files) holds
+/// the marker; returns how many files were scanned.
+fn marker_nowhere_in(data: &Path) -> usize {
+    let files = files_under(data);
+    for (path, bytes) in &files {
+        assert!(
+            !contains_bytes(bytes, MARKER.as_bytes()),
+            "{} holds the marker in the clear",
+            path.display()
+        );
+    }
+    files.len()
+}
+
+fn python_verify_ok(data: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/verify_audit.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg("--json")
+        .arg("--db")
+        .arg(data.join("tollgate.db"))
+        .arg("--key")
+        .arg(data.join("signing.pub"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "verify_audit.py: {said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+/// The ids of the sessions that ran commands.
+fn command_sessions(gw: &Gateway) -> Vec<String> {
+    gw.sessions()
+        .iter()
+        .filter(|s| s["commands"].as_i64().unwrap_or(0) > 0)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `(id, kek_id)` of every audit data key, from the database directly.
+fn data_keys(data: &Path) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("tollgate.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare("SELECT id, kek_id FROM audit_data_keys ORDER BY created_at")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Every run of the audit log as stored: `(first_gseq, body)`.
+fn audit_runs(data: &Path) -> Vec<(i64, Vec<u8>)> {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("tollgate.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare("SELECT first_gseq, body FROM audit_runs ORDER BY first_gseq")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn recordings_are_sealed_read_with_the_key_verified_without_it_and_kept_across_rotation() {
+    let db = TestDb::create("tg_seal_rec");
+    let connection = db.connection("pg", &["eng"], "disable");
+    let key_a = hex(&key_bytes(4));
+    let key_b = base64::engine::general_purpose::STANDARD.encode(key_bytes(5));
+    let id_a = MasterKey::parse(&key_a).unwrap().id();
+    let id_b = MasterKey::parse(&key_b).unwrap().id();
+    let env_a = set_env("TG_TEST_REC_MASTER_A", &key_a);
+    let env_b = set_env("TG_TEST_REC_MASTER_B", &key_b);
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export.jsonl");
+    let sink = format!(
+        "[[exports]]\nname = \"archive\"\nkind = \"file\"\npath = {:?}\n\n",
+        export.display().to_string()
+    );
+    let with_a = format!("{}{sink}{connection}", encryption(&env_a, None));
+
+    let mut gw = Gateway::start_in(dir, &with_a);
+    let data = gw.data_dir();
+    let key = gw.create_key("agent", "eng", None);
+    statement_works(&gw, &key, &format!("SELECT '{MARKER}' AS seen"));
+    statement_works(&gw, &key, &format!("SELECT length('{MARKER}-second') AS n"));
+    let sessions = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = command_sessions(&gw);
+            if s.len() == 2 || Instant::now() > deadline {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(sessions.len(), 2, "{:#?}", gw.sessions());
+    // Read through the API: opened with the master key.
+    let shown = gw.cli_ok(ADMIN_KEY, &["sessions", "show", &sessions[1], "--json"]);
+    assert!(shown.contains(MARKER), "{shown}");
+    let replay = gw.cli_ok(ADMIN_KEY, &["sessions", "replay", &sessions[1]]);
+    assert!(replay.contains(MARKER), "{replay}");
+    // The export sink gets the events opened.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&export).is_ok_and(|t| t.contains(&format!("{MARKER}-second"))) {
+        assert!(
+            Instant::now() < deadline,
+            "the export sink never delivered the marker: {}",
+            gw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exported = std::fs::read_to_string(&export).unwrap();
+    // Strict audit: the statement's command_started, then its command with the outcome.
+    let kinds: Vec<String> = exported
+        .lines()
+        .filter(|l| l.contains(&format!("'{MARKER}' AS seen")))
+        .map(|l| {
+            let record: serde_json::Value = serde_json::from_str(l).unwrap();
+            record["event"]["type"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds, ["command_started", "command"], "{exported}");
+    // Nothing on disk in the clear while it runs (journal included) nor after it stopped.
+    assert!(marker_nowhere_in(&data) >= 4);
+    assert!(gw.stop());
+    assert!(marker_nowhere_in(&data) >= 4);
+    let keys = data_keys(&data);
+    assert_eq!(keys.len(), 1, "one data key per start: {keys:?}");
+    assert_eq!(keys[0].1, id_a);
+
+    // Verification needs no key: the Rust verifier, the independent one, and a bundle.
+    verify_ok(&data);
+    python_verify_ok(&data);
+    let bundle = gw.dir.path().join("bundle.json");
+    let out = tollgate(
+        &["audit", "export", "--session", &sessions[1], "--data-dir"],
+        &[&data, Path::new("--out"), &bundle],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!contains_bytes(
+        &std::fs::read(&bundle).unwrap(),
+        MARKER.as_bytes()
+    ));
+    let out = tollgate(&["audit", "verify", "--bundle"], &[&bundle]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Rotation to B: the data key is re-wrapped, the records stay as they are.
+    let db_before = data_keys(&data);
+    let runs_before = audit_runs(&data);
+    let rotate_config = write_config(
+        &gw,
+        "rotate.toml",
+        &format!("{}{connection}", encryption(&env_b, Some(&env_a))),
+    );
+    let out = tollgate(
+        &["audit", "rotate-master-key", "--config"],
+        &[&rotate_config, Path::new("--data-dir"), &data],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "re-wrapped 1 audit data key under master key {id_b}"
+        )),
+        "{said}"
+    );
+    let keys = data_keys(&data);
+    assert_eq!(
+        keys.iter().map(|k| &k.0).collect::<Vec<_>>(),
+        db_before.iter().map(|k| &k.0).collect::<Vec<_>>()
+    );
+    assert!(keys.iter().all(|k| k.1 == id_b), "{keys:?}");
+    assert_eq!(audit_runs(&data), runs_before, "records untouched");
+    verify_ok(&data);
+    python_verify_ok(&data);
+
+    // Only the new key: the old recording replays, new ones are sealed under B.
+    let with_b = format!("{}{sink}{connection}", encryption(&env_b, None));
+    gw.restart(&with_b);
+    let replay = gw.cli_ok(ADMIN_KEY, &["sessions", "replay", &sessions[1]]);
+    assert!(replay.contains(MARKER), "{replay}");
+    let shown = gw.cli_ok(ADMIN_KEY, &["sessions", "show", &sessions[0], "--json"]);
+    assert!(shown.contains(&format!("{MARKER}-second")), "{shown}");
+    statement_works(&gw, &key, &format!("SELECT '{MARKER}-third'"));
+    assert!(gw.stop());
+    marker_nowhere_in(&data);
+    let keys = data_keys(&data);
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| k.1 == id_b), "{keys:?}");
+    verify_ok(&data);
+    python_verify_ok(&data);
+
+    // Neither key: the gateway refuses to start, naming the setting (the sealed signing key is
+    // found first; a store holding sealed payloads is refused the same way).
+    let m = start_fails(&gw, &connection);
+    assert!(
+        m.contains(&id_b)
+            && m.contains("no master key is configured")
+            && m.contains("encryption.master_key_env"),
+        "{m}"
+    );
+    // The old key alone cannot start it either.
+    let m = start_fails(&gw, &format!("{}{connection}", encryption(&env_a, None)));
+    assert!(m.contains(&id_b) && m.contains(&id_a), "{m}");
+    // And the log still verifies without any key.
+    verify_ok(&data);
+    python_verify_ok(&data);
+}
