@@ -704,15 +704,41 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 /// A syslog receiver (RFC 5424 over TCP, octet-counted frames, RFC 6587): writes the JSON
 /// message of every frame to `out`, one per line, after checking its header.
 fn start_syslog_receiver(port: u16, out: &Path) -> std::process::Child {
+    start_syslog_receiver_with(port, out, None)
+}
+
+/// The same receiver speaking TLS (RFC 5425) with this certificate chain and key; a connection
+/// whose handshake fails is dropped.
+fn start_syslog_tls_receiver(port: u16, out: &Path, server: &ServerCert) -> std::process::Child {
+    start_syslog_receiver_with(port, out, Some(server))
+}
+
+fn start_syslog_receiver_with(
+    port: u16,
+    out: &Path,
+    tls: Option<&ServerCert>,
+) -> std::process::Child {
     let script = r#"
-import socketserver, sys, re
+import socketserver, ssl, sys, re
 out = sys.argv[2]
+ctx = None
+if len(sys.argv) > 4:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
 HEADER = re.compile(rb'^<110>1 \d{4}-\d\d-\d\dT[0-9:.]+Z tollgate tollgate - audit - ')
-class H(socketserver.StreamRequestHandler):
+class H(socketserver.BaseRequestHandler):
     def handle(self):
+        conn = self.request
+        try:
+            if ctx is not None:
+                conn = ctx.wrap_socket(conn, server_side=True)
+            self.frames(conn)
+        except OSError:
+            return
+    def frames(self, conn):
         buf = b''
         while True:
-            chunk = self.request.recv(65536)
+            chunk = conn.recv(65536)
             if not chunk:
                 return
             buf += chunk
@@ -734,13 +760,86 @@ class S(socketserver.ThreadingTCPServer):
     daemon_threads = True
 S(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
 "#;
-    let child = Command::new("python3")
-        .args(["-c", script, &port.to_string()])
-        .arg(out)
-        .spawn()
-        .unwrap();
+    let mut command = Command::new("python3");
+    command.args(["-c", script, &port.to_string()]).arg(out);
+    if let Some(server) = tls {
+        command.arg(&server.cert).arg(&server.key);
+    }
+    let child = command.spawn().unwrap();
     wait_listening(port);
     child
+}
+
+/// A receiver process, killed when dropped (also when a test fails half-way).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `n` sessions are on record and all of them have ended, so that no record of
+/// theirs is still to come.
+fn wait_ended(gw: &Gateway, n: usize) {
+    gw.wait_sessions(&format!("{n} sessions to end"), |s| {
+        s.len() == n && s.iter().all(|s| !s["ended_at"].is_null())
+    });
+}
+
+/// A receiver's certificate chain and key, as PEM files.
+struct ServerCert {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// A test CA: its certificate as a PEM file, and what it signs with.
+struct TestCa {
+    pem: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+fn test_ca(dir: &Path, name: &str) -> TestCa {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("Tollgate test CA {name}"),
+    );
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&pem, cert.pem()).unwrap();
+    TestCa {
+        pem,
+        issuer: rcgen::Issuer::new(params, key),
+    }
+}
+
+/// A certificate for 127.0.0.1 and localhost signed by `ca`.
+fn server_cert(dir: &Path, ca: &TestCa) -> ServerCert {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let server = ServerCert {
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&server.cert, cert.pem()).unwrap();
+    std::fs::write(&server.key, key.serialize_pem()).unwrap();
+    server
 }
 
 /// Whether the file's records reach the end of the log.
@@ -831,6 +930,176 @@ path = \"{}\"
     );
     assert_in_order_without_gaps("syslog", &gseqs(&logged), total);
     assert_in_order_without_gaps("file", &gseqs(&filed), total);
+}
+
+#[test]
+fn syslog_over_tls_delivers_every_record_in_order_across_a_receiver_restart() {
+    let db = TestDb::create("tg_export_tls");
+    let syslog_port = free_port();
+    let scratch = tempfile::tempdir().unwrap();
+    let ca = test_ca(scratch.path(), "trusted");
+    let server = server_cert(scratch.path(), &ca);
+    let logged = scratch.path().join("syslog-tls.jsonl");
+    // The certificate is checked against the host of the address (an IP address here).
+    let config = format!(
+        "{}
+[[exports]]
+name = \"syslog-tls\"
+kind = \"syslog\"
+address = \"127.0.0.1:{syslog_port}\"
+tls = true
+ca_file = \"{}\"
+",
+        db.connection("pg", &["eng"], "disable"),
+        ca.pem.display()
+    );
+    let syslog = Reaped(start_syslog_tls_receiver(syslog_port, &logged, &server));
+    let mut gw = Gateway::start(&config);
+    let key = gw.create_key("agent", "eng", None);
+    let run = |gw: &Gateway, n: usize| {
+        for i in 0..n {
+            let out = gw.psql("pg", &key, "disable", &["-c", &format!("SELECT {i}")]);
+            assert!(out.status.success());
+        }
+    };
+    run(&gw, 3);
+    wait_ended(&gw, 3);
+    let data = gw.data_dir();
+    wait_for("the first records to arrive over TLS", || {
+        caught_up(&logged, log_records(&data))
+    });
+
+    // The receiver goes away; records keep coming; it comes back and gets all of them.
+    drop(syslog);
+    run(&gw, 4);
+    wait_ended(&gw, 7);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let syslog = Reaped(start_syslog_tls_receiver(syslog_port, &logged, &server));
+    wait_for("the backlog to arrive over TLS", || {
+        caught_up(&logged, log_records(&data))
+    });
+
+    // A gateway restart resumes from the cursor. Waiting for the last session to end first
+    // means every record is in the log before the last one is checked for.
+    gw.restart(&config);
+    run(&gw, 1);
+    wait_ended(&gw, 8);
+    wait_for("records after the restart", || {
+        caught_up(&logged, log_records(&gw.data_dir()))
+    });
+    assert!(gw.stop());
+    drop(syslog);
+    let total = log_records(&gw.data_dir());
+    assert_in_order_without_gaps("syslog over TLS", &gseqs(&logged), total);
+    assert!(
+        !gw.stderr().contains("TLS handshake"),
+        "no handshake failed: {}",
+        gw.stderr()
+    );
+}
+
+#[test]
+fn syslog_over_tls_delivers_nothing_to_a_receiver_it_cannot_verify() {
+    let db = TestDb::create("tg_export_tls_refused");
+    let scratch = tempfile::tempdir().unwrap();
+    let trusted = test_ca(scratch.path(), "trusted");
+    let stranger = test_ca(scratch.path(), "stranger");
+    let server = server_cert(scratch.path(), &trusted);
+    let [good_port, wrong_ca_port, wrong_name_port] = [free_port(), free_port(), free_port()];
+    let good = scratch.path().join("good.jsonl");
+    let wrong_ca = scratch.path().join("wrong-ca.jsonl");
+    let wrong_name = scratch.path().join("wrong-name.jsonl");
+    // One sink that works (checking the name "localhost"), one trusting another CA, one
+    // checking a name the certificate does not carry; all three receivers hold the same
+    // certificate.
+    let config = format!(
+        "{}
+[[exports]]
+name = \"good\"
+kind = \"syslog\"
+address = \"127.0.0.1:{good_port}\"
+tls = true
+ca_file = \"{trusted}\"
+server_name = \"localhost\"
+
+[[exports]]
+name = \"wrong-ca\"
+kind = \"syslog\"
+address = \"127.0.0.1:{wrong_ca_port}\"
+tls = true
+ca_file = \"{stranger}\"
+
+[[exports]]
+name = \"wrong-name\"
+kind = \"syslog\"
+address = \"127.0.0.1:{wrong_name_port}\"
+tls = true
+ca_file = \"{trusted}\"
+server_name = \"elsewhere.example\"
+",
+        db.connection("pg", &["eng"], "disable"),
+        trusted = trusted.pem.display(),
+        stranger = stranger.pem.display(),
+    );
+    let receivers = [
+        Reaped(start_syslog_tls_receiver(good_port, &good, &server)),
+        Reaped(start_syslog_tls_receiver(wrong_ca_port, &wrong_ca, &server)),
+        Reaped(start_syslog_tls_receiver(
+            wrong_name_port,
+            &wrong_name,
+            &server,
+        )),
+    ];
+    let gw = Gateway::start(&config);
+    let key = gw.create_key("agent", "eng", None);
+
+    // The refused sinks log why, naming themselves, and keep retrying.
+    let refusals = |sink: &str, port: u16| {
+        gw.stderr()
+            .lines()
+            .filter(|l| {
+                l.contains("audit export not delivered")
+                    && l.contains(sink)
+                    && l.contains(&format!("127.0.0.1:{port}: TLS handshake refused"))
+                    && l.contains("invalid peer certificate")
+            })
+            .count()
+    };
+    wait_for("both refusals to be logged", || {
+        refusals("wrong-ca", wrong_ca_port) >= 1 && refusals("wrong-name", wrong_name_port) >= 1
+    });
+    let log = gw.stderr();
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(log.contains("elsewhere.example"), "{log}");
+
+    // The gateway keeps serving while the exports are refused.
+    for i in 0..3 {
+        let out = gw.psql("pg", &key, "disable", &["-c", &format!("SELECT {i}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_ended(&gw, 3);
+    let data = gw.data_dir();
+    wait_for("the good sink to catch up", || {
+        caught_up(&good, log_records(&data))
+    });
+    let (ca_before, name_before) = (
+        refusals("wrong-ca", wrong_ca_port),
+        refusals("wrong-name", wrong_name_port),
+    );
+    wait_for("another attempt by each refused sink", || {
+        refusals("wrong-ca", wrong_ca_port) > ca_before
+            && refusals("wrong-name", wrong_name_port) > name_before
+    });
+    for (what, path) in [("wrong CA", &wrong_ca), ("wrong name", &wrong_name)] {
+        let got = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(got.is_empty(), "{what}: the receiver got {got:?}");
+    }
+    assert_in_order_without_gaps("good", &gseqs(&good), log_records(&data));
+    drop(receivers);
 }
 
 #[test]
