@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Starts what the tests need when it is not running:
 # PostgreSQL on 127.0.0.1:5432 (the tests create their own roles, databases and a private
-# cluster for password authentication), and the PostgreSQL client tools (psql, pgbench).
+# cluster for password authentication), the PostgreSQL client tools (psql, pgbench), and Node.js
+# with the packages of the OIDC provider that the identity tests start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,20 @@ fi
 command -v python3 >/dev/null 2>&1 || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
 }
+
+# Node.js and npm for the local OIDC provider the tests start (scripts/oidc-provider), and its
+# packages, installed again only when package-lock.json changes.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing nodejs npm"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+oidc_dir=scripts/oidc-provider
+oidc_lock_sum="$(sha256sum "$oidc_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$oidc_dir/node_modules/.tollgate-lock-sha256" 2>/dev/null)" != "$oidc_lock_sum" ]; then
+  echo "installing the OIDC test provider's npm packages"
+  (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$oidc_lock_sum" >"$oidc_dir/node_modules/.tollgate-lock-sha256"
+fi
 
 cargo test --workspace --locked "$@"
 # The independent audit-log verifier's own tests (standard-library Python).
