@@ -576,10 +576,18 @@ async fn strict_audit_refuses_what_it_cannot_record_and_best_effort_runs_it() {
         "{kinds:?}"
     );
 
-    // Another process locks the store: the strict session's next statement is refused and
-    // never reaches the target; the best-effort one runs and is recorded once the lock goes.
-    let store = rusqlite::Connection::open(gw.data_dir().join("tollgate.db")).unwrap();
-    store.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The store becomes unwritable (no file of the gateway may grow any more, as on a full
+    // disk): the strict session's next statement is refused and never reaches the target; the
+    // best-effort one runs and is recorded once the store takes writes again.
+    let pid = gw.pid().to_string();
+    let limit = |size: &str| {
+        let out = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={size}:")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "prlimit: {out:?}");
+    };
+    limit("0");
     let e = strict
         .simple_query("INSERT INTO t VALUES (3)")
         .await
@@ -602,13 +610,21 @@ async fn strict_audit_refuses_what_it_cannot_record_and_best_effort_runs_it() {
         db.direct("SELECT string_agg(n::text, ',' ORDER BY n) FROM t"),
         "1,2,4"
     );
-    store.execute_batch("COMMIT").unwrap();
-    drop(store);
+    limit("unlimited");
     gw.wait_sessions("the best-effort insert to be recorded", |_| {
         gw.commands()
             .iter()
             .any(|c| c["command"]["text"] == "INSERT INTO t VALUES (4)")
     });
+    // The refused statement is not on record as started: it never ran.
+    let started: Vec<serde_json::Value> = gw.session(&id)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"]["type"] == "command_started")
+        .map(|e| e["kind"]["command"]["text"].clone())
+        .collect();
+    assert_eq!(started, ["INSERT INTO t VALUES (1)"], "{started:?}");
     // A new strict session works again.
     let again = driver(&gw, "strict", &key).await.unwrap();
     again
