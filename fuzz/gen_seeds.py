@@ -194,6 +194,36 @@ def audit_seeds():
 
 SEEDS["audit"] = audit_seeds()
 
+
+# Bearer tokens for the oidc_token target: a token that verifies against the target's
+# shared-secret issuer, its claims alone (the target also signs the input as claims), an
+# unsigned token, and a JWKS document.
+def oidc_token_seeds():
+    import json
+    def b64u(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=")
+    secret = b"fuzzing-secret-fuzzing-secret-fuzzing-secret-fuzzing-secret-0123"
+    claims = json.dumps({"iss": "fuzz-issuer", "sub": "alice", "aud": ["tollgate"], "azp": "cli",
+                         "exp": 1800003600, "iat": 1799999990, "nbf": 1799999990,
+                         "email": "a@example.com", "jti": "j1",
+                         "realm_access": {"roles": ["admins", "dev"]}}).encode()
+    signing_input = b64u(b'{"alg":"HS512","typ":"JWT"}') + b"." + b64u(claims)
+    tag = hmac.new(secret, signing_input, hashlib.sha512).digest()
+    jwks = json.dumps({"keys": [
+        {"kty": "EC", "crv": "P-256", "kid": "e", "x": "A" * 43, "y": "A" * 43},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "o", "x": "A" * 43, "use": "sig"},
+        {"kty": "RSA", "kid": "r", "n": "x" * 342, "e": "AQAB", "alg": "RS256"},
+    ]}).encode()
+    return {
+        "hs512_token": signing_input + b"." + b64u(tag),
+        "claims": claims,
+        "alg_none": b64u(b'{"alg":"none"}') + b"." + b64u(claims) + b".",
+        "jwks": jwks,
+    }
+
+
+SEEDS["oidc_token"] = oidc_token_seeds()
+
 for target, seeds in SEEDS.items():
     d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)

@@ -70,6 +70,8 @@ pub struct Identity {
 pub enum AuthMethod {
     /// A Tollgate API key.
     ApiKey,
+    /// An OIDC / JWT bearer token verified against a configured issuer.
+    Oidc,
 }
 
 /// The wire protocol a session speaks.
