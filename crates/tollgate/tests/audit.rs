@@ -904,6 +904,8 @@ path = \"{}\"
         }
     };
     run(&gw, 3);
+    // Each session's end is on record before the count is taken: the sinks must catch up to it.
+    wait_ended(&gw, 3);
     let data = gw.data_dir();
     wait_for("the first records to arrive", || {
         let total = log_records(&data);
@@ -916,6 +918,7 @@ path = \"{}\"
         child.wait().unwrap();
     }
     run(&gw, 4);
+    wait_ended(&gw, 7);
     std::thread::sleep(std::time::Duration::from_millis(800));
     let mut receiver = start_receiver(port, &received);
     let mut syslog = start_syslog_receiver(syslog_port, &logged);
@@ -928,6 +931,7 @@ path = \"{}\"
     let before_restart = gseqs(&received).len();
     gw.restart(&config);
     run(&gw, 1);
+    wait_ended(&gw, 8);
     wait_for("records after the restart", || {
         let total = log_records(&gw.data_dir());
         caught_up(&received, total) && caught_up(&logged, total) && caught_up(&filed, total)
