@@ -173,6 +173,17 @@ CREATE TABLE audit_data_keys (
     created_at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Revoked OIDC tokens: by token id (jti), or every token of a subject issued up to revoked_at.
+CREATE TABLE token_revocations (
+    kind       TEXT NOT NULL CHECK (kind IN ('jti', 'subject')),
+    value      TEXT NOT NULL,
+    revoked_at INTEGER NOT NULL,
+    revoked_by TEXT,
+    reason     TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+"#,
 ];
 
 fn open(path: &Path) -> Result<Db, StoreError> {
@@ -226,6 +237,49 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     /// Revocation time, µs since epoch.
     pub revoked_at: Option<i64>,
+}
+
+/// What a token revocation names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    /// One token, by its `jti`.
+    Jti,
+    /// Every token of a subject (the Tollgate principal) issued up to the revocation.
+    Subject,
+}
+
+impl RevocationKind {
+    /// `jti` or `subject`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jti => "jti",
+            Self::Subject => "subject",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jti" => Some(Self::Jti),
+            "subject" => Some(Self::Subject),
+            _ => None,
+        }
+    }
+}
+
+/// A stored token revocation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenRevocation {
+    /// By token id or by subject.
+    pub kind: RevocationKind,
+    /// The `jti`, or the subject.
+    pub value: String,
+    /// When, µs since epoch. For a subject, tokens issued at or before this are refused.
+    pub revoked_at: i64,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// Why, in the revoker's words.
+    pub reason: String,
 }
 
 /// A session row, kept up to date from its events.
@@ -419,6 +473,85 @@ impl Store {
                 params![id, at],
             )
             .map(|n| n > 0)
+        })
+    }
+
+    /// Records a token revocation. Revoking a subject again moves its time forward (tokens
+    /// issued since are refused too); revoking a token id again keeps the first record.
+    pub fn revoke_token(&self, r: &TokenRevocation) -> Result<(), StoreError> {
+        let sql = match r.kind {
+            RevocationKind::Jti => {
+                "INSERT INTO token_revocations (kind, value, revoked_at, revoked_by, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(kind, value) DO NOTHING"
+            }
+            RevocationKind::Subject => {
+                "INSERT INTO token_revocations (kind, value, revoked_at, revoked_by, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(kind, value) DO UPDATE SET
+                 revoked_at = MAX(revoked_at, excluded.revoked_at),
+                 revoked_by = excluded.revoked_by, reason = excluded.reason"
+            }
+        };
+        self.with(|db| {
+            db.execute(
+                sql,
+                params![
+                    r.kind.as_str(),
+                    r.value,
+                    r.revoked_at,
+                    r.revoked_by,
+                    r.reason
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Every token revocation, oldest first.
+    pub fn token_revocations(&self) -> Result<Vec<TokenRevocation>, StoreError> {
+        let rows = self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT kind, value, revoked_at, revoked_by, reason FROM token_revocations
+                 ORDER BY revoked_at, kind, value",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(kind, value, revoked_at, revoked_by, reason)| {
+                let kind = RevocationKind::parse(&kind).ok_or_else(|| StoreError::Corrupt {
+                    what: "token revocation kind",
+                    detail: kind.clone(),
+                })?;
+                Ok(TokenRevocation {
+                    kind,
+                    value,
+                    revoked_at,
+                    revoked_by,
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// The ids of the gateway's own audit streams (`gateway-…`: administrative acts and API
+    /// refusals), newest first.
+    pub fn gateway_streams(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        let limit = if limit == 0 { 100 } else { limit };
+        self.with(|db| {
+            let mut stmt = db.prepare(
+                "SELECT session FROM audit_runs WHERE session LIKE 'gateway-%'
+                 GROUP BY session ORDER BY MIN(first_gseq) DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit], |r| r.get::<_, String>(0))?;
+            rows.collect()
         })
     }
 
