@@ -92,6 +92,11 @@ fuzz_target!(|data: &[u8]| {
         groups: vec!["eng".into()],
         admin: false,
         expires_at: None,
+        kind: None,
+        issuer: None,
+        client_id: None,
+        token_id: None,
+        issued_at: None,
     };
     let ctx = PolicyContext {
         identity: &identity,

@@ -48,9 +48,13 @@ impl fmt::Debug for Secret {
 }
 
 /// Who is calling.
+///
+/// The fields after `expires_at` describe an OIDC token (issuer, client, token id, issue time)
+/// and are absent for API keys; records written before they existed read with them empty.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Identity {
-    /// Stable name of the caller (the API key's name, later an OIDC subject).
+    /// Stable name of the caller: the API key's name, or the OIDC principal (the issuer's
+    /// subject prefix followed by `sub`).
     pub subject: String,
     /// How the caller proved who they are.
     pub via: AuthMethod,
@@ -62,6 +66,61 @@ pub struct Identity {
     pub admin: bool,
     /// When the credential stops being valid, in microseconds since the Unix epoch.
     pub expires_at: Option<i64>,
+    /// A person or a machine, when the credential says (OIDC tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<IdentityKind>,
+    /// The token's issuer (OIDC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The client the token was issued to (`azp` / `client_id`), when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The token's id (`jti`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// When the token was issued (`iat`), microseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+}
+
+impl Identity {
+    /// An identity with the given subject, method and groups; every other field empty (no key
+    /// id, not an administrator, no expiry, no token details).
+    pub fn new(subject: impl Into<String>, via: AuthMethod, groups: Vec<String>) -> Self {
+        Self {
+            subject: subject.into(),
+            via,
+            key_id: None,
+            groups,
+            admin: false,
+            expires_at: None,
+            kind: None,
+            issuer: None,
+            client_id: None,
+            token_id: None,
+            issued_at: None,
+        }
+    }
+}
+
+/// Whether the caller is a person or a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityKind {
+    /// A person.
+    Human,
+    /// A service, CI job or agent.
+    Service,
+}
+
+impl IdentityKind {
+    /// `human` or `service`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::Service => "service",
+        }
+    }
 }
 
 /// How an identity was established.
@@ -126,8 +185,12 @@ pub struct GrantPolicy {
 pub struct Refusal {
     /// Machine-readable reason.
     pub code: RefusalCode,
-    /// A sentence a person can act on. Never contains a secret.
+    /// A sentence a person can act on; what the client is told. Never contains a secret.
     pub message: String,
+    /// The particulars, for the audit trail and the server log only (never sent to the
+    /// client): e.g. why a token was refused and whose it claimed to be. Never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Refusal {
@@ -136,7 +199,14 @@ impl Refusal {
         Self {
             code,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    /// The same refusal with particulars for the record.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 }
 
@@ -168,16 +238,27 @@ pub enum RefusalCode {
     UpstreamUnavailable,
     /// The operation needs an administrator.
     AdminRequired,
+    /// The identity provider that vouches for the token cannot be reached (its keys are not
+    /// available); trying again later may succeed.
+    IdentityUnavailable,
+    /// The caller's role does not allow the operation.
+    Forbidden,
 }
+
+/// What [`Gatekeeper::authenticate`] returns: it may wait (an OIDC token can need the
+/// provider's keys fetched).
+pub type Authentication<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Identity, Refusal>> + Send + 'a>>;
 
 /// Decides who may do what. Implemented by the gateway; protocol crates only call it.
 pub trait Gatekeeper: Send + Sync {
-    /// Turns a presented token into an identity.
-    fn authenticate(&self, token: &str) -> Result<Identity, Refusal>;
+    /// Turns a presented token (an API key or an OIDC token) into an identity. The refusal's
+    /// `message` is what the client may be told; its `detail` is for the record.
+    fn authenticate<'a>(&'a self, token: &'a str) -> Authentication<'a>;
     /// Checks that the identity may use the named connection and returns it.
     fn authorize(&self, identity: &Identity, connection: &str) -> Result<Arc<Connection>, Refusal>;
-    /// Re-checks, cheaply, that the identity may still use the connection (key not revoked or
-    /// expired, access grant not expired).
+    /// Re-checks, cheaply, that the identity may still use the connection (key or token not
+    /// revoked or expired, access grant not expired).
     fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal>;
 }
 

@@ -1,21 +1,48 @@
-//! The REST API (JSON, bearer key). Its OpenAPI document is served at `/api/openapi.json`.
+//! The REST API (JSON; an API key or an OIDC token as bearer). Its OpenAPI document is served
+//! at `/api/openapi.json`.
+//!
+//! Every route but `health`, `openapi.json` and `info` authenticates the caller and checks its
+//! role (`roles.rs`):
+//!
+//! | route | admin | auditor | user |
+//! |---|---|---|---|
+//! | `GET /api/whoami` | yes | yes | yes |
+//! | `GET /api/connections` | yes | no | yes |
+//! | `GET/POST /api/keys`, `DELETE /api/keys/{id}` | yes | no | no |
+//! | `POST /api/tokens/revoke`, `GET /api/tokens/revoked` | yes | no | no |
+//! | `POST /api/exec` | yes | no | yes |
+//! | `GET/POST /api/access` | yes | no | own |
+//! | `GET /api/approvals[/{id}]`, `POST …/approve`, `…/deny` | yes | no | own and those their groups may decide |
+//! | `GET /api/sessions[/{id}]` | all | all | own |
+//! | `GET /api/audit/gateway`, `/api/audit/verify`, `/api/audit/export` | yes | yes | no |
+//!
+//! A refused authentication or role is recorded as a `refusal` event in the gateway's own
+//! audit stream, with the route, the client address and the caller.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tollgate_core::{Gatekeeper, Identity, format_rfc3339, parse_duration};
+use tollgate_core::{
+    EventKind, Gatekeeper, Identity, Refusal, RefusalCode, format_rfc3339, parse_duration,
+    parse_rfc3339,
+};
 use tollgate_pg::{PgError, PgFront, exec_simple};
-use tollgate_store::{KeyRecord, SessionFilter, SessionRecord, Store};
+use tollgate_store::{
+    KeyRecord, RevocationKind, SessionFilter, SessionRecord, Store, TokenRevocation,
+};
 
 use crate::approvals::{ACCESS_RULE, ApprovalBook, DecideError};
-use crate::keys::Keys;
+use crate::keys::{Keys, describe};
+use crate::roles::Role;
 
 /// Most rows `exec` returns; the rest is counted as truncated, not buffered.
 const MAX_EXEC_ROWS: usize = 100_000;
@@ -35,18 +62,25 @@ pub struct ApiState {
     pub pg: Arc<PgFront>,
     /// Where the PostgreSQL front listens.
     pub postgres_addr: SocketAddr,
-    /// The gateway's own audit stream (administrative acts).
+    /// The gateway's own audit stream (administrative acts, API refusals).
     pub audit: tollgate_core::SessionLog,
+    /// The data dir, for audit verification and exports.
+    pub data_dir: PathBuf,
 }
 
 impl ApiState {
     fn admin_event(&self, action: &str, by: &Identity, target: &str, detail: String) {
-        self.audit.append(tollgate_core::EventKind::Admin {
+        self.audit.append(EventKind::Admin {
             action: action.into(),
             by: Some(by.subject.clone()),
             target: Some(target.into()),
             detail,
         });
+    }
+
+    /// Records a refused API call in the gateway's stream.
+    fn refusal_event(&self, refusal: Refusal) {
+        self.audit.append(EventKind::Refusal(refusal));
     }
 }
 
@@ -62,6 +96,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/connections", get(connections))
         .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/keys/{id}", delete(revoke_key))
+        .route("/api/tokens/revoke", post(revoke_token))
+        .route("/api/tokens/revoked", get(list_revoked_tokens))
         .route("/api/exec", post(exec))
         .route("/api/access", get(list_access).post(request_access))
         .route("/api/approvals", get(list_approvals))
@@ -70,6 +106,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/approvals/{id}/deny", post(deny))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", get(show_session))
+        .route("/api/audit/gateway", get(gateway_audit))
+        .route("/api/audit/verify", get(audit_verify))
+        .route("/api/audit/export", get(audit_export))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
         .with_state(state)
@@ -110,36 +149,152 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn caller(state: &ApiState, headers: &HeaderMap) -> ApiResult<Identity> {
+/// An authenticated caller, its role, and where the call came from (for the record).
+pub struct Caller {
+    /// Who.
+    pub id: Identity,
+    /// Its role.
+    pub role: Role,
+    /// `METHOD /path`.
+    route: String,
+    /// The client's address.
+    peer: String,
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let route = format!("{} {}", parts.method, parts.uri.path());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        caller(state, &parts.headers, route, peer).await
+    }
+}
+
+/// Authenticates the bearer token (an API key or an OIDC token). A refusal tells the client the
+/// public reason only, and is recorded with its detail in the gateway's stream.
+async fn caller(
+    state: &ApiState,
+    headers: &HeaderMap,
+    route: String,
+    peer: String,
+) -> ApiResult<Caller> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "missing bearer key: send Authorization: Bearer <key> (TOLLGATE_TOKEN for the CLI)",
-            )
-        })?;
-    state.keys.authenticate(token).map_err(|r| {
-        tracing::info!(code = ?r.code, "api authentication refused");
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", r.message)
-    })
+        .map(str::trim);
+    let Some(token) = token else {
+        let message = "missing bearer token: send Authorization: Bearer <API key or OIDC token> (TOLLGATE_TOKEN for the CLI)";
+        state.refusal_event(
+            Refusal::new(RefusalCode::BadCredentials, message)
+                .with_detail(format!("API {route} from {peer}: no bearer token")),
+        );
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            message,
+        ));
+    };
+    match state.keys.authenticate(token).await {
+        Ok(id) => {
+            let role = state.keys.role(&id);
+            Ok(Caller {
+                id,
+                role,
+                route,
+                peer,
+            })
+        }
+        Err(r) => {
+            tracing::info!(code = ?r.code, route = %route, "api authentication refused");
+            let (status, code) = if r.code == RefusalCode::IdentityUnavailable {
+                (StatusCode::SERVICE_UNAVAILABLE, "identity_unavailable")
+            } else {
+                (StatusCode::UNAUTHORIZED, "unauthenticated")
+            };
+            let error = ApiError::new(status, code, r.message.clone());
+            let detail = format!(
+                "API {route} from {peer}: {}",
+                r.detail.as_deref().unwrap_or(r.message.as_str())
+            );
+            state.refusal_event(r.with_detail(detail));
+            Err(error)
+        }
+    }
 }
 
-fn admin(state: &ApiState, headers: &HeaderMap) -> ApiResult<Identity> {
-    let id = caller(state, headers)?;
-    if !id.admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_required",
-            "this operation needs an administrator key",
-        ));
+impl Caller {
+    /// Lets the call through when the caller's role is one of `allowed`; otherwise answers 403
+    /// and records the refusal. `what` says what the call does, for the message.
+    fn allow(&self, state: &ApiState, allowed: &[Role], what: &str) -> ApiResult<()> {
+        if allowed.contains(&self.role) {
+            return Ok(());
+        }
+        let subject = &self.id.subject;
+        let role = self.role.as_str();
+        let (code, refusal_code, message) = if allowed == [Role::Admin] {
+            (
+                "admin_required",
+                RefusalCode::AdminRequired,
+                format!(
+                    "{what} needs an administrator (an administrator key, or a member of a [roles] admin_groups group); {subject} is {}",
+                    article(role)
+                ),
+            )
+        } else if self.role == Role::Auditor {
+            (
+                "forbidden",
+                RefusalCode::Forbidden,
+                format!(
+                    "{subject} is an auditor: auditors read sessions and the audit trail, and may not {what}"
+                ),
+            )
+        } else {
+            (
+                "forbidden",
+                RefusalCode::Forbidden,
+                format!(
+                    "{what} needs the auditor or admin role (a member of a [roles] auditor_groups or admin_groups group); {subject} is {}",
+                    article(role)
+                ),
+            )
+        };
+        state.refusal_event(
+            Refusal::new(refusal_code, message.clone()).with_detail(format!(
+                "API {} from {}: {} ({role})",
+                self.route,
+                self.peer,
+                describe(&self.id)
+            )),
+        );
+        Err(ApiError::new(StatusCode::FORBIDDEN, code, message))
     }
-    Ok(id)
+
+    /// Whether the caller sees every session (admins and auditors) or only their own.
+    fn sees_all_sessions(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Auditor)
+    }
 }
+
+fn article(role: &str) -> String {
+    match role {
+        "admin" => "an administrator".into(),
+        "auditor" => "an auditor".into(),
+        _ => "a user".into(),
+    }
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+const USERS: &[Role] = &[Role::Admin, Role::User];
+const READERS: &[Role] = &[Role::Admin, Role::Auditor];
 
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -164,15 +319,17 @@ async fn info(State(s): Shared) -> Json<Value> {
     }))
 }
 
-async fn whoami(State(s): Shared, headers: HeaderMap) -> ApiResult<Json<Identity>> {
-    Ok(Json(caller(&s, &headers)?))
+async fn whoami(c: Caller) -> ApiResult<Json<Value>> {
+    let mut body = serde_json::to_value(&c.id).map_err(ApiError::internal)?;
+    body["role"] = json!(c.role.as_str());
+    Ok(Json(body))
 }
 
-async fn connections(State(s): Shared, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let id = caller(&s, &headers)?;
+async fn connections(State(s): Shared, c: Caller) -> ApiResult<Json<Value>> {
+    c.allow(&s, USERS, "list connections")?;
     let list: Vec<Value> = s
         .keys
-        .usable_connections(&id)
+        .usable_connections(&c.id)
         .iter()
         .map(|c| json!({"name": c.name, "kind": "postgres", "groups": c.groups}))
         .collect();
@@ -204,10 +361,11 @@ struct CreateKey {
 
 async fn create_key(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     body: Result<Json<CreateKey>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let who = admin(&s, &headers)?;
+    c.allow(&s, ADMIN, "creating a key")?;
+    let who = c.id;
     let Json(req) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let ttl = req
@@ -245,20 +403,17 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list_keys(State(s): Shared, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    admin(&s, &headers)?;
+async fn list_keys(State(s): Shared, c: Caller) -> ApiResult<Json<Value>> {
+    c.allow(&s, ADMIN, "listing keys")?;
     let keys = s.keys.records().map_err(ApiError::internal)?;
     Ok(Json(
         json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
     ))
 }
 
-async fn revoke_key(
-    State(s): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let who = admin(&s, &headers)?;
+async fn revoke_key(State(s): Shared, c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    c.allow(&s, ADMIN, "revoking a key")?;
+    let who = c.id;
     if !s.keys.revoke(&id).map_err(ApiError::internal)? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -272,6 +427,84 @@ async fn revoke_key(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RevokeToken {
+    jti: Option<String>,
+    subject: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+fn revocation_json(r: &TokenRevocation) -> Value {
+    json!({
+        "kind": r.kind,
+        "value": r.value,
+        "revoked_at": format_rfc3339(r.revoked_at),
+        "revoked_by": r.revoked_by,
+        "reason": r.reason,
+    })
+}
+
+async fn revoke_token(
+    State(s): Shared,
+    c: Caller,
+    body: Result<Json<RevokeToken>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    c.allow(&s, ADMIN, "revoking tokens")?;
+    let Json(req) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let (kind, value) = match (req.jti, req.subject) {
+        (Some(jti), None) => (RevocationKind::Jti, jti),
+        (None, Some(subject)) => (RevocationKind::Subject, subject),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of jti (one token) or subject (every token of that subject issued until now)",
+            ));
+        }
+    };
+    let r = s
+        .keys
+        .revoke_token(kind, &value, &c.id, &req.reason)
+        .map_err(|e| match e {
+            crate::GatewayError::Invalid(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m)
+            }
+            other => ApiError::internal(other),
+        })?;
+    s.admin_event(
+        "token_revoked",
+        &c.id,
+        &format!("{}:{}", r.kind.as_str(), r.value),
+        format!(
+            "{}{}",
+            match r.kind {
+                RevocationKind::Jti => "the token is refused from now on".to_string(),
+                RevocationKind::Subject => format!(
+                    "tokens of the subject issued up to {} are refused",
+                    format_rfc3339(r.revoked_at)
+                ),
+            },
+            if r.reason.is_empty() {
+                String::new()
+            } else {
+                format!("; reason: {}", r.reason)
+            }
+        ),
+    );
+    Ok(Json(revocation_json(&r)))
+}
+
+async fn list_revoked_tokens(State(s): Shared, c: Caller) -> ApiResult<Json<Value>> {
+    c.allow(&s, ADMIN, "listing token revocations")?;
+    let list = s.keys.token_revocations().map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({"revocations": list.iter().map(revocation_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExecRequest {
     connection: String,
     input: String,
@@ -281,10 +514,11 @@ struct ExecRequest {
 async fn exec(
     State(s): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    c: Caller,
     body: Result<Json<ExecRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller(&s, &headers)?;
+    c.allow(&s, USERS, "run commands")?;
+    let id = c.id;
     let Json(req) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     if req.input.trim().is_empty() {
@@ -361,12 +595,11 @@ struct SessionQuery {
 
 async fn list_sessions(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     Query(q): Query<SessionQuery>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller(&s, &headers)?;
     let filter = SessionFilter {
-        subject: (!id.admin).then(|| id.subject.clone()),
+        subject: (!c.sees_all_sessions()).then(|| c.id.subject.clone()),
         limit: q.limit.unwrap_or(100).min(10_000),
     };
     let list = s.store.sessions(&filter).map_err(ApiError::internal)?;
@@ -377,10 +610,9 @@ async fn list_sessions(
 
 async fn show_session(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     Path(sid): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller(&s, &headers)?;
     let missing = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -393,7 +625,7 @@ async fn show_session(
         .session(&sid)
         .map_err(ApiError::internal)?
         .ok_or_else(missing)?;
-    if !id.admin && record.subject.as_deref() != Some(id.subject.as_str()) {
+    if !c.sees_all_sessions() && record.subject.as_deref() != Some(c.id.subject.as_str()) {
         return Err(missing());
     }
     let events = s.store.events(&sid).map_err(ApiError::internal)?;
@@ -409,13 +641,13 @@ struct ApprovalQuery {
 
 async fn list_approvals(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     Query(q): Query<ApprovalQuery>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller(&s, &headers)?;
+    c.allow(&s, USERS, "read approval requests")?;
     let list: Vec<Value> = s
         .approvals
-        .list(&id)
+        .list(&c.id)
         .iter()
         .map(|a| a.to_json())
         .filter(|a| q.status.as_deref().is_none_or(|st| a["status"] == st))
@@ -425,12 +657,12 @@ async fn list_approvals(
 
 async fn show_approval(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     Path(aid): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller(&s, &headers)?;
+    c.allow(&s, USERS, "read approval requests")?;
     s.approvals
-        .get(&id, &aid)
+        .get(&c.id, &aid)
         .map(|a| Json(a.to_json()))
         .ok_or_else(|| {
             ApiError::new(
@@ -450,12 +682,13 @@ struct DecisionBody {
 
 async fn decide(
     s: &ApiState,
-    headers: &HeaderMap,
+    c: Caller,
     aid: &str,
     approve: bool,
     body: Option<Json<DecisionBody>>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller(s, headers)?;
+    c.allow(s, USERS, "decide approval requests")?;
+    let id = c.id;
     let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
     if reason.len() > 2000 {
         return Err(ApiError::new(
@@ -495,20 +728,20 @@ async fn decide(
 
 async fn approve(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     Path(aid): Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> ApiResult<Json<Value>> {
-    decide(&s, &headers, &aid, true, body).await
+    decide(&s, c, &aid, true, body).await
 }
 
 async fn deny(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     Path(aid): Path<String>,
     body: Option<Json<DecisionBody>>,
 ) -> ApiResult<Json<Value>> {
-    decide(&s, &headers, &aid, false, body).await
+    decide(&s, c, &aid, false, body).await
 }
 
 #[derive(Deserialize)]
@@ -521,10 +754,11 @@ struct AccessRequest {
 
 async fn request_access(
     State(s): Shared,
-    headers: HeaderMap,
+    c: Caller,
     body: Result<Json<AccessRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let id = caller(&s, &headers)?;
+    c.allow(&s, USERS, "request access")?;
+    let id = c.id;
     let Json(req) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let secs = parse_duration(&req.duration)
@@ -545,14 +779,109 @@ async fn request_access(
     Ok((StatusCode::CREATED, Json(a.to_json())))
 }
 
-async fn list_access(State(s): Shared, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let id = caller(&s, &headers)?;
+async fn list_access(State(s): Shared, c: Caller) -> ApiResult<Json<Value>> {
+    c.allow(&s, USERS, "read access requests")?;
     let list: Vec<Value> = s
         .approvals
-        .list(&id)
+        .list(&c.id)
         .iter()
         .filter(|a| a.rule == ACCESS_RULE)
         .map(|a| a.to_json())
         .collect();
     Ok(Json(json!({ "access": list })))
+}
+
+#[derive(Deserialize)]
+struct GatewayAuditQuery {
+    limit: Option<u32>,
+}
+
+/// The gateway's own audit streams, newest run first: its starts, administrative acts and the
+/// API calls it refused.
+async fn gateway_audit(
+    State(s): Shared,
+    c: Caller,
+    Query(q): Query<GatewayAuditQuery>,
+) -> ApiResult<Json<Value>> {
+    c.allow(&s, READERS, "reading the gateway's audit stream")?;
+    let streams = s
+        .store
+        .gateway_streams(q.limit.unwrap_or(10).min(1000))
+        .map_err(ApiError::internal)?;
+    let mut out = Vec::with_capacity(streams.len());
+    for id in streams {
+        let events = s.store.events(&id).map_err(ApiError::internal)?;
+        out.push(json!({
+            "id": id,
+            "events": serde_json::to_value(&events).map_err(ApiError::internal)?,
+        }));
+    }
+    Ok(Json(json!({ "streams": out })))
+}
+
+/// Verifies the audit log as `tollgate audit verify` does (keys as stored).
+async fn audit_verify(State(s): Shared, c: Caller) -> ApiResult<Json<Value>> {
+    c.allow(&s, READERS, "verifying the audit log")?;
+    let dir = s.data_dir.clone();
+    let v = tokio::task::spawn_blocking(move || crate::audit::verify(&dir, None))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let r = &v.report;
+    Ok(Json(json!({
+        "ok": r.intact(),
+        "records": r.records,
+        "checkpoints": r.checkpoints,
+        "last_checkpoint": r.last_checkpoint,
+        "unsigned_tail": r.unsigned_tail,
+        "purged": r.purged,
+        "first_bad": r.first_bad.as_ref().map(|b| json!({
+            "gseq": b.gseq, "session": b.session, "seq": b.seq, "reason": b.reason,
+        })),
+    })))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    session: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// A verifiable bundle, as `tollgate audit export` writes it.
+async fn audit_export(
+    State(s): Shared,
+    c: Caller,
+    Query(q): Query<ExportQuery>,
+) -> ApiResult<Response> {
+    c.allow(&s, READERS, "exporting the audit log")?;
+    let time = |t: Option<String>, name: &str| {
+        t.map(|t| parse_rfc3339(&t)).transpose().map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{name}: {e}"),
+            )
+        })
+    };
+    let selection = crate::audit::Selection {
+        session: q.session,
+        since: time(q.since, "since")?,
+        until: time(q.until, "until")?,
+    };
+    let dir = s.data_dir.clone();
+    let bundle = tokio::task::spawn_blocking(move || crate::audit::export(&dir, &selection))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            crate::GatewayError::Invalid(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m)
+            }
+            other => ApiError::internal(other),
+        })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        bundle.to_json(),
+    )
+        .into_response())
 }

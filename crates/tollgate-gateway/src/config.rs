@@ -52,6 +52,25 @@ pub struct ConfigFile {
     pub exports: Vec<crate::export::ExportSpec>,
     /// Encryption at rest: the master key (and, during a rotation, the previous one).
     pub encryption: Option<EncryptionSection>,
+    /// OIDC issuers whose tokens are accepted beside API keys (`[[oidc.issuers]]`).
+    #[serde(default)]
+    pub oidc: tollgate_oidc::OidcConfig,
+    /// Groups that carry the administrator and auditor roles.
+    #[serde(default)]
+    pub roles: RolesSection,
+}
+
+/// `[roles]`: which groups make an identity an administrator or an auditor. Groups are matched
+/// after an issuer's `group_map`, and apply to API keys and OIDC tokens alike.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RolesSection {
+    /// Members administer the gateway: configuration, keys, token revocation, every session.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// Members read sessions, replays and the audit trail, and nothing else.
+    #[serde(default)]
+    pub auditor_groups: Vec<String>,
 }
 
 /// `[encryption]`: where the master key comes from. The key itself is never in the file.
@@ -280,6 +299,10 @@ pub struct Config {
     pub retention: Vec<(String, Duration)>,
     /// Encryption at rest, when `[encryption]` is set: the master keys.
     pub encryption: Option<Encryption>,
+    /// OIDC issuers (validated; shared secrets were readable).
+    pub oidc: tollgate_oidc::OidcConfig,
+    /// Role groups.
+    pub roles: RolesSection,
 }
 
 impl Config {
@@ -512,6 +535,37 @@ impl Config {
             }
             exports.push(sink);
         }
+        file.oidc.validate().map_err(|e| GatewayError::Config {
+            file: name.clone(),
+            message: e.to_string(),
+        })?;
+        for (key, groups) in [
+            ("roles.admin_groups", &file.roles.admin_groups),
+            ("roles.auditor_groups", &file.roles.auditor_groups),
+        ] {
+            if let Some(g) = groups
+                .iter()
+                .find(|g| g.trim().is_empty() || g.len() > 256 || g.chars().any(char::is_control))
+            {
+                return Err(err(
+                    key,
+                    format!(
+                        "{g:?}: group names must be 1 to 256 characters without control characters"
+                    ),
+                ));
+            }
+        }
+        if let Some(g) = file
+            .roles
+            .auditor_groups
+            .iter()
+            .find(|g| file.roles.admin_groups.contains(g))
+        {
+            return Err(err(
+                "roles.auditor_groups",
+                format!("{g:?} is also in roles.admin_groups; a group carries one role"),
+            ));
+        }
         let webhooks = file
             .notifications
             .iter()
@@ -538,6 +592,8 @@ impl Config {
             exports,
             retention,
             encryption,
+            oidc: file.oidc,
+            roles: file.roles,
         })
     }
 }
@@ -766,6 +822,53 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         assert!(Config::load_encryption(&path).unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn oidc_and_roles_are_validated_naming_the_key() {
+        let c = Config::from_text(
+            "[[oidc.issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"tollgate\"]\ngroup_map = { \"db-admins\" = [\"dba\"] }\n[roles]\nadmin_groups = [\"platform\"]\nauditor_groups = [\"audit\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.oidc.issuers.len(), 1);
+        assert_eq!(c.roles.admin_groups, ["platform"]);
+        assert_eq!(c.roles.auditor_groups, ["audit"]);
+        assert!(Config::load(None).unwrap().oidc.issuers.is_empty());
+
+        let m = msg("[[oidc.issuers]]\nissuer = \"https://idp.example.com\"\n");
+        assert!(
+            m.contains("<inline>") && m.contains("oidc.issuers[0].audiences"),
+            "{m}"
+        );
+        let m = msg("[[oidc.issuers]]\nissuer = \"http://idp.example.com\"\naudiences = [\"t\"]\n");
+        assert!(
+            m.contains("oidc.issuers[0].issuer") && m.contains("https"),
+            "{m}"
+        );
+        let m = msg(
+            "[[oidc.issuers]]\nissuer = \"https://a.example.com\"\naudiences = [\"t\"]\nleeway_secs = 9999\n",
+        );
+        assert!(m.contains("oidc.issuers[0].leeway_secs"), "{m}");
+        let m = msg(
+            "[[oidc.issuers]]\nissuer = \"https://a.example.com\"\naudiences = [\"t\"]\ncolour = 1\n",
+        );
+        assert!(m.contains("unknown field") && m.contains("colour"), "{m}");
+        let m = msg(
+            "[[oidc.issuers]]\nissuer = \"ci\"\naudiences = [\"t\"]\nhs_secret_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n",
+        );
+        assert!(
+            m.contains("oidc.issuers[0].hs_secret_env") && m.contains("TOLLGATE_TEST_SURELY_UNSET"),
+            "{m}"
+        );
+        let m = msg("[roles]\nadmin_groups = [\"\"]\n");
+        assert!(m.contains("roles.admin_groups"), "{m}");
+        let m = msg("[roles]\nadmin_groups = [\"x\"]\nauditor_groups = [\"x\"]\n");
+        assert!(
+            m.contains("roles.auditor_groups") && m.contains("one role"),
+            "{m}"
+        );
+        let m = msg("[roles]\nusers = [\"x\"]\n");
+        assert!(m.contains("unknown field") && m.contains("users"), "{m}");
     }
 
     #[test]

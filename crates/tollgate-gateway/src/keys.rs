@@ -1,18 +1,25 @@
-//! API keys as identities, and the access decision (a key may use a connection when they share
-//! a group). Keys are stored hashed; a cache in memory answers the per-statement validity check.
+//! Identities and the access decision. A presented token is an API key or, when it has the
+//! shape of a JWT, an OIDC token verified against the configured issuers; either becomes an
+//! [`Identity`] whose groups decide which connections it may use (a shared group) and whose
+//! role (`roles.rs`) what it may do on the API. Keys are stored hashed; caches in memory answer
+//! the per-statement validity check (key revoked or expired, token expired or revoked).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use base64::Engine as _;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use tollgate_core::{
-    AuthMethod, Connection, Gatekeeper, Identity, Refusal, RefusalCode, format_rfc3339, now_micros,
+    AuthMethod, Authentication, Connection, Gatekeeper, Identity, Refusal, RefusalCode,
+    format_rfc3339, now_micros,
 };
-use tollgate_store::{KeyRecord, Store};
+use tollgate_oidc::{OidcConfig, OidcError, Verifier};
+use tollgate_store::{KeyRecord, RevocationKind, Store, TokenRevocation};
 
 use crate::GatewayError;
 use crate::approvals::ApprovalBook;
+use crate::roles::{Role, Roles};
 
 /// Prefix of every generated key, so scanners and people recognize them.
 pub const KEY_PREFIX: &str = "tg_";
@@ -46,12 +53,28 @@ pub struct NewKey {
     pub token: String,
 }
 
-/// Keys, connections and the decisions between them.
+/// Revoked tokens, in memory: token id → when, subject → tokens issued up to when.
+#[derive(Default)]
+struct Revoked {
+    jti: HashMap<String, TokenRevocation>,
+    subject: HashMap<String, TokenRevocation>,
+}
+
+/// OIDC tokens: the verifier and each issuer's leeway (for the expiry check at each command).
+struct Oidc {
+    verifier: Arc<Verifier>,
+    leeway_micros: HashMap<String, i64>,
+}
+
+/// Keys, OIDC tokens, connections and the decisions between them.
 pub struct Keys {
     store: Store,
     grants: Arc<ApprovalBook>,
     cache: RwLock<Cache>,
     connections: HashMap<String, Arc<Connection>>,
+    oidc: Option<Oidc>,
+    roles: Roles,
+    revoked: RwLock<Revoked>,
 }
 
 impl Keys {
@@ -69,9 +92,98 @@ impl Keys {
                 .iter()
                 .map(|c| (c.name.clone(), Arc::clone(c)))
                 .collect(),
+            oidc: None,
+            roles: Roles::default(),
+            revoked: RwLock::new(Revoked::default()),
         };
         keys.reload()?;
+        keys.reload_revocations()?;
         Ok(keys)
+    }
+
+    /// Accepts OIDC tokens through `verifier` (issuers of `config`) and gives roles by group.
+    /// Without a verifier, or with one without issuers, a JWT is refused as not accepted here.
+    pub fn with_identity(
+        mut self,
+        verifier: Option<Arc<Verifier>>,
+        config: &OidcConfig,
+        roles: Roles,
+    ) -> Self {
+        self.oidc = verifier.filter(|v| !v.is_empty()).map(|verifier| Oidc {
+            verifier,
+            leeway_micros: config
+                .issuers
+                .iter()
+                .map(|i| {
+                    let secs = i64::try_from(i.leeway_secs).unwrap_or(0);
+                    (i.issuer.clone(), secs.saturating_mul(1_000_000))
+                })
+                .collect(),
+        });
+        self.roles = roles;
+        self
+    }
+
+    /// The role of an identity.
+    pub fn role(&self, identity: &Identity) -> Role {
+        self.roles.of(identity)
+    }
+
+    fn reload_revocations(&self) -> Result<(), GatewayError> {
+        let mut revoked = Revoked::default();
+        for r in self.store.token_revocations()? {
+            match r.kind {
+                RevocationKind::Jti => revoked.jti.insert(r.value.clone(), r),
+                RevocationKind::Subject => revoked.subject.insert(r.value.clone(), r),
+            };
+        }
+        *self.revoked.write().map_err(|_| GatewayError::Poisoned)? = revoked;
+        Ok(())
+    }
+
+    /// Revokes one OIDC token (by `jti`) or every token of a subject issued until now. Live
+    /// sessions of those tokens are refused at their next command, and the tokens at their next
+    /// authentication.
+    pub fn revoke_token(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        by: &Identity,
+        reason: &str,
+    ) -> Result<TokenRevocation, GatewayError> {
+        if value.trim().is_empty() || value.len() > 1024 || value.chars().any(char::is_control) {
+            return Err(GatewayError::Invalid(format!(
+                "the {} must be 1 to 1024 characters without control characters",
+                kind.as_str()
+            )));
+        }
+        if reason.len() > 2000 {
+            return Err(GatewayError::Invalid(
+                "reason is longer than 2000 characters".into(),
+            ));
+        }
+        let record = TokenRevocation {
+            kind,
+            value: value.to_string(),
+            revoked_at: now_micros(),
+            revoked_by: Some(by.subject.clone()),
+            reason: reason.to_string(),
+        };
+        self.store.revoke_token(&record)?;
+        self.reload_revocations()?;
+        let stored = {
+            let revoked = self.revoked.read().map_err(|_| GatewayError::Poisoned)?;
+            match kind {
+                RevocationKind::Jti => revoked.jti.get(value).cloned(),
+                RevocationKind::Subject => revoked.subject.get(value).cloned(),
+            }
+        };
+        Ok(stored.unwrap_or(record))
+    }
+
+    /// Every token revocation, oldest first.
+    pub fn token_revocations(&self) -> Result<Vec<TokenRevocation>, GatewayError> {
+        Ok(self.store.token_revocations()?)
     }
 
     fn reload(&self) -> Result<(), GatewayError> {
@@ -235,7 +347,45 @@ fn shares_group(identity: &Identity, connection: &Connection) -> bool {
 }
 
 impl Gatekeeper for Keys {
-    fn authenticate(&self, token: &str) -> Result<Identity, Refusal> {
+    fn authenticate<'a>(&'a self, token: &'a str) -> Authentication<'a> {
+        Box::pin(async move {
+            if tollgate_oidc::looks_like_jwt(token) {
+                self.authenticate_token(token).await
+            } else {
+                self.authenticate_key(token)
+            }
+        })
+    }
+
+    fn authorize(&self, identity: &Identity, connection: &str) -> Result<Arc<Connection>, Refusal> {
+        if self.role(identity) == Role::Auditor {
+            return Err(Refusal::new(
+                RefusalCode::Forbidden,
+                format!(
+                    "{} is an auditor: auditors read sessions and the audit trail, and open no sessions (connection \"{connection}\")",
+                    identity.subject
+                ),
+            ));
+        }
+        let c = self.grantable(identity, connection)?;
+        self.check_grant(identity, &c, now_micros())?;
+        Ok(c)
+    }
+
+    fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal> {
+        match identity.via {
+            AuthMethod::ApiKey => self.key_still_valid(identity)?,
+            AuthMethod::Oidc => self.token_still_valid(identity, now_micros())?,
+        }
+        match self.connections.get(connection) {
+            Some(c) if c.grant.is_some() => self.check_grant(identity, c, now_micros()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Keys {
+    fn authenticate_key(&self, token: &str) -> Result<Identity, Refusal> {
         let bad = || {
             Refusal::new(
                 RefusalCode::BadCredentials,
@@ -252,29 +402,226 @@ impl Gatekeeper for Keys {
         }
         .ok_or_else(bad)?;
         Self::check(&record, now_micros())?;
-        Ok(Identity {
-            subject: record.name.clone(),
-            via: AuthMethod::ApiKey,
-            key_id: Some(record.id.clone()),
-            groups: record.groups.clone(),
-            admin: record.admin,
-            expires_at: record.expires_at,
-        })
+        let mut identity = Identity::new(
+            record.name.clone(),
+            AuthMethod::ApiKey,
+            record.groups.clone(),
+        );
+        identity.key_id = Some(record.id.clone());
+        identity.admin = record.admin || self.roles.admin_by_groups(&record.groups);
+        identity.expires_at = record.expires_at;
+        Ok(identity)
     }
 
-    fn authorize(&self, identity: &Identity, connection: &str) -> Result<Arc<Connection>, Refusal> {
-        let c = self.grantable(identity, connection)?;
-        self.check_grant(identity, &c, now_micros())?;
-        Ok(c)
+    /// An OIDC token: verified against its issuer (fetching keys when needed), then checked
+    /// against the revocations. The client is told the public message only; the detail (the
+    /// verifier's reason, whose token it claimed to be) goes to the log and the record.
+    async fn authenticate_token(&self, token: &str) -> Result<Identity, Refusal> {
+        let Some(oidc) = &self.oidc else {
+            let refusal = Refusal::new(
+                RefusalCode::BadCredentials,
+                "authentication failed: token not accepted here",
+            )
+            .with_detail(format!(
+                "OIDC token refused: no [[oidc.issuers]] configured{}",
+                claimed(token)
+            ));
+            log_refusal(&refusal);
+            return Err(refusal);
+        };
+        let verified = match oidc.verifier.verify(token).await {
+            Ok(v) => v,
+            Err(e) => {
+                let refusal = Refusal::new(
+                    refusal_code(&e),
+                    format!("authentication failed: {}", e.public_message()),
+                )
+                .with_detail(format!("OIDC token refused: {e}{}", claimed(token)));
+                log_refusal(&refusal);
+                return Err(refusal);
+            }
+        };
+        let mut identity = verified.to_identity();
+        identity.admin = self.roles.admin_by_groups(&identity.groups);
+        if let Err(refusal) = self.check_revoked(&identity) {
+            log_refusal(&refusal);
+            return Err(refusal);
+        }
+        Ok(identity)
     }
 
-    fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal> {
-        self.key_still_valid(identity)?;
-        match self.connections.get(connection) {
-            Some(c) if c.grant.is_some() => self.check_grant(identity, c, now_micros()),
-            _ => Ok(()),
+    /// An OIDC identity at a later command: its token must not have expired (with its issuer's
+    /// leeway, as at authentication) nor been revoked since.
+    fn token_still_valid(&self, identity: &Identity, now: i64) -> Result<(), Refusal> {
+        let leeway = identity
+            .issuer
+            .as_ref()
+            .and_then(|iss| self.oidc.as_ref()?.leeway_micros.get(iss).copied())
+            .unwrap_or(0);
+        match identity.expires_at {
+            Some(exp) if now < exp.saturating_add(leeway) => {}
+            Some(exp) => {
+                return Err(Refusal::new(
+                    RefusalCode::Expired,
+                    "token expired: the session ends; connect again with a fresh token",
+                )
+                .with_detail(format!(
+                    "the token of {} expired at {}",
+                    describe(identity),
+                    format_rfc3339(exp)
+                )));
+            }
+            None => {
+                return Err(Refusal::new(
+                    RefusalCode::Expired,
+                    "token expired: the session ends; connect again with a fresh token",
+                )
+                .with_detail(format!("the token of {} has no expiry", describe(identity))));
+            }
+        }
+        self.check_revoked(identity)
+    }
+
+    /// Refuses an OIDC identity whose token id, or whose subject before this token was issued,
+    /// was revoked.
+    fn check_revoked(&self, identity: &Identity) -> Result<(), Refusal> {
+        let refused = |r: &TokenRevocation| {
+            Refusal::new(RefusalCode::Revoked, "authentication failed: token revoked").with_detail(
+                format!(
+                    "the token of {} is revoked: {} {} revoked at {}{}{}",
+                    describe(identity),
+                    r.kind.as_str(),
+                    r.value,
+                    format_rfc3339(r.revoked_at),
+                    r.revoked_by
+                        .as_deref()
+                        .map(|b| format!(" by {b}"))
+                        .unwrap_or_default(),
+                    if r.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.reason)
+                    }
+                ),
+            )
+        };
+        let revoked = self.revoked.read().map_err(|_| {
+            Refusal::new(
+                RefusalCode::Revoked,
+                "authentication failed: revocation state unavailable",
+            )
+        })?;
+        if let Some(jti) = &identity.token_id
+            && let Some(r) = revoked.jti.get(jti)
+        {
+            return Err(refused(r));
+        }
+        if let Some(r) = revoked.subject.get(&identity.subject)
+            && identity.issued_at.is_none_or(|iat| iat <= r.revoked_at)
+        {
+            return Err(refused(r));
+        }
+        Ok(())
+    }
+}
+
+/// The refusal code of a verifier error.
+fn refusal_code(e: &OidcError) -> RefusalCode {
+    if e.is_transient() {
+        RefusalCode::IdentityUnavailable
+    } else if matches!(e, OidcError::Expired { .. }) {
+        RefusalCode::Expired
+    } else {
+        RefusalCode::BadCredentials
+    }
+}
+
+fn log_refusal(refusal: &Refusal) {
+    tracing::info!(
+        code = ?refusal.code,
+        detail = refusal.detail.as_deref().unwrap_or(""),
+        "authentication refused"
+    );
+}
+
+/// An identity for a record: `service ai-agent (issuer …, client …, jti …)`, or the key's.
+pub fn describe(identity: &Identity) -> String {
+    let mut out = String::new();
+    if let Some(kind) = identity.kind {
+        out.push_str(kind.as_str());
+        out.push(' ');
+    }
+    out.push_str(&identity.subject);
+    let mut parts = Vec::new();
+    if let Some(k) = &identity.key_id {
+        parts.push(format!("key {k}"));
+    }
+    if let Some(i) = &identity.issuer {
+        parts.push(format!("issuer {i}"));
+    }
+    if let Some(c) = &identity.client_id {
+        parts.push(format!("client {c}"));
+    }
+    if let Some(j) = &identity.token_id {
+        parts.push(format!("jti {j}"));
+    }
+    if !parts.is_empty() {
+        out.push_str(" (");
+        out.push_str(&parts.join(", "));
+        out.push(')');
+    }
+    out
+}
+
+/// What a refused token claimed to be, read without trusting it: `; claimed (unverified): iss
+/// "…", sub "…", client "…", jti "…"`, each quoted, escaped and cut short. Empty when the
+/// payload cannot be read.
+pub fn claimed(token: &str) -> String {
+    let Some(payload) = token.split('.').nth(1) else {
+        return String::new();
+    };
+    if payload.len() > tollgate_oidc::MAX_TOKEN_BYTES {
+        return String::new();
+    }
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return String::new();
+    };
+    let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(&bytes) else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for (label, names) in [
+        ("iss", &["iss"][..]),
+        ("sub", &["sub"][..]),
+        ("client", &["azp", "client_id"][..]),
+        ("jti", &["jti"][..]),
+    ] {
+        if let Some(v) = names
+            .iter()
+            .find_map(|n| claims.get(*n).and_then(|v| v.as_str()))
+        {
+            parts.push(format!("{label} {}", quote(v)));
         }
     }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; claimed (unverified): {}", parts.join(", "))
+    }
+}
+
+/// A string from an unverified token, for a record: quoted, escaped, at most 96 characters.
+fn quote(s: &str) -> String {
+    let mut out = String::from('"');
+    for (n, c) in s.chars().enumerate() {
+        if n == 96 {
+            out.push('…');
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
 }
 
 impl Keys {
@@ -331,7 +678,10 @@ impl Keys {
 
     fn key_still_valid(&self, identity: &Identity) -> Result<(), Refusal> {
         let Some(id) = identity.key_id.as_deref() else {
-            return Ok(());
+            return Err(Refusal::new(
+                RefusalCode::Revoked,
+                "the session's key is unknown; connect again",
+            ));
         };
         let now = now_micros();
         if let Some(at) = identity.expires_at

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod masking;
 pub mod material;
 pub mod notify;
+pub mod roles;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -113,11 +114,14 @@ impl Gateway {
         material::write_public_keys(&data_dir, &store.audit_keys()?)?;
         let notifier = notify::Notifier::spawn(config.webhooks.clone());
         let approvals = Arc::new(approvals::ApprovalBook::load(store.clone(), notifier)?);
-        let keys = Arc::new(Keys::load(
-            store.clone(),
-            &config.connections,
-            approvals.clone(),
-        )?);
+        let verifier = oidc_verifier(&config).await?;
+        let keys = Arc::new(
+            Keys::load(store.clone(), &config.connections, approvals.clone())?.with_identity(
+                verifier.clone(),
+                &config.oidc,
+                roles::Roles::new(&config.roles),
+            ),
+        );
         let generated_admin_key = keys.bootstrap_admin(opts.admin_key.as_deref())?;
 
         let bind = |what, addr| async move {
@@ -157,9 +161,10 @@ impl Gateway {
             by: None,
             target: None,
             detail: format!(
-                "tollgate {}; {config_detail}; {} connections; bootstrap admin key {}",
+                "tollgate {}; {config_detail}; {} connections; {} OIDC issuers; bootstrap admin key {}",
                 env!("CARGO_PKG_VERSION"),
                 config.connections.len(),
+                config.oidc.issuers.len(),
                 if generated_admin_key.is_some() {
                     "generated"
                 } else {
@@ -194,6 +199,12 @@ impl Gateway {
                 shutdown_rx.clone(),
             )));
         }
+        if let Some(v) = &verifier {
+            tasks.push(tokio::spawn(refresh_keys(
+                Arc::clone(v),
+                shutdown_rx.clone(),
+            )));
+        }
         for sink in config.exports.clone() {
             tasks.push(tokio::spawn(export::run(
                 sink,
@@ -208,6 +219,7 @@ impl Gateway {
             pg: Arc::clone(&pg),
             postgres_addr,
             audit: admin_log,
+            data_dir: data_dir.clone(),
         });
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let mut api_shutdown = shutdown_rx;
@@ -253,6 +265,62 @@ impl Gateway {
             writer.close();
         })
         .await;
+    }
+}
+
+/// How often the OIDC key sets past their time to live are fetched again.
+const KEY_REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// The OIDC verifier of `[[oidc.issuers]]`, its key sets fetched once. A provider that cannot
+/// be reached now is a warning: its tokens are refused ("identity provider unavailable") until
+/// a fetch succeeds, on use or by the periodic refresh.
+async fn oidc_verifier(
+    config: &Config,
+) -> Result<Option<Arc<tollgate_oidc::Verifier>>, GatewayError> {
+    if config.oidc.issuers.is_empty() {
+        return Ok(None);
+    }
+    let verifier =
+        tollgate_oidc::Verifier::new(&config.oidc).map_err(|e| GatewayError::Config {
+            file: config
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "<defaults>".into()),
+            message: e.to_string(),
+        })?;
+    for e in verifier.refresh().await {
+        tracing::warn!(
+            error = %e,
+            "OIDC provider unavailable at start; its tokens are refused until it answers"
+        );
+    }
+    for status in verifier.key_status() {
+        tracing::info!(
+            issuer = %status.issuer,
+            keys = status.keys,
+            "OIDC issuer configured"
+        );
+    }
+    Ok(Some(Arc::new(verifier)))
+}
+
+/// Keeps the OIDC key sets current: fetches the stale ones (within each issuer's rate limit)
+/// every [`KEY_REFRESH_EVERY`], until shutdown.
+async fn refresh_keys(verifier: Arc<tollgate_oidc::Verifier>, mut shutdown: watch::Receiver<bool>) {
+    let refresh = async {
+        loop {
+            tokio::time::sleep(KEY_REFRESH_EVERY).await;
+            // Failures are logged where they happen and keep the old keys.
+            let failed = verifier.refresh_stale().await;
+            if !failed.is_empty() {
+                tracing::debug!(failures = failed.len(), "OIDC key refresh incomplete");
+            }
+        }
+    };
+    tokio::select! {
+        _ = refresh => {}
+        _ = shutdown.wait_for(|v| *v) => {}
     }
 }
 

@@ -21,25 +21,8 @@ const MAX_GROUP_BYTES: usize = 256;
 /// The latest NumericDate accepted (9999-12-31T23:59:59Z), seconds.
 const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 
-/// Whether the caller is a person or a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdentityKind {
-    /// A person.
-    Human,
-    /// A service, CI job or agent.
-    Service,
-}
-
-impl IdentityKind {
-    /// `human` or `service`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Human => "human",
-            Self::Service => "service",
-        }
-    }
-}
+/// Whether the caller is a person or a machine (the gateway's own type).
+pub use tollgate_core::IdentityKind;
 
 /// A token that verified: who it names and for how long.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,10 +53,8 @@ pub struct VerifiedToken {
 
 impl VerifiedToken {
     /// The gateway's identity for this token: the principal as subject, the mapped groups,
-    /// the expiry; no admin right (roles are the gateway's decision), no key id.
-    ///
-    /// `tollgate_core::Identity` has no field for the kind or the issuer yet; they are on the
-    /// `VerifiedToken` for the audit event.
+    /// the expiry, the kind, issuer, client, token id and issue time; no admin right (roles are
+    /// the gateway's decision), no key id.
     pub fn to_identity(&self) -> Identity {
         Identity {
             subject: self.principal.clone(),
@@ -82,6 +63,11 @@ impl VerifiedToken {
             groups: self.groups.clone(),
             admin: false,
             expires_at: Some(self.expires_at),
+            kind: Some(self.kind),
+            issuer: Some(self.issuer.clone()),
+            client_id: self.client_id.clone(),
+            token_id: self.token_id.clone(),
+            issued_at: self.issued_at,
         }
     }
 }

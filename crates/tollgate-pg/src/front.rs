@@ -512,6 +512,7 @@ impl PgFront {
         let token = codec::Reader::new(&body).cstr()?;
         self.gatekeeper
             .authenticate(token)
+            .await
             .map_err(PgError::Refused)
     }
 }

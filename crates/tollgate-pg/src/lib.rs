@@ -62,9 +62,11 @@ pub fn sqlstate_for(code: RefusalCode) -> &'static str {
     match code {
         RefusalCode::BadCredentials | RefusalCode::Revoked | RefusalCode::Expired => "28P01",
         RefusalCode::UnknownConnection => "3D000",
-        RefusalCode::AccessDenied | RefusalCode::AdminRequired => "42501",
+        RefusalCode::AccessDenied | RefusalCode::AdminRequired | RefusalCode::Forbidden => "42501",
         RefusalCode::ProtocolViolation => "08P01",
         RefusalCode::TlsRequired => "28000",
         RefusalCode::UpstreamUnavailable => "08001",
+        // cannot_connect_now: the identity provider is down; retrying later may work.
+        RefusalCode::IdentityUnavailable => "57P03",
     }
 }

@@ -26,6 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         groups: vec!["eng".into()],
         admin: false,
         expires_at: None,
+        kind: None,
+        issuer: None,
+        client_id: None,
+        token_id: None,
+        issued_at: None,
     };
     let ctx = PolicyContext {
         identity: &identity,

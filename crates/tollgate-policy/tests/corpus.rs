@@ -26,6 +26,11 @@ fn identity() -> Identity {
         groups: vec!["eng".into()],
         admin: false,
         expires_at: None,
+        kind: None,
+        issuer: None,
+        client_id: None,
+        token_id: None,
+        issued_at: None,
     }
 }
 

@@ -66,6 +66,11 @@ static IDENTITY: LazyLock<Identity> = LazyLock::new(|| Identity {
     groups: vec!["eng".into()],
     admin: false,
     expires_at: None,
+    kind: None,
+    issuer: None,
+    client_id: None,
+    token_id: None,
+    issued_at: None,
 });
 
 fn ctx() -> PolicyContext<'static> {

@@ -32,6 +32,43 @@ fn keys_round_trip_and_revoke() {
 }
 
 #[test]
+fn token_revocations_round_trip() {
+    let (dir, store) = store();
+    let r = |kind, value: &str, at| TokenRevocation {
+        kind,
+        value: value.into(),
+        revoked_at: at,
+        revoked_by: Some("admin".into()),
+        reason: format!("at {at}"),
+    };
+    store
+        .revoke_token(&r(RevocationKind::Jti, "j1", 10))
+        .unwrap();
+    store
+        .revoke_token(&r(RevocationKind::Subject, "ci:job", 20))
+        .unwrap();
+    // A token id revoked again keeps its first record; a subject moves forward, never back.
+    store
+        .revoke_token(&r(RevocationKind::Jti, "j1", 30))
+        .unwrap();
+    store
+        .revoke_token(&r(RevocationKind::Subject, "ci:job", 40))
+        .unwrap();
+    store
+        .revoke_token(&r(RevocationKind::Subject, "ci:job", 35))
+        .unwrap();
+    let all = store.token_revocations().unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0], r(RevocationKind::Jti, "j1", 10));
+    assert_eq!(all[1].kind, RevocationKind::Subject);
+    assert_eq!(all[1].revoked_at, 40);
+    // They survive a reopen (the migration is not applied twice).
+    drop(store);
+    let again = Store::open(&dir.path().join("t.db")).unwrap();
+    assert_eq!(again.token_revocations().unwrap(), all);
+}
+
+#[test]
 fn events_are_ordered_and_sessions_summarised() {
     let (_d, store) = store();
     let writer = store.event_writer(test_signer()).unwrap();
@@ -42,6 +79,11 @@ fn events_are_ordered_and_sessions_summarised() {
         groups: vec![],
         admin: false,
         expires_at: None,
+        kind: None,
+        issuer: None,
+        client_id: None,
+        token_id: None,
+        issued_at: None,
     };
     let events = [
         EventKind::SessionStart(SessionInfo {
