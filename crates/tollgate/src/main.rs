@@ -2,6 +2,7 @@
 
 mod client;
 mod connect;
+mod login;
 mod table;
 
 use std::path::PathBuf;
@@ -92,6 +93,10 @@ enum Cmd {
         #[arg(long, default_value_t = 5433)]
         port: u16,
     },
+    /// Log in at the identity provider (OpenID Connect); other commands then use the token.
+    Login(login::LoginArgs),
+    /// Forget the login's tokens (and revoke them at the provider).
+    Logout(login::LogoutArgs),
 }
 
 /// Where the API is and who we are.
@@ -105,7 +110,7 @@ struct ApiArgs {
         global = true
     )]
     url: String,
-    /// API key.
+    /// API key or token; without it, the token of `tollgate login`.
     #[arg(long, env = "TOLLGATE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
 }
@@ -393,6 +398,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             connection,
             port,
         } => connect::run(&api.into(), &connection, port).await,
+        Cmd::Login(args) => login::login(args).await,
+        Cmd::Logout(args) => login::logout(args).await,
     }
 }
 
