@@ -2,17 +2,20 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::table::print_table;
 use crate::{AccessCmd, ApiArgs, ApprovalsCmd, KeysCmd, SessionsCmd};
 
-/// A configured API client.
+/// A configured API client. The bearer is `--token` / `TOLLGATE_TOKEN` when set, else the
+/// `tollgate login` cache's token, refreshed as needed.
+#[derive(Clone)]
 pub struct Api {
     url: String,
     token: Option<String>,
     http: reqwest::Client,
+    login: std::sync::Arc<crate::login::LoginBearer>,
 }
 
 impl From<ApiArgs> for Api {
@@ -21,6 +24,7 @@ impl From<ApiArgs> for Api {
             url: a.url.trim_end_matches('/').to_string(),
             token: a.token.filter(|t| !t.is_empty()),
             http: reqwest::Client::new(),
+            login: Default::default(),
         }
     }
 }
@@ -33,11 +37,12 @@ pub struct ApiFailure {
 }
 
 impl Api {
-    /// The API key this client uses.
-    pub fn token(&self) -> Result<&str> {
-        self.token
-            .as_deref()
-            .ok_or_else(|| anyhow!("no API key: set TOLLGATE_TOKEN or pass --token"))
+    /// The bearer this client sends: `TOLLGATE_TOKEN` first, else the login cache's.
+    pub async fn token(&self) -> Result<String> {
+        match &self.token {
+            Some(t) => Ok(t.clone()),
+            None => self.login.get().await,
+        }
     }
 
     /// Sends a request; `Err(Ok(failure))` when the API refused, `Err(Err(e))` when it could not be reached.
@@ -50,7 +55,7 @@ impl Api {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(self.token()?);
+            .bearer_auth(self.token().await?);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -64,10 +69,15 @@ impl Api {
         if status.is_success() {
             return Ok(Ok(value));
         }
-        let message = value["error"]["message"]
+        let mut message = value["error"]["message"]
             .as_str()
             .map(str::to_string)
             .unwrap_or_else(|| format!("HTTP {status}: {text}"));
+        if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
+            message.push_str(
+                " (the token from `tollgate login`: the gateway must trust its issuer and client id; `tollgate login --status` shows them)",
+            );
+        }
         Ok(Err(ApiFailure {
             status: status.as_u16(),
             message,

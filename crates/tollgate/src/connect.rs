@@ -1,6 +1,7 @@
 //! `tollgate connect`: a local PostgreSQL port that needs no password. Each client there is
 //! forwarded to the gateway's PostgreSQL listener; the CLI answers the password challenge with
-//! its own key, so the key never has to be typed into psql or a connection string.
+//! its own key or login token (taken afresh for each client, so a login refreshed meanwhile is
+//! used), so it never has to be typed into psql or a connection string.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,7 +28,6 @@ pub async fn run(api: &Api, connection: &str, port: u16) -> Result<ExitCode> {
             "the gateway's PostgreSQL listener {pg} is not on this machine; connect with psql and sslmode=require instead"
         );
     }
-    let token = api.token()?.to_string();
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
@@ -54,10 +54,10 @@ pub async fn run(api: &Api, connection: &str, port: u16) -> Result<ExitCode> {
                         continue;
                     }
                 };
-                let token = token.clone();
+                let api = api.clone();
                 let connection = connection.to_string();
                 tokio::spawn(async move {
-                    if let Err(e) = forward(client, pg, &connection, &token).await {
+                    if let Err(e) = forward(client, pg, &connection, &api).await {
                         eprintln!("session ended with an error: {e:#}");
                     }
                 });
@@ -71,7 +71,7 @@ async fn forward(
     mut client: TcpStream,
     gateway: SocketAddr,
     connection: &str,
-    token: &str,
+    api: &Api,
 ) -> Result<()> {
     let _ = client.set_nodelay(true);
     // The client's startup: decline TLS and GSS (the hop is local), pass cancels through.
@@ -96,6 +96,15 @@ async fn forward(
             _ => break codec::parse_startup(body.get(4..).unwrap_or_default())?,
         }
     };
+    let token = match api.token().await {
+        Ok(t) => t,
+        Err(e) => {
+            let mut out = BytesMut::new();
+            codec::error_response(&mut out, "FATAL", "28000", &format!("{e:#}"));
+            client.write_all(&out).await?;
+            return Err(e);
+        }
+    };
     let mut up = TcpStream::connect(gateway)
         .await
         .with_context(|| format!("cannot reach the gateway at {gateway}"))?;
@@ -117,7 +126,7 @@ async fn forward(
     match read_message(&mut up, &mut buf, codec::MAX_STARTUP_BYTES).await? {
         Some((b'R', body)) if codec::read_i32(&body, 0)? == 3 => {
             out.clear();
-            codec::put_message(&mut out, b'p', |b| codec::put_cstr(b, token));
+            codec::put_message(&mut out, b'p', |b| codec::put_cstr(b, &token));
             up.write_all(&out).await?;
         }
         Some((tag, body)) => {
