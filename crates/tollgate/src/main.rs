@@ -4,6 +4,7 @@ mod client;
 mod connect;
 mod login;
 mod table;
+mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Cmd {
         #[command(subcommand)]
         command: KeysCmd,
     },
+    /// Revoke OIDC tokens by token id or subject (administrators only).
+    Tokens(tokens::TokensArgs),
     /// Run one command on a connection through the gateway and print the result.
     Exec {
         #[command(flatten)]
@@ -337,6 +340,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::Up { config, data_dir } => up(config, data_dir).await,
         Cmd::Keys { api, command } => client::keys(&api.into(), command).await,
+        Cmd::Tokens(args) => tokens::run(args).await,
         Cmd::Exec {
             api,
             connection,
