@@ -171,6 +171,13 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One plain HTTP/1.1 request; the status, the `Set-Cookie` values and the body.
 fn http(
     method: &str,
@@ -706,4 +713,80 @@ fn without_a_token_or_a_login_the_error_names_both_ways() {
         "{}",
         out.stdout
     );
+}
+
+#[test]
+fn exec_runs_a_statement_through_the_gateway_with_the_cached_login() {
+    let idp = OidcProvider::start(OidcOptions::default());
+    let db = common::TestDb::create("login");
+    // The ID token's audience is the CLI's client id.
+    let gw = common::Gateway::start(&format!(
+        "[[oidc.issuers]]\nissuer = \"{}\"\naudiences = [\"{CLI_CLIENT}\"]\n\n{}",
+        idp.issuer(),
+        db.connection("logindb", &["eng"], "disable")
+    ));
+    let home = Home::new();
+    code_login(
+        &idp,
+        &home,
+        &["--issuer", &idp.issuer(), "--client-id", CLI_CLIENT],
+        "alice",
+        "alice-pass",
+    );
+    let out = home.run(&[
+        "exec",
+        "logindb",
+        "-i",
+        "SELECT 40 + 2 AS answer",
+        "--url",
+        &gw.url(),
+    ]);
+    assert!(
+        out.ok,
+        "exec with the login failed:\n{}\n{}\ngateway:\n{}",
+        out.stdout,
+        out.stderr,
+        gw.stderr()
+    );
+    assert!(out.stdout.contains("42"), "{}", out.stdout);
+    let sessions = gw.wait_sessions("alice's exec session", |s| {
+        s.iter()
+            .any(|x| x["subject"].as_str().is_some_and(|w| w.contains("alice")))
+    });
+    let session = sessions
+        .iter()
+        .find(|x| x["subject"].as_str().is_some_and(|w| w.contains("alice")))
+        .unwrap();
+    assert_eq!(session["connection"], "logindb");
+
+    // `tollgate connect` answers the PostgreSQL password challenge with the same token.
+    let mut cmd = home.cli(&["connect", "logindb", "--port", "0", "--url", &gw.url()]);
+    cmd.env("TOLLGATE_URL", gw.url());
+    let mut run = Running::start(cmd);
+    let line = run.line("the local port", |l| l.starts_with("forwarding 127.0.0.1:"));
+    assert!(line.contains("as alice"), "{line}");
+    let port = line
+        .trim_start_matches("forwarding 127.0.0.1:")
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let psql = Command::new("psql")
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname=logindb sslmode=disable"
+        ))
+        .args(["-c", "SELECT 6 * 7"])
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    drop(run);
+    assert!(
+        psql.status.success(),
+        "psql through connect: {}\n{}",
+        String::from_utf8_lossy(&psql.stderr),
+        gw.stderr()
+    );
+    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "42");
 }
