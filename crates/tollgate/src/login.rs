@@ -83,7 +83,8 @@ pub struct LoginArgs {
     /// Show who is logged in and until when (the cached token's claims, not verified).
     #[arg(long, conflicts_with_all = ["device", "open", "print_token"])]
     status: bool,
-    /// Print the bearer the CLI would send (refreshed when needed), e.g. for PGPASSWORD.
+    /// Print the login's bearer (refreshed first when it expires within 60 s), e.g. for
+    /// PGPASSWORD.
     #[arg(long, conflicts_with_all = ["device", "open"])]
     print_token: bool,
 }
@@ -249,9 +250,21 @@ pub async fn login(args: LoginArgs) -> Result<ExitCode> {
 
 pub async fn logout(args: LogoutArgs) -> Result<ExitCode> {
     let dir = config_dir()?;
-    let Some(cache) = cache::load(&dir)? else {
-        println!("not logged in (no {})", dir.join(cache::FILE).display());
-        return Ok(ExitCode::SUCCESS);
+    let cache = match cache::load(&dir) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            println!("not logged in (no {})", dir.join(cache::FILE).display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            // An unreadable cache is removed all the same; there is nothing to revoke with.
+            cache::remove(&dir)?;
+            println!(
+                "removed {} ({e:#}); its tokens were not revoked",
+                dir.join(cache::FILE).display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     cache::remove(&dir)?;
     println!(

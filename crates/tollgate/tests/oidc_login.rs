@@ -713,6 +713,15 @@ fn without_a_token_or_a_login_the_error_names_both_ways() {
         "{}",
         out.stdout
     );
+
+    // A damaged cache is reported, and logout clears it.
+    std::fs::create_dir_all(home.config_dir()).unwrap();
+    std::fs::write(home.cache_path(), "{ not json").unwrap();
+    let out = home.run(&["sessions", "list", "--url", &api.url]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("tollgate login"), "{}", out.stderr);
+    home.run(&["logout"]).assert_ok("logout of a damaged cache");
+    assert!(!home.cache_path().exists());
 }
 
 #[test]
