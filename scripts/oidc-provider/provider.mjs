@@ -16,6 +16,8 @@
 //   POST /test/sign      signs arbitrary claims with the provider's keys (or an HMAC key), for
 //                        negative tests: {"payload":{..}, "alg"?, "kid"?, "header"?: {..},
 //                        "hmac_key_b64url"?} -> {"token": "<compact JWS>"}.
+//   GET /test/requests   how many requests each path received since start (the /test/ paths
+//                        excluded): {"/jwks": 2, "/.well-known/openid-configuration": 2, ...}.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -454,9 +456,16 @@ async function testSign(req, res) {
   return send(res, 200, 'application/json', JSON.stringify({ token }));
 }
 
+// Requests per path, for tests that count fetches (e.g. of the JWKS).
+const requestCounts = {};
+
 const server = http.createServer(async (req, res) => {
   if (!provider) return send(res, 503, 'text/plain', 'starting');
   const path = new URL(req.url, 'http://x').pathname;
+  if (path === '/test/requests' && req.method === 'GET') {
+    return send(res, 200, 'application/json', JSON.stringify(requestCounts));
+  }
+  if (!path.startsWith('/test/')) requestCounts[path] = (requestCounts[path] || 0) + 1;
   try {
     if (path.startsWith('/interaction/')) return await interaction(req, res, path);
     if (path === '/test/sign' && req.method === 'POST') return await testSign(req, res);

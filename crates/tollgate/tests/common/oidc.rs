@@ -679,6 +679,20 @@ impl OidcProvider {
         v["token"].as_str().unwrap().to_string()
     }
 
+    /// How many requests each path received since the provider's last start (`/test/` paths
+    /// excluded), e.g. `requests()["/jwks"]`.
+    pub fn requests(&self) -> Value {
+        let r = http(Req::get(&self.url("/test/requests")));
+        assert_eq!(r.status, 200, "requests: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    /// How many times the key set (`jwks_uri` of the discovery document) was fetched since the
+    /// provider's last start.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.requests()["/jwks"].as_u64().unwrap_or(0)
+    }
+
     /// Claims like those of a real client-credentials token of `client`, valid for `ttl` seconds
     /// from now (negative: already expired), to adjust before `sign`.
     pub fn machine_claims(&self, client: &str, groups: &[&str], ttl: i64) -> Value {
