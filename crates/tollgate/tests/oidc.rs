@@ -430,6 +430,16 @@ fn roles_decide_every_api_route() {
             }
         }
     }
+    // Every route is described in the OpenAPI document.
+    let (_, doc) = api(&gw, "GET", "/api/openapi.json", &user, None);
+    for (method, path, _, _) in &routes {
+        let path = path.replace("nope", "{id}");
+        assert!(
+            doc["paths"][&path][method.to_ascii_lowercase()].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+
     // The auditor key answers like the auditor token.
     assert_eq!(
         api(
