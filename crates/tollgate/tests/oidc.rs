@@ -518,6 +518,65 @@ fn roles_decide_every_api_route() {
     );
 }
 
+#[test]
+fn approvals_are_requested_and_decided_by_oidc_identities() {
+    let idp = provider(OidcOptions::default().machine_client(MachineClient::new(
+        "dba-bot",
+        "dba-secret",
+        &["dba"],
+    )));
+    let db = TestDb::create("tg_oidc_apr");
+    db.direct("CREATE TABLE orders (id int primary key); INSERT INTO orders VALUES (1), (2)");
+    let config = format!(
+        "[[rules]]\nname = \"orders-writes\"\naction = \"approve\"\nobjects = [\"orders\"]\nkinds = [\"write\"]\napprovers = [\"dba\"]\nmode = \"ticket\"\n\n{}{}",
+        db.connection("agents-db", &["agents"], "disable"),
+        oidc_config(&idp, "")
+    );
+    let gw = Gateway::start(&config);
+    let agent = agent_token(&idp);
+    let dba = idp.client_credentials_token("dba-bot", "dba-secret", None);
+    let auditor = idp.client_credentials_token(AUDITOR_CLIENT, AUDITOR_SECRET, None);
+
+    let sql = "DELETE FROM orders WHERE id = 1";
+    let o = gw.psql("agents-db", &agent, "disable", &["-c", sql]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let at = err.find("apr_").unwrap_or_else(|| panic!("{err}"));
+    let id: String = err[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+
+    // The requester sees its request and may not approve it; an auditor may not decide; a
+    // member of the rule's approver group may.
+    let mine: Value =
+        serde_json::from_str(&gw.cli_ok(&agent, &["approvals", "list", "--json"])).unwrap();
+    assert_eq!(mine[0]["id"], id.as_str());
+    assert_eq!(mine[0]["requester"], AGENT_CLIENT);
+    let o = gw.cli(&agent, &["approvals", "approve", &id]);
+    assert!(!o.status.success(), "self-approval");
+    let o = gw.cli(&auditor, &["approvals", "approve", &id]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is an auditor"), "{}", stderr(&o));
+    let decided = gw.cli_ok(&dba, &["approvals", "approve", &id, "--reason", "ok"]);
+    assert!(decided.contains("approved"), "{decided}");
+
+    let o = gw.psql("agents-db", &agent, "disable", &["-c", sql]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(db.direct("SELECT count(*) FROM orders"), "1");
+    // The decision is on record with the approver's subject.
+    let (_, body) = api(&gw, "GET", "/api/audit/gateway", ADMIN_KEY, None);
+    let decision = body["streams"][0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"]["action"] == "approval_decided")
+        .cloned()
+        .unwrap_or_else(|| panic!("{body:#}"));
+    assert_eq!(decision["kind"]["by"], "dba-bot");
+    assert_eq!(decision["kind"]["target"], id.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_with_a_short_reason_and_recorded_in_detail() {
     let idp = provider(OidcOptions::default());
