@@ -705,3 +705,207 @@ impl Keys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RolesSection;
+    use crate::notify::Notifier;
+    use serde_json::json;
+
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+
+    struct Fixture {
+        dir: std::path::PathBuf,
+        keys: Keys,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Keys over a fresh store, with a shared-secret issuer `ci` (leeway 0, subjects `ci:…`,
+    /// every token a service) when `oidc`, and `ops` as an admin group.
+    fn fixture(name: &str, oidc: bool) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("tollgate-keys-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("t.db")).unwrap();
+        let book = Arc::new(ApprovalBook::load(store.clone(), Notifier::none()).unwrap());
+        let config: OidcConfig = toml::from_str(
+            "[[issuers]]\nissuer = \"ci\"\naudiences = [\"tollgate\"]\nhs_secret_env = \"CI_SECRET\"\nleeway_secs = 0\nsubject_prefix = \"ci:\"\nkind = \"service\"\n",
+        )
+        .unwrap();
+        let verifier = Verifier::with_env(
+            &config,
+            &|name| (name == "CI_SECRET").then(|| SECRET.to_string()),
+            Arc::new(tollgate_oidc::SystemClock),
+        )
+        .unwrap();
+        let roles = Roles::new(&RolesSection {
+            admin_groups: vec!["ops".into()],
+            auditor_groups: vec!["audit".into()],
+        });
+        let keys = Keys::load(store, &[], book).unwrap().with_identity(
+            oidc.then(|| Arc::new(verifier)),
+            &config,
+            roles,
+        );
+        Fixture { dir, keys }
+    }
+
+    fn hs256(claims: serde_json::Value) -> String {
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let input = format!(
+            "{}.{}",
+            b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(claims.to_string().as_bytes())
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let tag = ring::hmac::sign(&key, input.as_bytes());
+        format!("{input}.{}", b64(tag.as_ref()))
+    }
+
+    fn claims(sub: &str, jti: &str, ttl_secs: i64) -> serde_json::Value {
+        let now = now_micros() / 1_000_000;
+        json!({
+            "iss": "ci", "aud": "tollgate", "sub": sub, "jti": jti,
+            "iat": now, "exp": now + ttl_secs, "groups": ["ops", "eng"],
+        })
+    }
+
+    #[tokio::test]
+    async fn oidc_tokens_become_identities_expire_and_are_revoked() {
+        let f = fixture("oidc", true);
+        let keys = &f.keys;
+        let token = hs256(claims("job-1", "j1", 60));
+        let id = keys.authenticate(&token).await.unwrap();
+        assert_eq!(id.subject, "ci:job-1");
+        assert_eq!(id.via, AuthMethod::Oidc);
+        assert_eq!(id.kind, Some(tollgate_core::IdentityKind::Service));
+        assert_eq!(id.issuer.as_deref(), Some("ci"));
+        assert_eq!(id.token_id.as_deref(), Some("j1"));
+        assert!(id.admin, "ops is an admin group");
+        assert_eq!(keys.role(&id), Role::Admin);
+        assert_eq!(
+            describe(&id),
+            "service ci:job-1 (issuer ci, jti j1)".to_string()
+        );
+        assert!(keys.still_valid(&id, "anything").is_ok());
+
+        // Past its expiry (leeway 0 for this issuer), the next command is refused.
+        let exp = id.expires_at.unwrap();
+        assert!(keys.token_still_valid(&id, exp - 1).is_ok());
+        let r = keys.token_still_valid(&id, exp).unwrap_err();
+        assert_eq!(r.code, RefusalCode::Expired);
+        assert!(r.detail.unwrap().contains("ci:job-1"));
+
+        // Revoking the jti refuses the live identity and a replay of the token.
+        let admin = Identity::new("root", AuthMethod::ApiKey, vec![]);
+        keys.revoke_token(RevocationKind::Jti, "j1", &admin, "leaked")
+            .unwrap();
+        let r = keys.still_valid(&id, "anything").unwrap_err();
+        assert_eq!(
+            (r.code, r.message.as_str()),
+            (RefusalCode::Revoked, "authentication failed: token revoked")
+        );
+        let r = keys.authenticate(&token).await.unwrap_err();
+        let detail = r.detail.unwrap();
+        assert!(
+            detail.contains("jti j1 revoked at") && detail.contains("by root (leaked)"),
+            "{detail}"
+        );
+
+        // Revoking the subject refuses its tokens issued until then, not those issued after.
+        let other = keys
+            .authenticate(&hs256(claims("job-1", "j2", 60)))
+            .await
+            .unwrap();
+        let r = keys
+            .revoke_token(RevocationKind::Subject, "ci:job-1", &admin, "")
+            .unwrap();
+        assert!(keys.still_valid(&other, "x").is_err());
+        let mut later = other.clone();
+        later.issued_at = Some(r.revoked_at + 1_000_000);
+        assert!(keys.check_revoked(&later).is_ok());
+        let mut undated = other.clone();
+        undated.issued_at = None;
+        assert!(keys.check_revoked(&undated).is_err());
+        // Another subject is not concerned.
+        assert!(
+            keys.authenticate(&hs256(claims("job-2", "j3", 60)))
+                .await
+                .is_ok()
+        );
+        assert!(
+            keys.revoke_token(RevocationKind::Jti, " ", &admin, "")
+                .is_err()
+        );
+        assert_eq!(keys.token_revocations().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_tell_the_client_little_and_the_record_more() {
+        let f = fixture("bad", true);
+        let expired = hs256(claims("job", "j", -10));
+        let r = f.keys.authenticate(&expired).await.unwrap_err();
+        assert_eq!(r.code, RefusalCode::Expired);
+        assert_eq!(r.message, "authentication failed: token expired");
+        let detail = r.detail.unwrap();
+        assert!(
+            detail.contains("token expired at")
+                && detail.contains("claimed (unverified): iss \"ci\", sub \"job\", jti \"j\""),
+            "{detail}"
+        );
+        let unsigned = format!(
+            "eyJhbGciOiJub25lIn0.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(claims("job", "j", 60).to_string())
+        );
+        let r = f.keys.authenticate(&unsigned).await.unwrap_err();
+        assert_eq!(
+            (r.code, r.message.as_str()),
+            (
+                RefusalCode::BadCredentials,
+                "authentication failed: invalid token"
+            )
+        );
+        assert!(r.detail.unwrap().contains("alg=none"));
+
+        // Without issuers, a JWT is not accepted here; API keys are looked up as before.
+        let none = fixture("no-oidc", false);
+        let r = none
+            .keys
+            .authenticate(&hs256(claims("job", "j", 60)))
+            .await
+            .unwrap_err();
+        assert_eq!(r.message, "authentication failed: token not accepted here");
+        let r = none.keys.authenticate("tg_nope").await.unwrap_err();
+        assert_eq!(r.message, "authentication failed: the key is not valid");
+        // An API-key identity without a key id is refused, not passed.
+        let keyless = Identity::new("x", AuthMethod::ApiKey, vec![]);
+        assert!(none.keys.still_valid(&keyless, "c").is_err());
+    }
+
+    #[test]
+    fn claimed_reads_a_token_without_trusting_it() {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let long = "x".repeat(200);
+        let token = format!(
+            "h.{}.s",
+            b64(&json!({"iss": "evil\n\u{1b}[31m", "sub": long, "client_id": "c"}).to_string())
+        );
+        let c = claimed(&token);
+        assert!(
+            c.starts_with("; claimed (unverified): iss \"evil\\n\\u{1b}[31m\""),
+            "{c}"
+        );
+        assert!(c.contains(&format!("sub \"{}…\"", "x".repeat(96))), "{c}");
+        assert!(c.ends_with("client \"c\""), "{c}");
+        assert_eq!(claimed("no-dots"), "");
+        assert_eq!(claimed("a.!!!.c"), "");
+        assert_eq!(claimed(&format!("a.{}.c", b64("[1]"))), "");
+    }
+}
