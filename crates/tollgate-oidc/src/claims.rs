@@ -100,7 +100,14 @@ pub(crate) fn check(
     let client_ok = client_id
         .as_ref()
         .is_some_and(|c| settings.client_ids.iter().any(|mine| mine == c));
-    if !aud_ok && !client_ok {
+    // An ID token names its client in `aud` (OpenID Connect Core 2): `aud` holding one of
+    // `client_ids` is accepted too, unless the token names another client in `azp` /
+    // `client_id`, which must then be one of them as well.
+    let aud_client_ok = client_id.is_none()
+        && audiences
+            .iter()
+            .any(|a| settings.client_ids.iter().any(|mine| mine == *a));
+    if !aud_ok && !client_ok && !aud_client_ok {
         let mut found = format!(
             "aud={}",
             quote(
@@ -492,6 +499,31 @@ mod tests {
         ));
         assert!(matches!(
             ok(r#""aud":["x"]"#),
+            Err(OidcError::WrongAudience { .. })
+        ));
+        // An ID token: its client id in `aud`, without `azp`.
+        assert!(ok(r#""aud":"cli""#).is_ok());
+        assert!(ok(r#""aud":["cli","x"]"#).is_ok());
+        // With `azp`, it must be one of the clients too.
+        assert!(ok(r#""aud":["cli","x"],"azp":"cli""#).is_ok());
+        assert!(matches!(
+            ok(r#""aud":["cli","x"],"azp":"x""#),
+            Err(OidcError::WrongAudience { .. })
+        ));
+        assert!(matches!(
+            ok(r#""aud":"cli","client_id":"other""#),
+            Err(OidcError::WrongAudience { .. })
+        ));
+        // Without client_ids, a client's id in `aud` means nothing.
+        let plain = settings(|_| {});
+        assert!(matches!(
+            check(
+                &plain,
+                &claims(&format!("{{{base},\"aud\":\"cli\"}}")),
+                NOW,
+                Algorithm::RS256,
+                None
+            ),
             Err(OidcError::WrongAudience { .. })
         ));
         assert!(matches!(

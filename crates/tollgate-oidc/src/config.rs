@@ -7,7 +7,7 @@
 //! [[oidc.issuers]]
 //! issuer = "https://idp.example.com/realms/main"
 //! audiences = ["tollgate"]
-//! client_ids = ["tollgate-cli"]            # azp / client_id accepted in place of aud
+//! client_ids = ["tollgate-cli"]            # in aud (ID tokens), or as azp / client_id
 //! groups_claim = "realm_access.roles"      # or ["resource_access", "my.client", "roles"]
 //! group_map = { "db-admins" = ["dba"], "staff" = [] }
 //! unmapped_groups = "keep"                 # or "drop"
@@ -83,7 +83,9 @@ pub struct IssuerConfig {
     #[serde(default)]
     pub audiences: Vec<String>,
     /// Accepted clients: a token whose `azp` (or, without `azp`, `client_id`) is one of these
-    /// is accepted whatever its `aud`. At least one of `audiences` and `client_ids` is needed.
+    /// is accepted whatever its `aud`; so is a token without `azp` / `client_id` whose `aud`
+    /// holds one of these (an ID token issued to that client). At least one of `audiences` and
+    /// `client_ids` is needed.
     #[serde(default)]
     pub client_ids: Vec<String>,
     /// Accepted algorithms (JOSE names). Default: every asymmetric one (RS*, PS*, ES256,
