@@ -184,6 +184,18 @@ CREATE TABLE token_revocations (
     PRIMARY KEY (kind, value)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Web login sessions: the SHA-256 of the cookie's random id (never the id itself), who (the
+-- identity as JSON) and until when.
+CREATE TABLE web_sessions (
+    id_hash    TEXT PRIMARY KEY,
+    subject    TEXT NOT NULL,
+    identity   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX web_sessions_expiry ON web_sessions (expires_at);
+"#,
 ];
 
 fn open(path: &Path) -> Result<Db, StoreError> {
@@ -280,6 +292,19 @@ pub struct TokenRevocation {
     pub revoked_by: Option<String>,
     /// Why, in the revoker's words.
     pub reason: String,
+}
+
+/// A web login session (the cookie's id is kept only as its hash).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebSession {
+    /// Hex SHA-256 of the cookie's id.
+    pub id_hash: String,
+    /// Who logged in.
+    pub identity: tollgate_core::Identity,
+    /// When, µs since epoch.
+    pub created_at: i64,
+    /// Until when, µs since epoch.
+    pub expires_at: i64,
 }
 
 /// A session row, kept up to date from its events.
@@ -539,6 +564,75 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Stores a web login session, and forgets those expired before `now`.
+    pub fn insert_web_session(&self, session: &WebSession, now: i64) -> Result<(), StoreError> {
+        let identity =
+            serde_json::to_string(&session.identity).map_err(|e| StoreError::Corrupt {
+                what: "web session identity",
+                detail: e.to_string(),
+            })?;
+        self.with(|db| {
+            db.execute(
+                "DELETE FROM web_sessions WHERE expires_at <= ?1",
+                params![now],
+            )?;
+            db.execute(
+                "INSERT INTO web_sessions (id_hash, subject, identity, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    session.id_hash,
+                    session.identity.subject,
+                    identity,
+                    session.created_at,
+                    session.expires_at
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The web login session with this id hash, expired or not.
+    pub fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>, StoreError> {
+        let row = self.with(|db| {
+            db.query_row(
+                "SELECT identity, created_at, expires_at FROM web_sessions WHERE id_hash = ?1",
+                params![id_hash],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()
+        })?;
+        row.map(|(identity, created_at, expires_at)| {
+            let identity = serde_json::from_str(&identity).map_err(|e| StoreError::Corrupt {
+                what: "web session identity",
+                detail: e.to_string(),
+            })?;
+            Ok(WebSession {
+                id_hash: id_hash.to_string(),
+                identity,
+                created_at,
+                expires_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes a web login session; false when there was none.
+    pub fn delete_web_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        self.with(|db| {
+            db.execute(
+                "DELETE FROM web_sessions WHERE id_hash = ?1",
+                params![id_hash],
+            )
+            .map(|n| n > 0)
+        })
     }
 
     /// The ids of the gateway's own audit streams (`gateway-…`: administrative acts and API

@@ -69,6 +69,32 @@ fn token_revocations_round_trip() {
 }
 
 #[test]
+fn web_sessions_are_kept_hashed_and_expired_ones_forgotten() {
+    let (_d, store) = store();
+    let mut identity = Identity::new("alice", tollgate_core::AuthMethod::Oidc, vec!["eng".into()]);
+    identity.token_id = Some("j1".into());
+    let session = |hash: &str, expires_at: i64| WebSession {
+        id_hash: hash.into(),
+        identity: identity.clone(),
+        created_at: 1,
+        expires_at,
+    };
+    store.insert_web_session(&session("old", 5), 1).unwrap();
+    store.insert_web_session(&session("h1", 100), 2).unwrap();
+    assert_eq!(store.web_session("h1").unwrap(), Some(session("h1", 100)));
+    assert_eq!(store.web_session("old").unwrap().unwrap().expires_at, 5);
+    // The next login forgets sessions expired by then.
+    store.insert_web_session(&session("h2", 200), 50).unwrap();
+    assert_eq!(store.web_session("old").unwrap(), None);
+    // A hash is stored once.
+    assert!(store.insert_web_session(&session("h2", 300), 50).is_err());
+    assert!(store.delete_web_session("h1").unwrap());
+    assert!(!store.delete_web_session("h1").unwrap());
+    assert_eq!(store.web_session("h1").unwrap(), None);
+    assert!(store.web_session("h2").unwrap().is_some());
+}
+
+#[test]
 fn events_are_ordered_and_sessions_summarised() {
     let (_d, store) = store();
     let writer = store.event_writer(test_signer()).unwrap();
