@@ -18,6 +18,12 @@
 //!
 //! A refused authentication or role is recorded as a `refusal` event in the gateway's own
 //! audit stream, with the route, the client address and the caller.
+//!
+//! With `[oidc.web]`, `/api/auth/login`, `/api/auth/callback`, `/api/auth/logout` and
+//! `/api/auth/me` give browsers a session cookie (`weblogin.rs`). Every route that takes a
+//! bearer takes the cookie too, with the same roles; without `Authorization`, the cookie is
+//! used, and a cookie request that changes state (not GET, HEAD or OPTIONS) must carry
+//! `X-Tollgate-CSRF` with the session's token (403 `csrf_required` otherwise).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +31,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -43,6 +49,7 @@ use tollgate_store::{
 use crate::approvals::{ACCESS_RULE, ApprovalBook, DecideError};
 use crate::keys::{Keys, describe};
 use crate::roles::Role;
+use crate::weblogin::{self, WebLogin};
 
 /// Most rows `exec` returns; the rest is counted as truncated, not buffered.
 const MAX_EXEC_ROWS: usize = 100_000;
@@ -66,6 +73,8 @@ pub struct ApiState {
     pub audit: tollgate_core::SessionLog,
     /// The data dir, for audit verification and exports.
     pub data_dir: PathBuf,
+    /// The web login, when `[oidc.web]` is configured.
+    pub web: Option<Arc<WebLogin>>,
 }
 
 impl ApiState {
@@ -93,6 +102,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/info", get(info))
         .route("/api/whoami", get(whoami))
+        .route("/api/auth/login", get(web_login))
+        .route("/api/auth/callback", get(web_callback))
+        .route("/api/auth/logout", post(web_logout))
+        .route("/api/auth/me", get(web_me))
         .route("/api/connections", get(connections))
         .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/keys/{id}", delete(revoke_key))
@@ -159,6 +172,18 @@ pub struct Caller {
     route: String,
     /// The client's address.
     peer: String,
+    /// The web session, when the cookie authenticated the call.
+    session: Option<SessionRef>,
+}
+
+/// The web session behind a call.
+struct SessionRef {
+    /// The cookie's id (for the CSRF token; never stored).
+    id: String,
+    /// What the store keeps.
+    id_hash: String,
+    /// Its end, µs.
+    expires_at: i64,
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {
@@ -174,7 +199,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.to_string())
             .unwrap_or_else(|| "unknown".into());
-        caller(state, &parts.headers, route, peer).await
+        caller(state, &parts.method, &parts.headers, route, peer).await
     }
 }
 
@@ -182,6 +207,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
 /// public reason only, and is recorded with its detail in the gateway's stream.
 async fn caller(
     state: &ApiState,
+    method: &Method,
     headers: &HeaderMap,
     route: String,
     peer: String,
@@ -191,6 +217,12 @@ async fn caller(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    if token.is_none()
+        && let Some(web) = &state.web
+        && let Some(id) = weblogin::read_cookie(headers, web.cookies.session_name())
+    {
+        return session_caller(state, method, headers, id, route, peer);
+    }
     let Some(token) = token else {
         let message = "missing bearer token: send Authorization: Bearer <API key or OIDC token> (TOLLGATE_TOKEN for the CLI)";
         state.refusal_event(
@@ -211,6 +243,7 @@ async fn caller(
                 role,
                 route,
                 peer,
+                session: None,
             })
         }
         Err(r) => {
@@ -229,6 +262,89 @@ async fn caller(
             Err(error)
         }
     }
+}
+
+/// Authenticates a web session cookie: the session must exist, not have ended, and its token
+/// not be revoked; a call that changes state must carry the CSRF header. Refusals are recorded.
+fn session_caller(
+    state: &ApiState,
+    method: &Method,
+    headers: &HeaderMap,
+    id: &str,
+    route: String,
+    peer: String,
+) -> ApiResult<Caller> {
+    let refuse = |r: Refusal, status: StatusCode, code: &'static str| {
+        tracing::info!(code = ?r.code, route = %route, "api session refused");
+        let error = ApiError::new(status, code, r.message.clone());
+        let detail = format!(
+            "API {route} from {peer}: {}",
+            r.detail.as_deref().unwrap_or(r.message.as_str())
+        );
+        state.refusal_event(r.with_detail(detail));
+        error
+    };
+    let id_hash = weblogin::session_hash(id);
+    let Some(session) = state
+        .store
+        .web_session(&id_hash)
+        .map_err(ApiError::internal)?
+    else {
+        return Err(refuse(
+            Refusal::new(
+                RefusalCode::BadCredentials,
+                "no such session (logged out or expired): log in again at /api/auth/login",
+            )
+            .with_detail("unknown web session cookie"),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ));
+    };
+    let now = tollgate_core::now_micros();
+    let mut identity = session.identity.clone();
+    identity.expires_at = Some(session.expires_at);
+    let identity = match state.keys.session_identity(&identity, now) {
+        Ok(i) => i,
+        Err(r) => {
+            if r.code == RefusalCode::Expired {
+                let _ = state.store.delete_web_session(&id_hash);
+            }
+            return Err(refuse(r, StatusCode::UNAUTHORIZED, "unauthenticated"));
+        }
+    };
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        let given = headers
+            .get(weblogin::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !weblogin::csrf_matches(id, given) {
+            return Err(refuse(
+                Refusal::new(
+                    RefusalCode::Forbidden,
+                    "a request authenticated by the session cookie that changes state needs the X-Tollgate-CSRF header with the csrf_token of GET /api/auth/me",
+                )
+                .with_detail(format!(
+                    "web session of {}: {} X-Tollgate-CSRF header",
+                    describe(&identity),
+                    if given.is_empty() { "no" } else { "a wrong" }
+                )),
+                StatusCode::FORBIDDEN,
+                "csrf_required",
+            ));
+        }
+    }
+    let role = state.keys.role(&identity);
+    Ok(Caller {
+        id: identity,
+        role,
+        route,
+        peer,
+        session: Some(SessionRef {
+            id: id.to_string(),
+            id_hash,
+            expires_at: session.expires_at,
+        }),
+    })
 }
 
 impl Caller {
@@ -884,4 +1000,287 @@ async fn audit_export(
         bundle.to_json(),
     )
         .into_response())
+}
+
+/// The client's address, for the record ("unknown" when not served with connect info).
+struct Peer(String);
+
+impl FromRequestParts<Arc<ApiState>> for Peer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+}
+
+fn web_login_of(s: &ApiState) -> ApiResult<Arc<WebLogin>> {
+    s.web.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "web login is not configured (see [oidc.web])",
+        )
+    })
+}
+
+/// A redirect with cookies.
+fn redirect(location: &str, cookies: &[String]) -> ApiResult<Response> {
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(location).map_err(ApiError::internal)?,
+    );
+    for c in cookies {
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(c).map_err(ApiError::internal)?,
+        );
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    return_to: Option<String>,
+}
+
+/// Starts a web login: to the provider's authorization endpoint, the state bound to this
+/// browser by a short cookie.
+async fn web_login(
+    State(s): Shared,
+    Peer(peer): Peer,
+    Query(q): Query<LoginQuery>,
+) -> ApiResult<Response> {
+    let web = web_login_of(&s)?;
+    match web
+        .start(q.return_to.as_deref(), tollgate_core::now_micros())
+        .await
+    {
+        Ok((location, state)) => redirect(&location, &[web.cookies.login(&state)]),
+        Err(f) => Err(login_refused(&s, &peer, "GET /api/auth/login", f)),
+    }
+}
+
+/// Records a refused login and answers it (400, or 503 when the provider is unavailable).
+fn login_refused(s: &ApiState, peer: &str, route: &str, f: weblogin::LoginFailure) -> ApiError {
+    tracing::info!(detail = %f.detail, "web login refused");
+    s.refusal_event(
+        Refusal::new(
+            if f.unavailable {
+                RefusalCode::IdentityUnavailable
+            } else {
+                RefusalCode::BadCredentials
+            },
+            f.message.clone(),
+        )
+        .with_detail(format!(
+            "API {route} from {peer}: web login refused: {}",
+            f.detail
+        )),
+    );
+    if f.unavailable {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity_unavailable",
+            f.message,
+        )
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "login_failed", f.message)
+    }
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    state: Option<String>,
+    code: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+/// The provider's redirect back: state (once, from this browser), code, ID token, session.
+async fn web_callback(
+    State(s): Shared,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> ApiResult<Response> {
+    let web = web_login_of(&s)?;
+    let route = "GET /api/auth/callback";
+    match finish_login(&s, &web, &headers, q).await {
+        Ok((identity, return_to, id, expires_at)) => {
+            let now = tollgate_core::now_micros();
+            s.admin_event(
+                "web_login",
+                &identity,
+                &format!("web-session:{}", &weblogin::session_hash(&id)[..16]),
+                format!(
+                    "{} logged in from {peer} ({}); session until {}",
+                    describe(&identity),
+                    s.keys.role(&identity).as_str(),
+                    format_rfc3339(expires_at)
+                ),
+            );
+            let max_age = (expires_at - now) / 1_000_000;
+            redirect(
+                &return_to,
+                &[web.cookies.session(&id, max_age), web.cookies.clear_login()],
+            )
+        }
+        Err(f) => Err(login_refused(&s, &peer, route, f)),
+    }
+}
+
+async fn finish_login(
+    s: &ApiState,
+    web: &WebLogin,
+    headers: &HeaderMap,
+    q: CallbackQuery,
+) -> Result<(Identity, String, String, i64), weblogin::LoginFailure> {
+    use weblogin::LoginFailure;
+    let now = tollgate_core::now_micros();
+    let state = q.state.unwrap_or_default();
+    let bound = weblogin::read_cookie(headers, web.cookies.login_name()).unwrap_or("");
+    if state.is_empty() || bound != state {
+        return Err(LoginFailure::bad(
+            "login failed: this login was not started by this browser; start again at /api/auth/login",
+            format!(
+                "state {} the login cookie",
+                if bound.is_empty() {
+                    "without"
+                } else {
+                    "not matching"
+                }
+            ),
+        ));
+    }
+    let Some(pending) = web.pending.take(&state, now) else {
+        return Err(LoginFailure::bad(
+            "login failed: unknown, used or expired login state; start again at /api/auth/login",
+            "state unknown, already used or expired",
+        ));
+    };
+    if let Some(e) = q.error {
+        return Err(LoginFailure::bad(
+            "login failed: the identity provider refused the login",
+            format!("the provider answered error {e:?}"),
+        ));
+    }
+    if let Some(iss) = q.iss
+        && iss != web.settings.issuer
+    {
+        return Err(LoginFailure::bad(
+            "login failed: the answer came from another identity provider",
+            format!("iss {iss:?} is not {:?}", web.settings.issuer),
+        ));
+    }
+    let Some(code) = q.code.filter(|c| !c.is_empty() && c.len() <= 4096) else {
+        return Err(LoginFailure::bad(
+            "login failed: no authorization code",
+            "callback without code",
+        ));
+    };
+    let id_token = web.redeem(&code, &pending, now).await?;
+    let identity = s
+        .keys
+        .authenticate(&id_token)
+        .await
+        .map_err(|r| LoginFailure {
+            unavailable: r.code == RefusalCode::IdentityUnavailable,
+            message: format!("login failed: {}", r.message),
+            detail: format!(
+                "ID token refused: {}",
+                r.detail.as_deref().unwrap_or(r.message.as_str())
+            ),
+        })?;
+    if identity.issuer.as_deref() != Some(web.settings.issuer.as_str()) {
+        return Err(LoginFailure::bad(
+            "login failed: the ID token is not this login's",
+            format!("ID token of issuer {:?}", identity.issuer),
+        ));
+    }
+    web.check_id_token(&id_token, &pending)?;
+    let expires_at = web.session_expiry(identity.expires_at, now);
+    if expires_at <= now {
+        return Err(LoginFailure::bad(
+            "login failed: the ID token has expired",
+            "session would end before it starts",
+        ));
+    }
+    let id = weblogin::random_b64(32).ok_or_else(|| {
+        LoginFailure::bad("login failed: no randomness available", "no randomness")
+    })?;
+    let mut stored = identity.clone();
+    stored.expires_at = Some(expires_at);
+    s.store
+        .insert_web_session(
+            &tollgate_store::WebSession {
+                id_hash: weblogin::session_hash(&id),
+                identity: stored.clone(),
+                created_at: now,
+                expires_at,
+            },
+            now,
+        )
+        .map_err(|e| {
+            LoginFailure::bad("login failed: the session cannot be stored", e.to_string())
+        })?;
+    Ok((stored, pending.return_to, id, expires_at))
+}
+
+/// Ends the caller's web session and removes its cookie.
+async fn web_logout(State(s): Shared, c: Caller) -> ApiResult<Response> {
+    let web = web_login_of(&s)?;
+    let Some(session) = &c.session else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "no web session: logout ends the session of the cookie (a bearer has none)",
+        ));
+    };
+    s.store
+        .delete_web_session(&session.id_hash)
+        .map_err(ApiError::internal)?;
+    s.admin_event(
+        "web_logout",
+        &c.id,
+        &format!("web-session:{}", &session.id_hash[..16]),
+        format!("{} logged out from {}", describe(&c.id), c.peer),
+    );
+    let mut response = Json(json!({"logged_out": true})).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&web.cookies.clear_session()).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+/// Who the session (or bearer) is: subject, kind, groups, role, expiry, and for a session its
+/// CSRF token.
+async fn web_me(c: Caller) -> ApiResult<Json<Value>> {
+    let mut body = json!({
+        "subject": c.id.subject,
+        "kind": c.id.kind.map(|k| k.as_str()),
+        "issuer": c.id.issuer,
+        "groups": c.id.groups,
+        "role": c.role.as_str(),
+        "via": if c.session.is_some() { "session" } else { "bearer" },
+        "expires_at": c.id.expires_at.map(format_rfc3339),
+    });
+    if let Some(session) = &c.session {
+        body["expires_at"] = json!(format_rfc3339(session.expires_at));
+        body["csrf_token"] = json!(weblogin::csrf_token(&session.id));
+        body["csrf_header"] = json!("X-Tollgate-CSRF");
+    }
+    Ok(Json(body))
 }

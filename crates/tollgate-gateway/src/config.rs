@@ -303,6 +303,8 @@ pub struct Config {
     pub oidc: tollgate_oidc::OidcConfig,
     /// Role groups.
     pub roles: RolesSection,
+    /// The web login (`[oidc.web]`), when configured.
+    pub web_login: Option<crate::weblogin::WebLoginSettings>,
 }
 
 impl Config {
@@ -378,6 +380,16 @@ impl Config {
                 "set both cert_file and key_file, or neither".into(),
             ));
         }
+        // Before the listener's own check, so that plain cookies off loopback name their key.
+        let web_login = match &file.oidc.web {
+            None => None,
+            Some(web) => Some(
+                crate::weblogin::WebLoginSettings::from_config(web, &file.oidc, api_addr, &|var| {
+                    std::env::var(var).ok()
+                })
+                .map_err(|(key, message)| err(&key, message))?,
+            ),
+        };
         if !api_addr.ip().is_loopback() {
             return Err(err(
                 "listen.api",
@@ -594,6 +606,7 @@ impl Config {
             encryption,
             oidc: file.oidc,
             roles: file.roles,
+            web_login,
         })
     }
 }
@@ -869,6 +882,37 @@ mod tests {
         );
         let m = msg("[roles]\nusers = [\"x\"]\n");
         assert!(m.contains("unknown field") && m.contains("users"), "{m}");
+    }
+
+    #[test]
+    fn web_login_is_validated_naming_the_key() {
+        let issuer = "[[oidc.issuers]]\nissuer = \"https://idp.example.com\"\naudiences = [\"tollgate\"]\nclient_ids = [\"tollgate-web\"]\n";
+        let c = Config::from_text(&format!(
+            "{issuer}[oidc.web]\nissuer = \"https://idp.example.com\"\nclient_id = \"tollgate-web\"\n"
+        ))
+        .unwrap();
+        let w = c.web_login.unwrap();
+        assert!(w.cookie_secure);
+        assert!(Config::load(None).unwrap().web_login.is_none());
+        let m = msg(&format!(
+            "{issuer}[oidc.web]\nissuer = \"https://elsewhere\"\nclient_id = \"tollgate-web\"\n"
+        ));
+        assert!(
+            m.contains("<inline>") && m.contains("oidc.web.issuer"),
+            "{m}"
+        );
+        let m = msg(&format!(
+            "{issuer}[oidc.web]\nissuer = \"https://idp.example.com\"\nclient_id = \"tollgate-web\"\ncolour = 1\n"
+        ));
+        assert!(m.contains("unknown field") && m.contains("colour"), "{m}");
+        // Plain cookies with an API listener off loopback.
+        let m = msg(&format!(
+            "[listen]\napi = \"0.0.0.0:8009\"\n{issuer}[oidc.web]\nissuer = \"https://idp.example.com\"\nclient_id = \"tollgate-web\"\ncookie_secure = false\n"
+        ));
+        assert!(
+            m.contains("oidc.web.cookie_secure") && m.contains("loopback"),
+            "{m}"
+        );
     }
 
     #[test]

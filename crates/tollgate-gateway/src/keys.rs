@@ -482,6 +482,36 @@ impl Keys {
         self.check_revoked(identity)
     }
 
+    /// The identity of a web session at a request: refused once the session's end
+    /// (`expires_at`) has passed or its token (by `jti`, or its subject) was revoked; its admin
+    /// right follows the current `[roles]`.
+    pub fn session_identity(&self, identity: &Identity, now: i64) -> Result<Identity, Refusal> {
+        if identity.expires_at.is_none_or(|exp| exp <= now) {
+            return Err(Refusal::new(
+                RefusalCode::Expired,
+                "session expired: log in again at /api/auth/login",
+            )
+            .with_detail(format!(
+                "the web session of {} ended at {}",
+                describe(identity),
+                identity
+                    .expires_at
+                    .map(format_rfc3339)
+                    .unwrap_or_else(|| "(no end)".into())
+            )));
+        }
+        self.check_revoked(identity).map_err(|r| {
+            Refusal::new(
+                RefusalCode::Revoked,
+                "session revoked: log in again at /api/auth/login",
+            )
+            .with_detail(format!("web session: {}", r.detail.unwrap_or(r.message)))
+        })?;
+        let mut id = identity.clone();
+        id.admin = self.roles.admin_by_groups(&id.groups);
+        Ok(id)
+    }
+
     /// Refuses an OIDC identity whose token id, or whose subject before this token was issued,
     /// was revoked.
     fn check_revoked(&self, identity: &Identity) -> Result<(), Refusal> {

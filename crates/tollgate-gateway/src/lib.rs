@@ -11,6 +11,7 @@ pub mod masking;
 pub mod material;
 pub mod notify;
 pub mod roles;
+pub mod weblogin;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -212,6 +213,29 @@ impl Gateway {
                 shutdown_rx.clone(),
             )));
         }
+        let web = match config.web_login.clone() {
+            None => None,
+            Some(settings) => {
+                let web = weblogin::WebLogin::new(settings, api_addr).map_err(|m| {
+                    GatewayError::Config {
+                        file: config
+                            .source
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "<defaults>".into()),
+                        message: format!("oidc.web: {m}"),
+                    }
+                })?;
+                tracing::info!(
+                    issuer = %web.settings.issuer,
+                    client_id = %web.settings.client_id,
+                    redirect_url = %web.redirect_url,
+                    cookie = web.cookies.session_name(),
+                    "web login enabled"
+                );
+                Some(Arc::new(web))
+            }
+        };
         let state = Arc::new(api::ApiState {
             keys,
             approvals,
@@ -220,6 +244,7 @@ impl Gateway {
             postgres_addr,
             audit: admin_log,
             data_dir: data_dir.clone(),
+            web,
         });
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let mut api_shutdown = shutdown_rx;

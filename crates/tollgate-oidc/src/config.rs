@@ -60,6 +60,9 @@ pub struct OidcConfig {
     /// Timeout of one discovery or JWKS request, seconds (1–60, default 10).
     #[serde(default = "default_http_timeout_secs")]
     pub http_timeout_secs: u64,
+    /// The gateway's web login (`[oidc.web]`), validated by the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebLoginConfig>,
 }
 
 impl Default for OidcConfig {
@@ -67,8 +70,38 @@ impl Default for OidcConfig {
         Self {
             issuers: Vec::new(),
             http_timeout_secs: DEFAULT_HTTP_TIMEOUT_SECS,
+            web: None,
         }
     }
+}
+
+/// `[oidc.web]`: a browser login (authorization code with PKCE) at one of the issuers, giving a
+/// session cookie for the gateway's API. Only the shape is read here; the gateway validates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebLoginConfig {
+    /// One of the `[[oidc.issuers]]`.
+    pub issuer: String,
+    /// The gateway's client at that issuer.
+    pub client_id: String,
+    /// The environment variable holding the client's secret (a confidential client); without
+    /// it the client is public and PKCE alone protects the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// Where the provider sends the browser back: the gateway's `/api/auth/callback` as the
+    /// browser reaches it. Default: `http://<API listener>/api/auth/callback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// Scopes asked for (default `openid profile email groups`; `openid` is always asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// How long a session lasts, seconds. Default: the ID token's life, at most 8 hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_ttl_secs: Option<u64>,
+    /// Whether cookies are `Secure` (and the session cookie `__Host-` prefixed). Default true;
+    /// false only for development on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_secure: Option<bool>,
 }
 
 /// One `[[oidc.issuers]]` entry.

@@ -36,7 +36,7 @@ mod verifier;
 
 pub use claims::{IdentityKind, VerifiedToken};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ClaimPath, IssuerConfig, KindRule, OidcConfig, UnmappedGroups};
+pub use config::{ClaimPath, IssuerConfig, KindRule, OidcConfig, UnmappedGroups, WebLoginConfig};
 pub use error::OidcError;
 pub use jwk::JwkSet;
 pub use jws::{

@@ -210,6 +210,7 @@ fn top_level_keys_and_unknown_fields() {
     let bad = OidcConfig {
         issuers: vec![],
         http_timeout_secs: 0,
+        web: None,
     };
     let e = tollgate_oidc::Verifier::with_env(&bad, &|_| None, clock()).unwrap_err();
     assert!(

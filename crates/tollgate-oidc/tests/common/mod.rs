@@ -197,6 +197,7 @@ pub fn try_verifier(
     let config = OidcConfig {
         issuers,
         http_timeout_secs: 5,
+        web: None,
     };
     let env = |name: &str| match name {
         "HS_SECRET" => Some(HS_SECRET.to_owned()),
