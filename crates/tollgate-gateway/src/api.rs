@@ -6,7 +6,8 @@
 //!
 //! | route | admin | auditor | user |
 //! |---|---|---|---|
-//! | `GET /api/whoami` | yes | yes | yes |
+//! | `GET /api/auth/login`, `GET /api/auth/callback` | no token needed | | |
+//! | `GET /api/whoami`, `GET /api/auth/me`, `POST /api/auth/logout` | yes | yes | yes |
 //! | `GET /api/connections` | yes | no | yes |
 //! | `GET/POST /api/keys`, `DELETE /api/keys/{id}` | yes | no | no |
 //! | `POST /api/tokens/revoke`, `GET /api/tokens/revoked` | yes | no | no |
