@@ -580,6 +580,9 @@ async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<ExitCo
     drop(tokio::signal::unix::signal(
         tokio::signal::unix::SignalKind::from_raw(25),
     ));
+    // Listen for SIGINT/SIGTERM before anything binds: a signal that arrives while the gateway
+    // starts is kept and answered with a clean shutdown once it is up, not the default exit.
+    let stop = StopSignals::install();
     let admin_key = std::env::var("TOLLGATE_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());
@@ -599,26 +602,41 @@ async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<ExitCo
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    wait_for_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from the start.
+struct StopSignals {
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Some((int, term)),
+            _ => None,
+        };
+        Self { streams }
+    }
+
+    async fn wait(self) {
+        match self.streams {
+            Some((mut int, mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
