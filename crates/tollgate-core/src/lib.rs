@@ -479,6 +479,12 @@ pub trait Policy: Send + Sync {
     /// The verdict for a command the gateway cannot read (e.g. a fast-path function call by
     /// object id): rules see it as `unparsed`.
     fn check_opaque(&self, ctx: &PolicyContext<'_>, description: &str) -> Verdict;
+    /// The verdict for one shell line: an SSH exec command or a line typed in an interactive
+    /// shell (which may run several commands). A policy that cannot read shell lines treats
+    /// the line as a command it cannot read.
+    fn check_shell(&self, ctx: &PolicyContext<'_>, line: &str) -> Verdict {
+        self.check_opaque(ctx, line)
+    }
 }
 
 /// A policy that allows everything (rules off).

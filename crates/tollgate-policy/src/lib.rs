@@ -1,17 +1,20 @@
 //! Command classification and rules for Tollgate.
 //!
 //! [`classify`] reads SQL with a real parser and reports, statement by statement, what it does.
+//! [`shell`] reads shell lines (SSH exec commands, typed lines) the same way: command by command.
 //! [`rules`] turns that, plus who is asking and where, into a [`tollgate_core::Verdict`].
 //! [`Engine`] puts both behind the [`tollgate_core::Policy`] trait the protocol crates call.
 //! Everything here is pure: no I/O, no runtime.
 
 pub mod classify;
 pub mod rules;
+pub mod shell;
 
 use std::sync::Arc;
 
 pub use classify::{Classification, ClassifierCache, Kind, SqlDialect, StatementClass, classify};
-pub use rules::{PolicySpec, Rule, RuleSpec, compile_rules, default_rules};
+pub use rules::{PolicySpec, Rule, RuleProtocol, RuleSpec, compile_rules, default_rules};
+pub use shell::{ShellAnalysis, ShellCommand, classify_shell};
 use tollgate_core::{Policy, PolicyContext, Protocol, Verdict};
 
 /// Errors in policy configuration.
@@ -127,5 +130,12 @@ impl Policy for Engine {
             statements: vec![StatementClass::unparsed()],
         };
         rules::evaluate(&self.rules, ctx, description, &class, SqlDialect::Postgres)
+    }
+
+    fn check_shell(&self, ctx: &PolicyContext<'_>, line: &str) -> Verdict {
+        if self.rules.is_empty() {
+            return Verdict::Allow { rule: None };
+        }
+        rules::evaluate_shell(&self.rules, ctx, line, &classify_shell(line))
     }
 }

@@ -3,8 +3,13 @@
 //!
 //! Precedence: `deny` beats `approve` beats `allow`; a command no rule matches is allowed. Within
 //! one rule every given criterion must match (AND); within one criterion, any listed value
-//! matches (OR). A command string with several statements gets the strongest verdict of any of
-//! its statements.
+//! matches (OR), except `flags`, where every entry must be present. A command string with
+//! several statements gets the strongest verdict of any of its statements; a shell line with
+//! several commands, the strongest verdict of any of its commands.
+//!
+//! A rule is a SQL rule (`kinds`, `statements`, `objects`), a shell rule (`programs`, `flags`,
+//! `operands`, `redirects`, `shell`) or, with only `regex`, both. SQL rules apply to SQL
+//! protocols, shell rules to SSH.
 
 use std::collections::HashSet;
 
@@ -16,6 +21,7 @@ use tollgate_core::{
 
 use crate::PolicyError;
 use crate::classify::{Classification, Kind, STATEMENT_TAGS, StatementClass};
+use crate::shell::{SHELL_CLASSES, ShellAnalysis, ShellCommand};
 
 /// A rule as written in the configuration (`[[rules]]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,7 +40,7 @@ pub struct RuleSpec {
     /// Identity subjects (key names); empty = anyone.
     #[serde(default)]
     pub identities: Vec<String>,
-    /// Protocols (`postgres`); empty = any.
+    /// Protocols (`postgres`, `ssh`); empty = any the rule's criteria apply to.
     #[serde(default)]
     pub protocols: Vec<String>,
     /// Statement kinds: read, write, ddl, dcl, transaction, session, utility, unparsed.
@@ -46,8 +52,26 @@ pub struct RuleSpec {
     /// Globs over touched objects (`public.orders`, `payments.*`, `*users*`).
     #[serde(default)]
     pub objects: Vec<String>,
-    /// Last resort: a regular expression over the normalized text (comments removed,
-    /// whitespace collapsed).
+    /// Shell: globs over program names, normalised (`/usr/bin/rm` → `rm`): `rm`, `mkfs*`.
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// Shell: options that must all be present; each entry lists alternatives with `|`
+    /// (`"-r|-R|--recursive"`). Short options match in any cluster (`-rf`, `-fr`, `-r -f`);
+    /// long ones also by an unambiguous prefix (`--recur`).
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Shell: globs over non-option arguments, paths normalised (`//`, `/.` and `/*` are `/`):
+    /// `/`, `of=/dev/sd*`, `reboot`.
+    #[serde(default)]
+    pub operands: Vec<String>,
+    /// Shell: globs over files written by redirection (`> /dev/sda`).
+    #[serde(default)]
+    pub redirects: Vec<String>,
+    /// Shell classes: `opaque`, `fork_bomb`, `download_to_shell`, `network_redirect`.
+    #[serde(default)]
+    pub shell: Vec<String>,
+    /// Last resort: a regular expression over the normalized text (SQL: comments removed,
+    /// whitespace collapsed; shell: whitespace collapsed).
     pub regex: Option<String>,
     /// Extra text appended to the message the client gets.
     pub message: Option<String>,
@@ -100,6 +124,34 @@ pub enum Action {
     Deny,
 }
 
+/// The protocols a rule can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleProtocol {
+    /// PostgreSQL (SQL rules).
+    Postgres,
+    /// SSH exec commands and typed lines (shell rules).
+    Ssh,
+}
+
+impl RuleProtocol {
+    /// The rule protocol of a session protocol.
+    pub fn of(protocol: Protocol) -> RuleProtocol {
+        match protocol {
+            Protocol::Postgres => RuleProtocol::Postgres,
+            #[allow(unreachable_patterns)]
+            _ => RuleProtocol::Ssh,
+        }
+    }
+}
+
+/// Which commands a rule's criteria can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Sql,
+    Shell,
+    Both,
+}
+
 /// A validated rule.
 #[derive(Debug)]
 pub struct Rule {
@@ -110,7 +162,13 @@ pub struct Rule {
     connections: Vec<Glob>,
     groups: Vec<String>,
     identities: Vec<String>,
-    protocols: Vec<Protocol>,
+    protocols: Vec<RuleProtocol>,
+    family: Family,
+    programs: Vec<Glob>,
+    flags: Vec<Vec<String>>,
+    operands: Vec<Glob>,
+    redirects: Vec<Glob>,
+    shell: Vec<&'static str>,
     kinds: Vec<Kind>,
     statements: Vec<&'static str>,
     objects: Vec<Glob>,
@@ -208,12 +266,68 @@ impl Rule {
             .protocols
             .iter()
             .map(|p| match p.as_str() {
-                "postgres" => Ok(Protocol::Postgres),
+                "postgres" => Ok(RuleProtocol::Postgres),
+                "ssh" => Ok(RuleProtocol::Ssh),
                 other => Err(at(format!(
-                    "protocols: unknown protocol {other:?} (expected \"postgres\")"
+                    "protocols: unknown protocol {other:?} (expected \"postgres\" or \"ssh\")"
                 ))),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let shell = spec
+            .shell
+            .iter()
+            .map(|s| {
+                SHELL_CLASSES
+                    .iter()
+                    .find(|t| **t == s.as_str())
+                    .copied()
+                    .ok_or_else(|| {
+                        at(format!(
+                            "shell: unknown class {s:?} (expected one of {})",
+                            SHELL_CLASSES.join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let flags = spec
+            .flags
+            .iter()
+            .map(|f| {
+                let alts: Vec<String> = f.split('|').map(|a| a.trim().to_string()).collect();
+                if alts.iter().any(|a| !a.starts_with('-') || a.len() < 2) {
+                    return Err(at(format!(
+                        "flags: {f:?}: each alternative must be an option such as \"-r\" or \"--recursive\""
+                    )));
+                }
+                Ok(alts)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sql = !spec.kinds.is_empty() || !spec.statements.is_empty() || !spec.objects.is_empty();
+        let shellish = !spec.programs.is_empty()
+            || !flags.is_empty()
+            || !spec.operands.is_empty()
+            || !spec.redirects.is_empty()
+            || !shell.is_empty();
+        let family = match (sql, shellish) {
+            (true, true) => {
+                return Err(at(
+                    "mixes SQL criteria (kinds, statements, objects) with shell criteria (programs, flags, operands, redirects, shell): write two rules".into(),
+                ));
+            }
+            (true, false) => Family::Sql,
+            (false, true) => Family::Shell,
+            (false, false) => Family::Both,
+        };
+        if family == Family::Sql && protocols.contains(&RuleProtocol::Ssh) {
+            return Err(at(
+                "protocols: \"ssh\" with SQL criteria (kinds, statements, objects), which never match a shell line".into(),
+            ));
+        }
+        if family == Family::Shell && protocols.contains(&RuleProtocol::Postgres) {
+            return Err(at(
+                "protocols: \"postgres\" with shell criteria (programs, flags, operands, redirects, shell), which never match SQL".into(),
+            ));
+        }
         let regex = spec
             .regex
             .as_deref()
@@ -269,6 +383,12 @@ impl Rule {
             groups: spec.groups.clone(),
             identities: spec.identities.clone(),
             protocols,
+            family,
+            programs: spec.programs.iter().map(|g| Glob::new(g)).collect(),
+            flags,
+            operands: spec.operands.iter().map(|g| Glob::new(g)).collect(),
+            redirects: spec.redirects.iter().map(|g| Glob::new(g)).collect(),
+            shell,
             kinds,
             statements,
             objects: spec.objects.iter().map(|g| Glob::new(g)).collect(),
@@ -279,21 +399,55 @@ impl Rule {
             && rule.statements.is_empty()
             && rule.objects.is_empty()
             && rule.regex.is_none()
+            && rule.family != Family::Shell
         {
             return Err(at(
-                "matches every command: give at least one of kinds, statements, objects or regex"
+                "matches every command: give at least one of kinds, statements, objects, programs, flags, operands, redirects, shell or regex"
                     .into(),
             ));
         }
         Ok(rule)
     }
 
-    fn applies_to(&self, ctx: &PolicyContext<'_>) -> bool {
-        (self.connections.is_empty() || self.connections.iter().any(|g| g.matches(ctx.connection)))
+    /// Whether the rule applies to this caller, connection and protocol, for a command of
+    /// `family` (SQL statements or shell lines).
+    fn applies_to(&self, ctx: &PolicyContext<'_>, protocol: RuleProtocol, family: Family) -> bool {
+        (self.family == family || self.family == Family::Both)
+            && (self.connections.is_empty()
+                || self.connections.iter().any(|g| g.matches(ctx.connection)))
             && (self.groups.is_empty()
                 || self.groups.iter().any(|g| ctx.identity.groups.contains(g)))
             && (self.identities.is_empty() || self.identities.contains(&ctx.identity.subject))
-            && (self.protocols.is_empty() || self.protocols.contains(&ctx.protocol))
+            && (self.protocols.is_empty() || self.protocols.contains(&protocol))
+    }
+
+    fn has_command_criteria(&self) -> bool {
+        !self.programs.is_empty()
+            || !self.flags.is_empty()
+            || !self.operands.is_empty()
+            || !self.redirects.is_empty()
+    }
+
+    fn matches_command(&self, c: &ShellCommand, line_classes: &[&str]) -> bool {
+        (self.programs.is_empty() || self.programs.iter().any(|g| g.matches(&c.program)))
+            && self
+                .flags
+                .iter()
+                .all(|alts| alts.iter().any(|a| flag_present(a, &c.flags)))
+            && (self.operands.is_empty()
+                || c.operands
+                    .iter()
+                    .any(|o| self.operands.iter().any(|g| g.matches(o))))
+            && (self.redirects.is_empty()
+                || c.redirects
+                    .iter()
+                    .filter(|r| r.writes)
+                    .any(|r| self.redirects.iter().any(|g| g.matches(&r.target))))
+            && (self.shell.is_empty()
+                || self
+                    .shell
+                    .iter()
+                    .any(|s| c.classes.contains(s) || line_classes.contains(s)))
     }
 
     fn matches_statement(&self, st: &StatementClass, normalized: &dyn Fn() -> String) -> bool {
@@ -363,6 +517,204 @@ pub fn default_rules() -> Vec<RuleSpec> {
             "the gateway could not parse this statement, so it cannot tell what it does",
         ),
     ]
+    .into_iter()
+    .chain(default_shell_rules())
+    .collect()
+}
+
+/// Block devices and kernel memory: writing to them destroys a disk or the running system.
+const DEVICES: &[&str] = &[
+    "/dev/sd*",
+    "/dev/hd*",
+    "/dev/vd*",
+    "/dev/xvd*",
+    "/dev/nvme*",
+    "/dev/mmcblk*",
+    "/dev/md*",
+    "/dev/dm-*",
+    "/dev/mapper/*",
+    "/dev/disk/*",
+    "/dev/loop*",
+    "/dev/root",
+    "/dev/mem",
+    "/dev/kmem",
+    "/dev/port",
+];
+
+/// System directories whose recursive removal breaks the host.
+const SYSTEM_DIRS: &[&str] = &[
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root",
+    "/sbin", "/srv", "/sys", "/usr", "/var", "~", "~/", "$HOME", "$HOME/", "${HOME}", "${HOME}/",
+];
+
+/// The default pack for shell lines (SSH).
+fn default_shell_rules() -> Vec<RuleSpec> {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let rule = |name: &str, action: &str, message: &str| RuleSpec {
+        name: name.into(),
+        action: action.into(),
+        protocols: vec!["ssh".into()],
+        message: Some(message.into()),
+        mode: (action == "approve").then(|| "hold".into()),
+        ..RuleSpec::default()
+    };
+    let recursive = strings(&["-r|-R|--recursive"]);
+    vec![
+        RuleSpec {
+            programs: strings(&["rm"]),
+            flags: recursive.clone(),
+            operands: strings(&["/"]),
+            ..rule(
+                "deny-shell-rm-root",
+                "deny",
+                "removing the root directory recursively is not allowed through the gateway",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["rm"]),
+            flags: strings(&["--no-preserve-root"]),
+            ..rule(
+                "deny-shell-rm-no-preserve-root",
+                "deny",
+                "rm --no-preserve-root is not allowed through the gateway",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["rm"]),
+            flags: recursive,
+            operands: strings(SYSTEM_DIRS),
+            ..rule(
+                "approve-shell-rm-system",
+                "approve",
+                "recursive removal of a system or home directory",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["mkfs*", "mke2fs", "mkswap", "mkdosfs", "mkntfs"]),
+            ..rule(
+                "deny-shell-mkfs",
+                "deny",
+                "creating file systems is not allowed through the gateway",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["dd"]),
+            operands: DEVICES.iter().map(|d| format!("of={d}")).collect(),
+            ..rule(
+                "deny-shell-dd-device",
+                "deny",
+                "writing to a disk device with dd is not allowed through the gateway",
+            )
+        },
+        RuleSpec {
+            redirects: strings(DEVICES),
+            ..rule(
+                "deny-shell-write-device",
+                "deny",
+                "redirecting output to a disk device is not allowed through the gateway",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["wipefs", "shred", "blkdiscard"]),
+            operands: strings(DEVICES),
+            ..rule(
+                "approve-shell-wipe-device",
+                "approve",
+                "wiping a disk device",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["shutdown", "reboot", "halt", "poweroff"]),
+            ..rule(
+                "approve-shell-shutdown",
+                "approve",
+                "shutting down or rebooting the host",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["init", "telinit"]),
+            operands: strings(&["0", "6"]),
+            ..rule(
+                "approve-shell-shutdown-init",
+                "approve",
+                "shutting down or rebooting the host",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["systemctl"]),
+            operands: strings(&[
+                "reboot",
+                "poweroff",
+                "halt",
+                "kexec",
+                "soft-reboot",
+                "rescue",
+                "emergency",
+            ]),
+            ..rule(
+                "approve-shell-shutdown-systemctl",
+                "approve",
+                "shutting down or rebooting the host",
+            )
+        },
+        RuleSpec {
+            programs: strings(&[
+                "iptables",
+                "ip6tables",
+                "iptables-legacy",
+                "ip6tables-legacy",
+                "iptables-nft",
+                "ip6tables-nft",
+            ]),
+            flags: strings(&["-F|--flush"]),
+            ..rule(
+                "approve-shell-firewall-flush",
+                "approve",
+                "flushing the firewall rules",
+            )
+        },
+        RuleSpec {
+            programs: strings(&["nft", "ufw"]),
+            operands: strings(&["flush", "disable", "reset"]),
+            ..rule(
+                "approve-shell-firewall-off",
+                "approve",
+                "flushing or turning off the firewall",
+            )
+        },
+        RuleSpec {
+            shell: strings(&["download_to_shell"]),
+            ..rule(
+                "deny-shell-download-to-shell",
+                "deny",
+                "running a script straight from a download is not allowed through the gateway; download it, read it, then run the file",
+            )
+        },
+        RuleSpec {
+            shell: strings(&["fork_bomb"]),
+            ..rule(
+                "deny-shell-fork-bomb",
+                "deny",
+                "a fork bomb is not allowed through the gateway",
+            )
+        },
+        RuleSpec {
+            shell: strings(&["network_redirect"]),
+            ..rule(
+                "approve-shell-network-redirect",
+                "approve",
+                "a redirection to /dev/tcp or /dev/udp (a network connection from the shell)",
+            )
+        },
+        RuleSpec {
+            shell: strings(&["opaque"]),
+            ..rule(
+                "approve-shell-opaque",
+                "approve",
+                "the gateway could not read this line completely, so it cannot tell what it runs",
+            )
+        },
+    ]
 }
 
 /// Compiles the configured rules plus the default pack (unless turned off).
@@ -425,7 +777,11 @@ pub fn evaluate(
             .clone()
     };
     let mut best: Option<(&Rule, &StatementClass)> = None;
-    for rule in rules.iter().filter(|r| r.applies_to(ctx)) {
+    let protocol = RuleProtocol::of(ctx.protocol);
+    for rule in rules
+        .iter()
+        .filter(|r| r.applies_to(ctx, protocol, Family::Sql))
+    {
         if best.is_some_and(|(b, _)| b.action >= rule.action) {
             continue;
         }
@@ -469,6 +825,154 @@ pub fn evaluate(
             terms: rule.terms.clone(),
         },
     }
+}
+
+/// Whether an option of a command satisfies one alternative of a rule's `flags` entry.
+fn flag_present(alt: &str, flags: &[String]) -> bool {
+    match alt.strip_prefix("--") {
+        Some(long) => flags.iter().any(|f| {
+            f.strip_prefix("--")
+                .is_some_and(|g| !g.is_empty() && long.starts_with(g))
+        }),
+        None => flags.iter().any(|f| f == alt),
+    }
+}
+
+/// What matched on a shell line, for the message.
+enum ShellHit<'a> {
+    Command(&'a ShellCommand),
+    Line,
+}
+
+/// Evaluates rules against a classified shell line (SSH).
+pub fn evaluate_shell(
+    rules: &[Rule],
+    ctx: &PolicyContext<'_>,
+    line: &str,
+    analysis: &ShellAnalysis,
+) -> Verdict {
+    let normalized_cell = std::cell::OnceCell::new();
+    let normalized = || normalized_cell.get_or_init(|| crate::shell::normalize_shell(line));
+    let line_classes = analysis.classes();
+    let mut best: Option<(&Rule, ShellHit<'_>)> = None;
+    for rule in rules
+        .iter()
+        .filter(|r| r.applies_to(ctx, RuleProtocol::Ssh, Family::Shell))
+    {
+        if best.as_ref().is_some_and(|(b, _)| b.action >= rule.action) {
+            continue;
+        }
+        if rule
+            .regex
+            .as_ref()
+            .is_some_and(|r| !r.is_match(normalized()))
+        {
+            continue;
+        }
+        let hit = if rule.has_command_criteria() {
+            analysis
+                .commands
+                .iter()
+                .find(|c| rule.matches_command(c, &line_classes))
+                .map(ShellHit::Command)
+        } else if rule.shell.is_empty() {
+            // A regex-only rule: the regex matched above.
+            Some(ShellHit::Line)
+        } else if rule.shell.iter().any(|s| line_classes.contains(s)) {
+            Some(ShellHit::Line)
+        } else {
+            analysis
+                .commands
+                .iter()
+                .find(|c| rule.shell.iter().any(|s| c.classes.contains(s)))
+                .map(ShellHit::Command)
+        };
+        if let Some(hit) = hit {
+            let deny = rule.action == Action::Deny;
+            best = Some((rule, hit));
+            if deny {
+                break;
+            }
+        }
+    }
+    let Some((rule, hit)) = best else {
+        return Verdict::Allow { rule: None };
+    };
+    let what = match hit {
+        ShellHit::Command(c) => describe_command(c),
+        ShellHit::Line => describe_line(analysis, &rule.shell),
+    };
+    let extra = rule
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    match rule.action {
+        Action::Allow => Verdict::Allow {
+            rule: Some(rule.name.clone()),
+        },
+        Action::Deny => Verdict::Deny {
+            rule: rule.name.clone(),
+            message: format!(
+                "blocked by rule \"{}\" ({what}){extra}. The command was not run; if it must be, ask a Tollgate administrator to change the rule",
+                rule.name
+            ),
+        },
+        Action::Approve => Verdict::Approve {
+            rule: rule.name.clone(),
+            message: format!(
+                "needs approval under rule \"{}\" ({what}){extra}",
+                rule.name
+            ),
+            terms: rule.terms.clone(),
+        },
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() > max {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    } else {
+        s.to_string()
+    }
+}
+
+fn describe_command(c: &ShellCommand) -> String {
+    let mut s = if c.argv.is_empty() {
+        let targets: Vec<&str> = c.redirects.iter().map(|r| r.target.as_str()).collect();
+        format!("a redirection to {}", targets.join(", "))
+    } else {
+        c.argv.join(" ")
+    };
+    s = shorten(&s.replace(['\n', '\r'], " "), 100);
+    if !c.via.is_empty() {
+        s.push_str(" via ");
+        s.push_str(&c.via.join(", "));
+    }
+    if !c.classes.is_empty() {
+        s.push_str("; ");
+        s.push_str(&c.classes.join(", "));
+    }
+    s
+}
+
+fn describe_line(analysis: &ShellAnalysis, classes: &[&str]) -> String {
+    let mut parts = Vec::new();
+    if analysis.fork_bomb && (classes.is_empty() || classes.contains(&"fork_bomb")) {
+        parts.push("a fork bomb".to_string());
+    }
+    if analysis.is_opaque() && (classes.is_empty() || classes.contains(&"opaque")) {
+        parts.push(format!(
+            "opaque: {}",
+            shorten(&analysis.opaque.join("; "), 200)
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("the line".into());
+    }
+    parts.join("; ")
 }
 
 fn describe(st: &StatementClass) -> String {
