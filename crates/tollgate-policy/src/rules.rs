@@ -545,6 +545,8 @@ const DEVICES: &[&str] = &[
 const SYSTEM_DIRS: &[&str] = &[
     "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root",
     "/sbin", "/srv", "/sys", "/usr", "/var", "~", "~/", "$HOME", "$HOME/", "${HOME}", "${HOME}/",
+    // A path the gateway cannot know: `rm -rf $(echo /)`, `rm -rf "$DIR"/`.
+    "*$*", "*`*",
 ];
 
 /// The default pack for shell lines (SSH).
@@ -586,7 +588,7 @@ fn default_shell_rules() -> Vec<RuleSpec> {
             ..rule(
                 "approve-shell-rm-system",
                 "approve",
-                "recursive removal of a system or home directory",
+                "recursive removal of a system or home directory, or of a path only known when it runs",
             )
         },
         RuleSpec {
@@ -615,12 +617,12 @@ fn default_shell_rules() -> Vec<RuleSpec> {
             )
         },
         RuleSpec {
-            programs: strings(&["wipefs", "shred", "blkdiscard"]),
+            programs: strings(&["wipefs", "shred", "blkdiscard", "tee", "cp"]),
             operands: strings(DEVICES),
             ..rule(
                 "approve-shell-wipe-device",
                 "approve",
-                "wiping a disk device",
+                "wiping or writing a disk device",
             )
         },
         RuleSpec {
