@@ -139,6 +139,8 @@ pub enum AuthMethod {
 pub enum Protocol {
     /// PostgreSQL frontend/backend protocol 3.0.
     Postgres,
+    /// SSH 2 (shells, exec, subsystems).
+    Ssh,
 }
 
 /// How a client reached the gateway.
@@ -169,6 +171,19 @@ pub struct Connection {
     /// Strict audit: a command's event is durable before the command is forwarded (the
     /// default); false is best-effort.
     pub strict_audit: bool,
+    /// What only an SSH target has: its key and its pinned host keys.
+    pub ssh: Option<SshSettings>,
+}
+
+/// The particulars of an SSH target.
+#[derive(Debug, Clone, Default)]
+pub struct SshSettings {
+    /// The OpenSSH private key the gateway signs in with (when not a password).
+    pub private_key: Option<Secret>,
+    /// Pinned host keys, one OpenSSH public key line each (`ssh-ed25519 AAAA…`).
+    pub host_keys: Vec<String>,
+    /// A known_hosts file holding the target's host key.
+    pub known_hosts: Option<std::path::PathBuf>,
 }
 
 /// How just-in-time grants to a connection work.
@@ -274,6 +289,12 @@ pub enum ProtocolStep {
     Parse,
     /// PostgreSQL FunctionCall message.
     FunctionCall,
+    /// SSH `exec` request: one command line.
+    Exec,
+    /// SSH `shell` request: an interactive shell.
+    Shell,
+    /// SSH `subsystem` request (e.g. `sftp`).
+    Subsystem,
 }
 
 /// One command a client asked the target to run.

@@ -178,6 +178,9 @@ pub struct ListenSection {
     /// PostgreSQL front address.
     #[serde(default = "default_postgres")]
     pub postgres: String,
+    /// SSH front address (default 127.0.0.1:2222). The SSH listener starts when this is set or
+    /// a connection of kind `ssh` is declared.
+    pub ssh: Option<String>,
 }
 
 impl Default for ListenSection {
@@ -185,6 +188,7 @@ impl Default for ListenSection {
         Self {
             api: default_api(),
             postgres: default_postgres(),
+            ssh: None,
         }
     }
 }
@@ -194,6 +198,9 @@ fn default_api() -> String {
 }
 fn default_postgres() -> String {
     "127.0.0.1:15432".into()
+}
+fn default_ssh() -> String {
+    "127.0.0.1:2222".into()
 }
 
 /// `[tls]`.
@@ -224,7 +231,7 @@ pub struct PostgresSection {
 pub struct ConnectionSection {
     /// What clients ask for.
     pub name: String,
-    /// Target kind; `postgres` for now.
+    /// Target kind: `postgres` or `ssh`.
     pub kind: String,
     /// Upstream URL, without password.
     pub url: String,
@@ -232,6 +239,12 @@ pub struct ConnectionSection {
     pub password_env: Option<String>,
     /// File holding the password (trailing newline ignored).
     pub password_file: Option<PathBuf>,
+    /// SSH: file holding the OpenSSH private key the gateway signs in with.
+    pub private_key_file: Option<PathBuf>,
+    /// SSH: the target's pinned host key, an OpenSSH public key line (`ssh-ed25519 AAAA…`).
+    pub host_key: Option<String>,
+    /// SSH: a known_hosts file holding the target's host key.
+    pub known_hosts: Option<PathBuf>,
     /// Groups allowed to use it.
     #[serde(default)]
     pub groups: Vec<String>,
@@ -275,6 +288,8 @@ pub struct Config {
     pub api_addr: SocketAddr,
     /// PostgreSQL front address.
     pub postgres_addr: SocketAddr,
+    /// SSH front address, when the SSH listener runs.
+    pub ssh_addr: Option<SocketAddr>,
     /// TLS files.
     pub tls: TlsSection,
     /// Whether the PostgreSQL front requires TLS.
@@ -374,6 +389,12 @@ impl Config {
         let encryption = Encryption::from_section(file.encryption.as_ref(), &err)?;
         let api_addr = addr("listen.api", &file.listen.api)?;
         let postgres_addr = addr("listen.postgres", &file.listen.postgres)?;
+        let ssh_addr = addr(
+            "listen.ssh",
+            file.listen.ssh.as_deref().unwrap_or(&default_ssh()),
+        )?;
+        let ssh_listen =
+            file.listen.ssh.is_some() || file.connections.iter().any(|c| c.kind == "ssh");
         if file.tls.cert_file.is_some() != file.tls.key_file.is_some() {
             return Err(err(
                 "tls",
@@ -436,13 +457,28 @@ impl Config {
             }
             let protocol = match c.kind.as_str() {
                 "postgres" => Protocol::Postgres,
+                "ssh" => Protocol::Ssh,
                 other => {
                     return Err(err(
                         &key("kind"),
-                        format!("expected \"postgres\", got {other:?}"),
+                        format!("expected \"postgres\" or \"ssh\", got {other:?}"),
                     ));
                 }
             };
+            if protocol != Protocol::Ssh {
+                for (set, name) in [
+                    (c.private_key_file.is_some(), "private_key_file"),
+                    (c.host_key.is_some(), "host_key"),
+                    (c.known_hosts.is_some(), "known_hosts"),
+                ] {
+                    if set {
+                        return Err(err(
+                            &key(name),
+                            "is only for connections of kind \"ssh\"".into(),
+                        ));
+                    }
+                }
+            }
             let password = match (&c.password_env, &c.password_file) {
                 (Some(_), Some(_)) => {
                     return Err(err(
@@ -467,8 +503,46 @@ impl Config {
                 }
                 (None, None) => None,
             };
-            PgTarget::from_url(&c.url, password.clone())
-                .map_err(|e| err(&key("url"), e.to_string()))?;
+            let ssh = match protocol {
+                Protocol::Postgres => {
+                    PgTarget::from_url(&c.url, password.clone())
+                        .map_err(|e| err(&key("url"), e.to_string()))?;
+                    None
+                }
+                Protocol::Ssh => {
+                    let private_key = match &c.private_key_file {
+                        Some(path) => {
+                            Some(Secret::new(std::fs::read_to_string(path).map_err(|e| {
+                                err(
+                                    &key("private_key_file"),
+                                    format!("cannot read {}: {e}", path.display()),
+                                )
+                            })?))
+                        }
+                        None => None,
+                    };
+                    let settings = tollgate_core::SshSettings {
+                        private_key,
+                        host_keys: c.host_key.iter().cloned().collect(),
+                        known_hosts: c.known_hosts.clone(),
+                    };
+                    tollgate_ssh::SshTarget::new(&c.url, password.clone(), &settings).map_err(
+                        |(which, m)| {
+                            use tollgate_ssh::TargetKey as K;
+                            let name = match which {
+                                K::Url => "url",
+                                K::Credential if c.password_env.is_some() => "password_env",
+                                K::Credential if c.password_file.is_some() => "password_file",
+                                K::Credential | K::PrivateKey => "private_key_file",
+                                K::HostKey => "host_key",
+                                K::KnownHosts => "known_hosts",
+                            };
+                            err(&key(name), m)
+                        },
+                    )?;
+                    Some(settings)
+                }
+            };
             if c.groups.iter().any(String::is_empty) {
                 return Err(err(&key("groups"), "group names must not be empty".into()));
             }
@@ -524,6 +598,7 @@ impl Config {
                 groups: c.groups,
                 grant,
                 strict_audit,
+                ssh,
             }));
         }
         let policy = Engine::new(compile_rules(&file.policy, &file.rules).map_err(|e| {
@@ -591,6 +666,7 @@ impl Config {
             data_dir: file.data_dir,
             api_addr,
             postgres_addr,
+            ssh_addr: ssh_listen.then_some(ssh_addr),
             pg_require_tls: file
                 .postgres
                 .require_tls
@@ -913,6 +989,75 @@ mod tests {
             m.contains("oidc.web.cookie_secure") && m.contains("loopback"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn ssh_connections_are_validated_naming_the_key() {
+        let dir = std::env::temp_dir().join(format!("tollgate-config-ssh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("id_ed25519");
+        std::fs::write(&key, tollgate_ssh::generate_host_key().unwrap()).unwrap();
+        let public = tollgate_ssh::public_line(
+            &tollgate_ssh::parse_host_key(&std::fs::read(&key).unwrap()).unwrap(),
+        );
+        let key = key.display().to_string();
+        let ok = format!(
+            "[[connections]]\nname = \"box\"\nkind = \"ssh\"\nurl = \"ssh://root@127.0.0.1:22\"\nprivate_key_file = \"{key}\"\nhost_key = \"{public}\"\n"
+        );
+        let c = Config::from_text(&ok).unwrap();
+        assert_eq!(c.connections[0].protocol, Protocol::Ssh);
+        assert_eq!(c.ssh_addr.unwrap().to_string(), "127.0.0.1:2222");
+        assert!(Config::load(None).unwrap().ssh_addr.is_none());
+        let c = Config::from_text("[listen]\nssh = \"127.0.0.1:2022\"\n").unwrap();
+        assert_eq!(c.ssh_addr.unwrap().to_string(), "127.0.0.1:2022");
+        let m = msg("[listen]\nssh = \"port 22\"\n");
+        assert!(m.contains("listen.ssh"), "{m}");
+
+        let cases: Vec<(String, &[&str])> = vec![
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://root@h\"\nprivate_key_file = \"{key}\"\n"),
+                &["connections[0].host_key", "pinned"],
+            ),
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://root@h\"\nhost_key = \"{public}\"\n"),
+                &["connections[0].private_key_file", "credential"],
+            ),
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://h:22\"\nprivate_key_file = \"{key}\"\nhost_key = \"{public}\"\n"),
+                &["connections[0].url", "user"],
+            ),
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://root:pw@h\"\nprivate_key_file = \"{key}\"\nhost_key = \"{public}\"\n"),
+                &["connections[0].url", "must not contain a password"],
+            ),
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://root@h\"\nprivate_key_file = \"{key}\"\nhost_key = \"ssh-ed25519 !!!\"\n"),
+                &["connections[0].host_key", "OpenSSH public key"],
+            ),
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://root@h\"\nprivate_key_file = \"{key}\"\nknown_hosts = \"/nonexistent/known_hosts\"\n"),
+                &["connections[0].known_hosts", "cannot read"],
+            ),
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://root@h\"\nprivate_key_file = \"/nonexistent/key\"\nhost_key = \"{public}\"\n"),
+                &["connections[0].private_key_file", "cannot read"],
+            ),
+            (
+                format!("[[connections]]\nname = \"a\"\nkind = \"ssh\"\nurl = \"ssh://root@h\"\nprivate_key_file = \"{key}\"\nknown_hosts = \"{key}\"\nhost_key = \"{public}\"\n"),
+                &["connections[0].host_key", "not both"],
+            ),
+            (
+                "[[connections]]\nname = \"a\"\nkind = \"postgres\"\nurl = \"postgres://u@h/d\"\nhost_key = \"x\"\n".to_string(),
+                &["connections[0].host_key", "only for connections of kind"],
+            ),
+        ];
+        for (text, needles) in cases {
+            let m = msg(&text);
+            for n in needles {
+                assert!(m.contains("<inline>") && m.contains(n), "{n:?} not in {m}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -82,12 +82,15 @@ pub struct Gateway {
     pub api_addr: SocketAddr,
     /// Where PostgreSQL clients connect.
     pub postgres_addr: SocketAddr,
+    /// Where SSH clients connect, when the SSH listener runs.
+    pub ssh_addr: Option<SocketAddr>,
     /// The data dir in use.
     pub data_dir: PathBuf,
     /// The admin key generated on this start, to print once.
     pub generated_admin_key: Option<String>,
     shutdown_tx: watch::Sender<bool>,
     pg: Arc<PgFront>,
+    ssh: Option<Arc<tollgate_ssh::SshFront>>,
     writer: Arc<EventWriter>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -133,6 +136,13 @@ impl Gateway {
         let pg_listener = bind("postgres", config.postgres_addr).await?;
         let api_listener = bind("api", config.api_addr).await?;
         let postgres_addr = local(&pg_listener, config.postgres_addr);
+        let ssh_listener = match config.ssh_addr {
+            Some(addr) => Some((
+                bind("ssh", addr).await?,
+                material::ssh_host_key(&data_dir, encryption)?,
+            )),
+            None => None,
+        };
         let api_addr = local(&api_listener, config.api_addr);
 
         let masker = Arc::new(masking::MaskPolicy::new(
@@ -176,7 +186,7 @@ impl Gateway {
         let pg = PgFront::new(
             tollgate_pg::Services {
                 gatekeeper: keys.clone(),
-                recorder,
+                recorder: Arc::clone(&recorder),
                 policy: config.policy.clone(),
                 approvals: approvals.clone(),
                 masker,
@@ -192,6 +202,27 @@ impl Gateway {
         );
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(Arc::clone(&pg).serve(pg_listener)));
+        let mut ssh_addr = None;
+        let ssh = match ssh_listener {
+            Some((listener, host_key)) => {
+                ssh_addr = listener.local_addr().ok();
+                let front = tollgate_ssh::SshFront::new(
+                    tollgate_ssh::Services {
+                        gatekeeper: keys.clone(),
+                        recorder: Arc::clone(&recorder),
+                    },
+                    host_key,
+                    tollgate_ssh::SshFrontConfig {
+                        connect_timeout: config.connect_timeout,
+                        ..tollgate_ssh::SshFrontConfig::default()
+                    },
+                    shutdown_rx.clone(),
+                );
+                tasks.push(tokio::spawn(Arc::clone(&front).serve(listener)));
+                Some(front)
+            }
+            None => None,
+        };
         for (connection, period) in config.retention.clone() {
             tasks.push(tokio::spawn(retention(
                 Arc::clone(&writer),
@@ -261,10 +292,12 @@ impl Gateway {
         Ok(Self {
             api_addr,
             postgres_addr,
+            ssh_addr,
             data_dir,
             generated_admin_key,
             shutdown_tx,
             pg,
+            ssh,
             writer,
             tasks,
         })
@@ -277,6 +310,14 @@ impl Gateway {
             tracing::warn!(
                 sessions = self.pg.active_sessions(),
                 "sessions still open at shutdown"
+            );
+        }
+        if let Some(ssh) = &self.ssh
+            && !ssh.wait_idle(Duration::from_secs(10)).await
+        {
+            tracing::warn!(
+                sessions = ssh.active_sessions(),
+                "ssh sessions still open at shutdown"
             );
         }
         for t in self.tasks {

@@ -292,10 +292,37 @@ pub fn pseudonym_key(dir: &Path, encryption: Option<&Encryption>) -> Result<Vec<
     read_private(&path, encryption)
 }
 
+/// The SSH front's host key file in the data dir.
+pub const SSH_HOST_KEY: &str = "ssh_host_ed25519.key";
+
+/// The SSH front's Ed25519 host key (OpenSSH format in `ssh_host_ed25519.key`), generated on
+/// first start (sealed when a master key is configured); `ssh_host_ed25519.pub` holds its public
+/// half for clients to pin.
+pub fn ssh_host_key(
+    dir: &Path,
+    encryption: Option<&Encryption>,
+) -> Result<tollgate_ssh::HostKey, GatewayError> {
+    let path = dir.join(SSH_HOST_KEY);
+    if !path.exists() {
+        let key =
+            tollgate_ssh::generate_host_key().map_err(|e| GatewayError::Crypto(e.to_string()))?;
+        create_private(&path, &key, encryption)?;
+    }
+    let bytes = read_private(&path, encryption)?;
+    let key = tollgate_ssh::parse_host_key(&bytes)
+        .map_err(|e| GatewayError::Crypto(format!("{}: {e}", path.display())))?;
+    let public = dir.join("ssh_host_ed25519.pub");
+    let line = format!("{}\n", tollgate_ssh::public_line(&key));
+    if fs::read_to_string(&public).ok().as_deref() != Some(line.as_str()) {
+        fs::write(&public, &line).map_err(|e| io_err(&public, e))?;
+    }
+    Ok(key)
+}
+
 /// The private files of a data dir that are kept sealed under a master key: the signing key,
 /// retired signing keys, the generated TLS key and the pseudonym key (those that exist).
 pub fn private_files(dir: &Path) -> Result<Vec<PathBuf>, GatewayError> {
-    let mut files: Vec<PathBuf> = ["signing.key", "tls.key", "masking.key"]
+    let mut files: Vec<PathBuf> = ["signing.key", "tls.key", "masking.key", SSH_HOST_KEY]
         .iter()
         .map(|name| dir.join(name))
         .filter(|p| p.is_file())

@@ -121,6 +121,7 @@ impl Policy for Engine {
         }
         let (class, dialect) = match ctx.protocol {
             Protocol::Postgres => (self.postgres.classify(command), SqlDialect::Postgres),
+            Protocol::Ssh => return self.check_shell(ctx, command),
         };
         rules::evaluate(&self.rules, ctx, command, &class, dialect)
     }

@@ -597,6 +597,9 @@ async fn up(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<ExitCo
     println!("  data dir:   {}", gateway.data_dir.display());
     println!("  api:        http://{}", gateway.api_addr);
     println!("  postgres:   {}", gateway.postgres_addr);
+    if let Some(addr) = gateway.ssh_addr {
+        println!("  ssh:        {addr}");
+    }
     if let Some(key) = &gateway.generated_admin_key {
         println!("  admin key (shown once, keep it): {key}");
     }

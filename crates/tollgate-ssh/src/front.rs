@@ -1,0 +1,568 @@
+//! The client-facing SSH listener: token authentication, authorization, the upstream session,
+//! then one relay per session channel.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::keys::ssh_key::PrivateKey;
+use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tollgate_core::{
+    Channel as Via, Connection, EventKind, Gatekeeper, Identity, Protocol, Recorder, Refusal,
+    RefusalCode, SessionInfo, SessionLog, SshSettings, new_session_id,
+};
+
+use crate::upstream::{SshTarget, Upstream};
+use crate::{SshError, relay};
+
+/// Settings of the SSH front.
+#[derive(Debug, Clone)]
+pub struct SshFrontConfig {
+    /// How long to wait for the target to accept a connection and the gateway's credential.
+    pub connect_timeout: Duration,
+    /// How long a client may take to sign in.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for SshFrontConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The gateway's deciders the SSH front calls.
+pub struct Services {
+    /// Authentication and access.
+    pub gatekeeper: Arc<dyn Gatekeeper>,
+    /// Event sink.
+    pub recorder: Arc<dyn Recorder>,
+}
+
+/// The SSH front: shared by every session of the listener.
+pub struct SshFront {
+    pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
+    pub(crate) recorder: Arc<dyn Recorder>,
+    server: Arc<server::Config>,
+    config: SshFrontConfig,
+    shutdown: watch::Receiver<bool>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+struct ActiveGuard<'a>(&'a SshFront);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What a connection has come to, shared by its handler and its task.
+pub(crate) struct ConnState {
+    pub(crate) log: SessionLog,
+    pub(crate) info: SessionInfo,
+    /// The last reason a sign-in was refused, recorded if none succeeds.
+    refusal: Option<Refusal>,
+    /// The session start is recorded (the caller is in and the target answered).
+    started: bool,
+    /// The refusal session is recorded already.
+    refused: bool,
+    pub(crate) upstream: Option<Upstream>,
+}
+
+impl SshFront {
+    /// Builds the front with its host key. `shutdown` turning true ends every session.
+    pub fn new(
+        services: Services,
+        host_key: PrivateKey,
+        config: SshFrontConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        let server = server::Config {
+            methods: MethodSet::from(&[MethodKind::Password, MethodKind::KeyboardInteractive][..]),
+            auth_rejection_time: Duration::from_millis(500),
+            auth_rejection_time_initial: Some(Duration::from_millis(0)),
+            keys: vec![host_key],
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_max: 3,
+            max_auth_attempts: 6,
+            nodelay: true,
+            ..server::Config::default()
+        };
+        Arc::new(Self {
+            gatekeeper: services.gatekeeper,
+            recorder: services.recorder,
+            server: Arc::new(server),
+            config,
+            shutdown,
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Sessions in progress.
+    pub fn active_sessions(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no session is left, or the timeout passes.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            if self.active_sessions() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active_sessions() == 0;
+            }
+        }
+    }
+
+    /// Accepts clients until shutdown.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let front = Arc::clone(&self);
+                        tokio::spawn(async move { front.handle_tcp(tcp, peer).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ssh accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn handle_tcp(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let _guard = ActiveGuard(&self);
+        let _ = tcp.set_nodelay(true);
+        let state = Arc::new(Mutex::new(ConnState {
+            log: SessionLog::new(new_session_id(random_u64()), Arc::clone(&self.recorder)),
+            info: SessionInfo {
+                identity: None,
+                connection: String::new(),
+                protocol: Protocol::Ssh,
+                channel: Via::Native,
+                client_addr: peer.to_string(),
+                tls: false,
+                client_user: None,
+                application: None,
+                masking: None,
+            },
+            refusal: None,
+            started: false,
+            refused: false,
+            upstream: None,
+        }));
+        let handler = Conn {
+            front: Arc::clone(&self),
+            state: Arc::clone(&state),
+            identity: None,
+            connection: None,
+        };
+        let running = tokio::time::timeout(
+            self.config.handshake_timeout,
+            server::run_stream(Arc::clone(&self.server), tcp, handler),
+        )
+        .await;
+        let running = match running {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "ssh handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let handle = running.handle();
+        let mut shutdown = self.shutdown.clone();
+        let deadline = tokio::time::sleep(self.config.handshake_timeout);
+        tokio::pin!(running);
+        tokio::pin!(deadline);
+        let mut armed = true;
+        let reason = loop {
+            tokio::select! {
+                ended = &mut running => break match ended {
+                    Ok(()) => "client disconnected".to_string(),
+                    Err(e) => format!("connection ended: {e}"),
+                },
+                () = async { let _ = shutdown.wait_for(|v| *v).await; } => {
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, "the gateway is shutting down".into(), String::new())
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+                    break "gateway shutdown".to_string();
+                }
+                () = &mut deadline, if armed => {
+                    armed = false;
+                    if !signing_in(&state) {
+                        continue;
+                    }
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, "sign-in not completed in time".into(), String::new())
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+                    let mut s = lock(&state);
+                    if s.refusal.is_none() {
+                        s.refusal = Some(Refusal::new(RefusalCode::ProtocolViolation, "sign-in not completed in time"));
+                    }
+                    break "sign-in not completed in time".to_string();
+                }
+            }
+        };
+        let upstream = {
+            let mut s = lock(&state);
+            if s.started {
+                s.log.append(EventKind::SessionEnd { reason });
+            } else if !s.refused
+                && let Some(refusal) = s.refusal.take()
+            {
+                record_refusal(&mut s, refusal);
+            }
+            s.upstream.take()
+        };
+        if let Some(up) = upstream {
+            up.close().await;
+        }
+    }
+
+    async fn open_upstream(&self, connection: &Connection) -> Result<Upstream, Refusal> {
+        let default = SshSettings::default();
+        let settings = connection.ssh.as_ref().unwrap_or(&default);
+        let target = SshTarget::new(&connection.url, connection.password.clone(), settings)
+            .map_err(|(_, m)| {
+                Refusal::new(
+                    RefusalCode::UpstreamUnavailable,
+                    format!("connection \"{}\" is misconfigured: {m}", connection.name),
+                )
+            })?;
+        target
+            .connect(self.config.connect_timeout)
+            .await
+            .map_err(|e| {
+                let name = &connection.name;
+                let message = match &e {
+                    SshError::HostKey(m) => format!(
+                        "connection \"{name}\": {m}; the session was refused (the target may have been replaced or intercepted)"
+                    ),
+                    SshError::UpstreamAuth(m) => format!(
+                        "connection \"{name}\": the target did not accept the gateway's credential: {m}"
+                    ),
+                    other => format!("connection \"{name}\": target unavailable: {other}"),
+                };
+                Refusal::new(RefusalCode::UpstreamUnavailable, message)
+            })
+    }
+}
+
+/// Whether the connection is still signing in (neither started nor refused).
+fn signing_in(state: &Mutex<ConnState>) -> bool {
+    let s = lock(state);
+    !s.started && !s.refused
+}
+
+/// Records a refused connection: its start, the refusal and its end.
+fn record_refusal(s: &mut ConnState, refusal: Refusal) {
+    s.refused = true;
+    s.log.append(EventKind::SessionStart(s.info.clone()));
+    s.log.append(EventKind::Refusal(refusal.clone()));
+    s.log.append(EventKind::SessionEnd {
+        reason: format!("refused: {}", refusal.message),
+    });
+}
+
+pub(crate) fn lock(state: &Mutex<ConnState>) -> std::sync::MutexGuard<'_, ConnState> {
+    match state.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// One client connection's handler.
+struct Conn {
+    front: Arc<SshFront>,
+    state: Arc<Mutex<ConnState>>,
+    identity: Option<Identity>,
+    connection: Option<Arc<Connection>>,
+}
+
+impl Conn {
+    async fn check_token(&mut self, user: &str, token: &str) -> Auth {
+        {
+            let mut s = lock(&self.state);
+            s.info.connection = user.to_string();
+            s.info.client_user = Some(user.to_string());
+        }
+        match self.front.gatekeeper.authenticate(token).await {
+            Ok(identity) => {
+                self.identity = Some(identity);
+                Auth::Accept
+            }
+            Err(refusal) => {
+                tracing::info!(connection = %user, reason = %refusal.message, "ssh sign-in refused");
+                lock(&self.state).refusal = Some(refusal);
+                Auth::reject()
+            }
+        }
+    }
+
+    /// Records a refusal of something inside a running session (forwarding, agent).
+    fn refuse_in_session(&self, refusal: Refusal) {
+        let s = lock(&self.state);
+        tracing::info!(connection = %s.info.connection, reason = %refusal.message, "ssh request refused");
+        if s.started {
+            s.log.append(EventKind::Refusal(refusal));
+        }
+    }
+}
+
+impl server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        lock(&self.state).info.connection = user.to_string();
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(self.check_token(user, password).await)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        _offer: server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let answer = response.and_then(|mut r| r.next());
+        match answer {
+            None => Ok(Auth::Partial {
+                name: "Tollgate".into(),
+                instructions: "Sign in with a Tollgate API key or OIDC token.".into(),
+                prompts: vec![("Tollgate token: ".into(), false)].into(),
+            }),
+            Some(bytes) => {
+                let token = String::from_utf8_lossy(&bytes).into_owned();
+                Ok(self.check_token(user, token.trim()).await)
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(identity) = self.identity.clone() else {
+            return Ok(());
+        };
+        let connection_name = {
+            let mut s = lock(&self.state);
+            s.info.identity = Some(identity.clone());
+            s.info.application = Some(String::from_utf8_lossy(session.remote_sshid()).into_owned());
+            s.refusal = None;
+            s.info.connection.clone()
+        };
+        let opened = async {
+            let connection = self
+                .front
+                .gatekeeper
+                .authorize(&identity, &connection_name)?;
+            if connection.protocol != Protocol::Ssh {
+                return Err(Refusal::new(
+                    RefusalCode::UnknownConnection,
+                    format!("connection \"{connection_name}\" is not an SSH connection"),
+                ));
+            }
+            let upstream = self.front.open_upstream(&connection).await?;
+            Ok((connection, upstream))
+        }
+        .await;
+        match opened {
+            Ok((connection, upstream)) => {
+                let mut s = lock(&self.state);
+                s.upstream = Some(upstream);
+                s.started = true;
+                s.log.append(EventKind::SessionStart(s.info.clone()));
+                drop(s);
+                self.connection = Some(connection);
+            }
+            Err(refusal) => {
+                tracing::warn!(connection = %connection_name, reason = %refusal.message, "ssh session refused");
+                let message = refusal.message.clone();
+                record_refusal(&mut lock(&self.state), refusal);
+                session.disconnect(Disconnect::ByApplication, &message, "")?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (upstream, log, connection) = {
+            let s = lock(&self.state);
+            (s.upstream.clone(), s.log.clone(), s.info.connection.clone())
+        };
+        let (Some(upstream), Some(conn)) = (upstream, self.connection.clone()) else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let up = match upstream.handle.channel_open_session().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(connection = %connection, error = %e, "target refused a session channel");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            }
+        };
+        reply.accept().await;
+        let handle = session.handle();
+        tokio::spawn(relay::run(
+            channel,
+            up,
+            handle,
+            relay::Terms {
+                log,
+                strict_audit: conn.strict_audit,
+            },
+        ));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_in_session(
+            Refusal::new(
+                RefusalCode::Forbidden,
+                "port forwarding is not allowed through this gateway",
+            )
+            .with_detail(format!(
+                "direct-tcpip to {host_to_connect}:{port_to_connect} from {originator_address}:{originator_port}"
+            )),
+        );
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_in_session(
+            Refusal::new(
+                RefusalCode::Forbidden,
+                "socket forwarding is not allowed through this gateway",
+            )
+            .with_detail(format!("direct-streamlocal to {socket_path}")),
+        );
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_in_session(
+            Refusal::new(
+                RefusalCode::Forbidden,
+                "remote port forwarding is not allowed through this gateway",
+            )
+            .with_detail(format!("tcpip-forward {address}:{port}")),
+        );
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_in_session(
+            Refusal::new(
+                RefusalCode::Forbidden,
+                "remote socket forwarding is not allowed through this gateway",
+            )
+            .with_detail(format!("streamlocal-forward {socket_path}")),
+        );
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        self.refuse_in_session(Refusal::new(
+            RefusalCode::Forbidden,
+            "agent forwarding is not allowed through this gateway",
+        ));
+        Ok(false)
+    }
+}
+
+/// 64 random bits (session ids).
+fn random_u64() -> u64 {
+    let mut raw = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw).is_err() {
+        return tollgate_core::now_micros() as u64;
+    }
+    u64::from_be_bytes(raw)
+}

@@ -1,0 +1,41 @@
+//! The SSH front of Tollgate.
+//!
+//! Clients run `ssh -p 2222 <connection>@<gateway>` and sign in with a Tollgate token (an API
+//! key or an OIDC token) as the password or at the keyboard-interactive prompt. The gateway
+//! checks the token and the caller's access to the connection, opens its own SSH session to the
+//! target (with a key or password the caller never sees, against the target's pinned host key),
+//! and relays session channels: `exec`, `shell` with a PTY, and subsystems such as `sftp`. Port
+//! forwarding and agent forwarding are refused and recorded. Every session start, end, refusal
+//! and exec command goes to the audit trail.
+
+mod front;
+mod hostkey;
+mod relay;
+mod upstream;
+
+pub use front::{Services, SshFront, SshFrontConfig};
+pub use hostkey::{generate_host_key, parse_host_key, public_line};
+pub use upstream::{SshTarget, TargetKey};
+
+/// The gateway's SSH host key.
+pub type HostKey = russh::keys::ssh_key::PrivateKey;
+
+/// Errors of the SSH front.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// A connection's settings are wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The target could not be reached or the SSH handshake with it failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// The target's host key is not the pinned one.
+    #[error("{0}")]
+    HostKey(String),
+    /// The target did not accept the gateway's credential.
+    #[error("{0}")]
+    UpstreamAuth(String),
+    /// Key material problem.
+    #[error("{0}")]
+    Key(String),
+}

@@ -1,0 +1,398 @@
+//! One session channel relayed between the client and the target.
+//!
+//! Each direction runs on its own, so a full window on one side never stalls the other. Writes
+//! wait for the receiving side's window (russh's channel writers), and reads stop when the
+//! bounded channel queues fill, which stops reading the socket: nothing is buffered without
+//! bound. Replies to the client's requests follow the target's, in order.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use russh::server::{self, Msg as ServerMsg};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client};
+use tokio::sync::oneshot;
+use tollgate_core::{
+    Command, CommandError, CommandStatus, EventKind, Outcome, ProtocolStep, SessionLog,
+};
+
+/// What a relayed channel needs to know of its session.
+pub(crate) struct Terms {
+    pub(crate) log: SessionLog,
+    pub(crate) strict_audit: bool,
+}
+
+/// A request forwarded to the target whose reply the client waits for.
+enum Pending {
+    /// The command that starts the channel (exec, shell, subsystem).
+    Start,
+    /// Anything else (pty-req, …).
+    Other,
+}
+
+/// How the target's command ended.
+enum Exit {
+    Status(u32),
+    Signal(String),
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: VecDeque<Pending>,
+    /// The command this channel runs, and since when.
+    command: Option<(Command, Instant)>,
+    exit: Option<Exit>,
+    /// The target refused to start the command.
+    refused: bool,
+    /// The command's event is written.
+    recorded: bool,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    match shared.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Relays one session channel until both sides are done, then records its command.
+pub(crate) async fn run(
+    down: Channel<ServerMsg>,
+    up: Channel<client::Msg>,
+    handle: server::Handle,
+    terms: Terms,
+) {
+    let id = down.id();
+    let (down_r, down_w) = down.split();
+    let (up_r, up_w) = up.split();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let to_target = tokio::spawn(client_to_target(
+        down_r,
+        up_w,
+        handle.clone(),
+        id,
+        Arc::clone(&shared),
+        Terms {
+            log: terms.log.clone(),
+            strict_audit: terms.strict_audit,
+        },
+    ));
+    target_to_client(up_r, &down_w, &handle, id, &shared).await;
+    // The target is done with the channel; the client's side ends with its close, or soon.
+    let aborter = to_target.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(5), to_target)
+        .await
+        .is_err()
+    {
+        aborter.abort();
+    }
+    record_outcome(&terms.log, &shared);
+}
+
+fn record_outcome(log: &SessionLog, shared: &Mutex<Shared>) {
+    let mut s = lock(shared);
+    if s.recorded {
+        return;
+    }
+    let Some((command, started)) = s.command.take() else {
+        return;
+    };
+    s.recorded = true;
+    let mut outcome = Outcome {
+        duration_us: started.elapsed().as_micros() as u64,
+        ..Outcome::default()
+    };
+    match (&s.exit, s.refused) {
+        (_, true) => {
+            outcome.status = CommandStatus::Error;
+            outcome.error = Some(CommandError {
+                code: "refused".into(),
+                message: "the target refused the request".into(),
+            });
+        }
+        (Some(Exit::Status(0)), _) => outcome.tags = vec!["exit 0".into()],
+        (Some(Exit::Status(code)), _) => {
+            outcome.tags = vec![format!("exit {code}")];
+            outcome.status = CommandStatus::Error;
+            outcome.error = Some(CommandError {
+                code: code.to_string(),
+                message: format!("exited with status {code}"),
+            });
+        }
+        (Some(Exit::Signal(sig)), _) => {
+            outcome.tags = vec![format!("signal {sig}")];
+            outcome.status = CommandStatus::Error;
+            outcome.error = Some(CommandError {
+                code: format!("SIG{sig}"),
+                message: format!("killed by signal {sig}"),
+            });
+        }
+        (None, false) => outcome.status = CommandStatus::Interrupted,
+    }
+    log.append(EventKind::Command { command, outcome });
+}
+
+/// Client to target: data, EOF, requests and signals.
+async fn client_to_target(
+    mut down_r: ChannelReadHalf,
+    up_w: ChannelWriteHalf<client::Msg>,
+    handle: server::Handle,
+    id: ChannelId,
+    shared: Arc<Mutex<Shared>>,
+    terms: Terms,
+) {
+    while let Some(msg) = down_r.wait().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => up_w.data_bytes(data).await,
+            ChannelMsg::ExtendedData { data, ext } => up_w.extended_data_bytes(ext, data).await,
+            ChannelMsg::Eof => up_w.eof().await,
+            ChannelMsg::Close => {
+                let _ = up_w.close().await;
+                return;
+            }
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                lock(&shared).pending.push_back(Pending::Other);
+                up_w.request_pty(
+                    true,
+                    &term,
+                    col_width,
+                    row_height,
+                    pix_width,
+                    pix_height,
+                    &terminal_modes,
+                )
+                .await
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                up_w.window_change(col_width, row_height, pix_width, pix_height)
+                    .await
+            }
+            ChannelMsg::Signal { signal } => up_w.signal(signal).await,
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => up_w.set_env(false, variable_name, variable_value).await,
+            ChannelMsg::Exec { command, .. } => {
+                let text = String::from_utf8_lossy(&command).into_owned();
+                if !start(
+                    &terms,
+                    &shared,
+                    &up_w,
+                    &handle,
+                    id,
+                    ProtocolStep::Exec,
+                    text,
+                )
+                .await
+                {
+                    return;
+                }
+                up_w.exec(true, command).await
+            }
+            ChannelMsg::RequestShell { .. } => {
+                if !start(
+                    &terms,
+                    &shared,
+                    &up_w,
+                    &handle,
+                    id,
+                    ProtocolStep::Shell,
+                    String::new(),
+                )
+                .await
+                {
+                    return;
+                }
+                up_w.request_shell(true).await
+            }
+            ChannelMsg::RequestSubsystem { name, .. } => {
+                if !start(
+                    &terms,
+                    &shared,
+                    &up_w,
+                    &handle,
+                    id,
+                    ProtocolStep::Subsystem,
+                    name.clone(),
+                )
+                .await
+                {
+                    return;
+                }
+                up_w.request_subsystem(true, name).await
+            }
+            // Agent forwarding was refused by the handler; X11 is not relayed.
+            ChannelMsg::AgentForward { .. } => Ok(()),
+            ChannelMsg::RequestX11 { .. } => {
+                let _ = handle.channel_failure(id).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+    let _ = up_w.close().await;
+}
+
+/// Records the command that starts the channel and, with strict audit, waits until its
+/// `command_started` event is durable. `false` when it could not be recorded: the client is
+/// told, and the channel ends without the command reaching the target.
+async fn start(
+    terms: &Terms,
+    shared: &Mutex<Shared>,
+    up_w: &ChannelWriteHalf<client::Msg>,
+    handle: &server::Handle,
+    id: ChannelId,
+    step: ProtocolStep,
+    text: String,
+) -> bool {
+    let command = Command {
+        step,
+        text: text.into(),
+        params: Vec::new(),
+        statement: None,
+    };
+    {
+        let mut s = lock(shared);
+        if s.command.is_some() || s.recorded {
+            // A second exec/shell on one channel is a protocol error; the target refuses it.
+            s.pending.push_back(Pending::Other);
+            return true;
+        }
+    }
+    if terms.strict_audit {
+        let (tx, rx) = oneshot::channel();
+        terms.log.append_durable(
+            EventKind::CommandStarted {
+                command: command.clone(),
+                rule: None,
+                approval: None,
+            },
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let durable = rx
+            .await
+            .unwrap_or_else(|_| Err("the audit log stopped".into()));
+        if let Err(reason) = durable {
+            tracing::error!(error = %reason, "command not recorded; refused");
+            terms.log.append(EventKind::Command {
+                command,
+                outcome: Outcome {
+                    status: CommandStatus::Denied,
+                    error: Some(CommandError {
+                        code: "audit".into(),
+                        message: format!("the audit log cannot record it: {reason}"),
+                    }),
+                    ..Outcome::default()
+                },
+            });
+            lock(shared).recorded = true;
+            let _ = handle.channel_success(id).await;
+            let message = format!(
+                "tollgate: the audit log cannot record this command, so it was not run: {reason}\r\n"
+            );
+            let _ = handle
+                .extended_data(id, 1, bytes::Bytes::from(message.into_bytes()))
+                .await;
+            let _ = handle.exit_status_request(id, 255).await;
+            let _ = handle.eof(id).await;
+            let _ = handle.close(id).await;
+            let _ = up_w.close().await;
+            return false;
+        }
+    }
+    let mut s = lock(shared);
+    s.command = Some((command, Instant::now()));
+    s.pending.push_back(Pending::Start);
+    true
+}
+
+/// Target to client: data, stderr, exit status or signal, EOF and close, and the replies to
+/// forwarded requests.
+async fn target_to_client(
+    mut up_r: ChannelReadHalf,
+    down_w: &ChannelWriteHalf<ServerMsg>,
+    handle: &server::Handle,
+    id: ChannelId,
+    shared: &Mutex<Shared>,
+) {
+    while let Some(msg) = up_r.wait().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => down_w.data_bytes(data).await.map_err(|_| ()),
+            ChannelMsg::ExtendedData { data, ext } => {
+                down_w.extended_data_bytes(ext, data).await.map_err(|_| ())
+            }
+            ChannelMsg::Eof => down_w.eof().await.map_err(|_| ()),
+            ChannelMsg::ExitStatus { exit_status } => {
+                lock(shared).exit = Some(Exit::Status(exit_status));
+                down_w.exit_status(exit_status).await.map_err(|_| ())
+            }
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => {
+                lock(shared).exit = Some(Exit::Signal(signal_text(&signal_name)));
+                handle
+                    .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                    .await
+            }
+            ChannelMsg::Success => {
+                lock(shared).pending.pop_front();
+                handle.channel_success(id).await
+            }
+            ChannelMsg::Failure => {
+                {
+                    let mut s = lock(shared);
+                    if let Some(Pending::Start) = s.pending.pop_front() {
+                        s.refused = true;
+                    }
+                }
+                handle.channel_failure(id).await
+            }
+            ChannelMsg::Close => break,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = down_w.close().await;
+}
+
+fn signal_text(sig: &Sig) -> String {
+    match sig {
+        Sig::ABRT => "ABRT".into(),
+        Sig::ALRM => "ALRM".into(),
+        Sig::FPE => "FPE".into(),
+        Sig::HUP => "HUP".into(),
+        Sig::ILL => "ILL".into(),
+        Sig::INT => "INT".into(),
+        Sig::KILL => "KILL".into(),
+        Sig::PIPE => "PIPE".into(),
+        Sig::QUIT => "QUIT".into(),
+        Sig::SEGV => "SEGV".into(),
+        Sig::TERM => "TERM".into(),
+        Sig::USR1 => "USR1".into(),
+        Sig::Custom(name) => name.clone(),
+    }
+}
