@@ -13,6 +13,10 @@ command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || need_pkgs+=(postgresql-contrib)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# The SSH tests start their own OpenSSH server and drive the real client, the token given by sshpass.
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+command -v sshpass >/dev/null 2>&1 || need_pkgs+=(sshpass)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing ${need_pkgs[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null

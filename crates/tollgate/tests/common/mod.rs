@@ -148,6 +148,7 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub api_port: u16,
     pub pg_port: u16,
+    pub ssh_port: u16,
     child: Option<Child>,
 }
 
@@ -169,6 +170,7 @@ impl Gateway {
             dir,
             api_port: 0,
             pg_port: 0,
+            ssh_port: 0,
             child: None,
         };
         gw.launch(extra_config);
@@ -184,9 +186,10 @@ impl Gateway {
     fn launch(&mut self, extra_config: &str) {
         self.api_port = free_port();
         self.pg_port = free_port();
+        self.ssh_port = free_port();
         let config = format!(
-            "[listen]\napi = \"127.0.0.1:{}\"\npostgres = \"127.0.0.1:{}\"\n\n{extra_config}",
-            self.api_port, self.pg_port
+            "[listen]\napi = \"127.0.0.1:{}\"\npostgres = \"127.0.0.1:{}\"\nssh = \"127.0.0.1:{}\"\n\n{extra_config}",
+            self.api_port, self.pg_port, self.ssh_port
         );
         let config_path = self.dir.path().join("tollgate.toml");
         std::fs::write(&config_path, config).unwrap();

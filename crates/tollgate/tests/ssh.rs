@@ -1,0 +1,471 @@
+//! The SSH front against a real OpenSSH `sshd` started by the test, driven by the real `ssh`
+//! client: token sign-in, exec with output, stderr and exit codes, an interactive shell through
+//! a PTY, refusals (wrong token, wrong pinned host key, port forwarding) and what is recorded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, free_port};
+
+/// A private OpenSSH server on a free port: its own host key, one authorized key, root login
+/// with that key only.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "tollgate-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Sshd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("user_key"));
+        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nStrictModes no\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nAllowTcpForwarding yes\n\
+             Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut sshd = Self { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut banner = [0u8; 7];
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                if s.read_exact(&mut banner).is_ok() && &banner == b"SSH-2.0" {
+                    return sshd;
+                }
+            }
+            if let Some(status) = sshd.child.try_wait().unwrap() {
+                panic!("sshd exited with {status}: {}", sshd.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start: {}",
+                sshd.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The host key line sshd presents (`ssh-ed25519 AAAA… comment`).
+    fn host_key(&self) -> String {
+        std::fs::read_to_string(self.path("host_key.pub"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// A `[[connections]]` block for this server as root, pinned to `host_key`.
+    fn connection(&self, name: &str, host_key: &str) -> String {
+        format!(
+            "[[connections]]\nname = \"{name}\"\nkind = \"ssh\"\nurl = \"ssh://root@127.0.0.1:{}\"\nprivate_key_file = \"{}\"\nhost_key = \"{host_key}\"\ngroups = [\"ops\"]\n\n",
+            self.port,
+            self.path("user_key").display()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real `ssh` client through the gateway, the token given as the password by `sshpass`.
+fn ssh(gw: &Gateway, token: &str, user: &str, opts: &[&str], remote: &[&str]) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", "sshpass", "-e", "ssh", "-F", "/dev/null", "-p"])
+        .arg(gw.ssh_port.to_string())
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .args(opts)
+        .arg(format!("{user}@127.0.0.1"))
+        .args(remote)
+        .env("SSHPASS", token)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The events of the newest session that matches.
+fn events_where(gw: &Gateway, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    for s in gw.sessions() {
+        let detail = gw.session(s["id"].as_str().unwrap());
+        let events = detail["events"].as_array().unwrap().clone();
+        if events.iter().any(|e| pred(&e["kind"])) {
+            return events;
+        }
+    }
+    panic!("no session has such an event");
+}
+
+#[test]
+fn exec_and_shell_are_relayed_and_recorded() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-user", "ops", None);
+
+    // The host key is generated, kept private, and its public half published.
+    let key_file = gw.data_dir().join("ssh_host_ed25519.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let public = std::fs::read_to_string(gw.data_dir().join("ssh_host_ed25519.pub")).unwrap();
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+
+    // exec: output, exit code 0.
+    let out = run(ssh(&gw, &token, "box", &[], &["echo hello"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stderr),
+        sshd.log()
+    );
+    assert_eq!(text(&out.stdout), "hello\n");
+
+    // exit codes come back.
+    let out = run(ssh(&gw, &token, "box", &[], &["exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+
+    // stderr stays stderr.
+    let out = run(ssh(
+        &gw,
+        &token,
+        "box",
+        &[],
+        &["echo to-out; echo to-err >&2; exit 7"],
+    ));
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "to-out\n");
+    assert!(
+        text(&out.stderr).contains("to-err"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("to-err"));
+
+    // A larger output crosses window adjustments intact.
+    let out = run(ssh(
+        &gw,
+        &token,
+        "box",
+        &[],
+        &["head -c 3000000 /dev/zero | tr '\\0' x"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 3_000_000);
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+
+    // stdin is relayed, EOF included.
+    let mut cmd = ssh(&gw, &token, "box", &[], &["wc -c"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&vec![b'y'; 100_000])
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "100000");
+
+    // An interactive shell through a PTY.
+    let mut cmd = ssh(&gw, &token, "box", &["-tt"], &[]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"echo marker-$((6*7)); tty; exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}\n{}", text(&out.stderr));
+    assert!(shown.contains("marker-42"), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+
+    // The record: one session per ssh run, exec commands with their exit status, the shell.
+    let sessions = gw.wait_sessions("the ssh sessions", |s| {
+        s.iter()
+            .filter(|s| s["protocol"] == "ssh" && s["ended_at"].is_string())
+            .count()
+            >= 6
+    });
+    let ssh_sessions: Vec<_> = sessions.iter().filter(|s| s["protocol"] == "ssh").collect();
+    assert!(
+        ssh_sessions
+            .iter()
+            .all(|s| s["connection"] == "box" && s["subject"] == "ssh-user" && s["refusals"] == 0)
+    );
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == "echo hello"
+    });
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session_start", "command_started", "command", "session_end"],
+        "{events:#?}"
+    );
+    let start = &events[0]["kind"];
+    assert_eq!(start["protocol"], "ssh");
+    assert_eq!(start["client_user"], "box");
+    assert!(
+        start["application"]
+            .as_str()
+            .unwrap()
+            .starts_with("SSH-2.0-OpenSSH"),
+        "{start}"
+    );
+    let command = &events[2]["kind"];
+    assert_eq!(command["command"]["step"], "exec");
+    assert_eq!(command["outcome"]["status"], "ok");
+    assert_eq!(command["outcome"]["tags"][0], "exit 0");
+
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == "exit 3"
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["status"], "error");
+    assert_eq!(command["kind"]["outcome"]["tags"][0], "exit 3");
+    assert_eq!(command["kind"]["outcome"]["error"]["code"], "3");
+
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["step"] == "shell"
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["tags"][0], "exit 0");
+}
+
+#[test]
+fn refusals_are_told_and_recorded() {
+    let sshd = Sshd::start();
+    // Another key's line stands for a target whose host key changed.
+    let other = tempfile::tempdir().unwrap();
+    keygen(&other.path().join("k"));
+    let wrong = std::fs::read_to_string(other.path().join("k.pub")).unwrap();
+    let config = format!(
+        "{}{}",
+        sshd.connection("box", &sshd.host_key()),
+        sshd.connection("moved", wrong.trim())
+    );
+    let gw = Gateway::start(&config);
+    let token = gw.create_key("ssh-refused", "ops", None);
+    let outsider = gw.create_key("ssh-outsider", "nobody", None);
+
+    // A wrong token: authentication fails.
+    let out = run(ssh(&gw, "not-a-token", "box", &[], &["echo never"]));
+    // sshpass reports a refused password as 5; ssh itself as 255.
+    assert!(
+        matches!(out.status.code(), Some(5 | 255)),
+        "{:?} {}",
+        out.status.code(),
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("never"));
+
+    // A valid token without access to the connection: told why.
+    let out = run(ssh(&gw, &outsider, "box", &[], &["echo never"]));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("box"), "{}", text(&out.stderr));
+
+    // The target's host key does not match the pin: the session is refused.
+    let out = run(ssh(&gw, &token, "moved", &[], &["echo never"]));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not match the pinned host_key"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("never"));
+
+    // Local port forwarding (stdio forward opens a direct-tcpip channel at once).
+    let out = run(ssh(
+        &gw,
+        &token,
+        "box",
+        &["-W", &format!("127.0.0.1:{}", sshd.port)],
+        &[],
+    ));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("administratively prohibited"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Remote port forwarding.
+    let out = run(ssh(
+        &gw,
+        &token,
+        "box",
+        &["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"],
+        &["echo never"],
+    ));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("never"));
+
+    // What was recorded.
+    let sessions = gw.wait_sessions("the refusals", |s| {
+        s.iter()
+            .filter(|s| s["protocol"] == "ssh" && s["ended_at"].is_string())
+            .count()
+            >= 5
+    });
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["protocol"] == "ssh" && s["subject"].is_null() && s["refusals"] == 1)
+    );
+    let refusal = |code: &str, needle: &str| {
+        let events = events_where(&gw, |k| {
+            k["type"] == "refusal"
+                && k["code"] == code
+                && (k["message"].as_str().unwrap().contains(needle)
+                    || k["detail"].as_str().unwrap_or("").contains(needle))
+        });
+        events
+            .into_iter()
+            .find(|e| e["kind"]["type"] == "refusal")
+            .unwrap()
+    };
+    let bad = refusal("bad_credentials", "");
+    assert!(bad["kind"]["message"].is_string());
+    refusal("access_denied", "");
+    let moved = refusal("upstream_unavailable", "host key");
+    assert!(
+        moved["kind"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"moved\""),
+        "{moved}"
+    );
+    let fwd = refusal("forbidden", "direct-tcpip");
+    assert!(
+        fwd["kind"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("direct-tcpip to 127.0.0.1:{}", sshd.port)),
+        "{fwd}"
+    );
+    let remote = refusal("forbidden", "remote port forwarding");
+    assert!(
+        remote["kind"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcpip-forward"),
+        "{remote}"
+    );
+}
+
+#[test]
+fn keyboard_interactive_takes_the_token() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-kbd", "ops", None);
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "60",
+        "sshpass",
+        "-e",
+        "-P",
+        "Tollgate token",
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-p",
+    ])
+    .arg(gw.ssh_port.to_string())
+    .args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "PreferredAuthentications=keyboard-interactive",
+        "box@127.0.0.1",
+        "echo kbd-ok",
+    ])
+    .env("SSHPASS", &token)
+    .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "kbd-ok\n");
+}
