@@ -145,7 +145,12 @@ fn encryption(current_env: &str, previous_env: Option<&str>) -> String {
     s
 }
 
-const PRIVATE_FILES: [&str; 3] = ["signing.key", "tls.key", "masking.key"];
+const PRIVATE_FILES: [&str; 4] = [
+    "signing.key",
+    "tls.key",
+    "masking.key",
+    "ssh_host_ed25519.key",
+];
 
 #[test]
 fn a_gateway_started_with_a_master_key_keeps_its_private_files_sealed() {
@@ -271,7 +276,7 @@ fn plain_files_are_sealed_in_place_refused_without_the_key_and_rotated_to_a_new_
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        said.contains(&format!("re-sealed 3 files under master key {id_b}")),
+        said.contains(&format!("re-sealed 4 files under master key {id_b}")),
         "{said}"
     );
     for name in PRIVATE_FILES {
