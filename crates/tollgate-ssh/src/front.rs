@@ -77,6 +77,8 @@ pub(crate) struct ConnState {
     /// The refusal session is recorded already.
     refused: bool,
     pub(crate) upstream: Option<Upstream>,
+    /// The relays of the session's channels, awaited before the session's end is recorded.
+    relays: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl SshFront {
@@ -170,6 +172,7 @@ impl SshFront {
             started: false,
             refused: false,
             upstream: None,
+            relays: Vec::new(),
         }));
         let handler = Conn {
             front: Arc::clone(&self),
@@ -226,19 +229,31 @@ impl SshFront {
                 }
             }
         };
-        let upstream = {
+        // The client is gone: end the target's side too, so every relay finishes; each
+        // channel's command event comes before the session's end.
+        let (relays, upstream) = {
             let mut s = lock(&state);
-            if s.started {
-                s.log.append(EventKind::SessionEnd { reason });
-            } else if !s.refused
-                && let Some(refusal) = s.refusal.take()
-            {
-                record_refusal(&mut s, refusal);
-            }
-            s.upstream.take()
+            (std::mem::take(&mut s.relays), s.upstream.take())
         };
         if let Some(up) = upstream {
             up.close().await;
+        }
+        for relay in relays {
+            let aborter = relay.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), relay)
+                .await
+                .is_err()
+            {
+                aborter.abort();
+            }
+        }
+        let mut s = lock(&state);
+        if s.started {
+            s.log.append(EventKind::SessionEnd { reason });
+        } else if !s.refused
+            && let Some(refusal) = s.refusal.take()
+        {
+            record_refusal(&mut s, refusal);
         }
     }
 
@@ -443,7 +458,7 @@ impl server::Handler for Conn {
         };
         reply.accept().await;
         let handle = session.handle();
-        tokio::spawn(relay::run(
+        let relay = tokio::spawn(relay::run(
             channel,
             up,
             handle,
@@ -452,6 +467,9 @@ impl server::Handler for Conn {
                 strict_audit: conn.strict_audit,
             },
         ));
+        let mut s = lock(&self.state);
+        s.relays.retain(|r| !r.is_finished());
+        s.relays.push(relay);
         Ok(())
     }
 

@@ -78,6 +78,7 @@ pub(crate) async fn run(
         },
     ));
     target_to_client(up_r, &down_w, &handle, id, &shared).await;
+    record_outcome(&terms.log, &shared);
     // The target is done with the channel; the client's side ends with its close, or soon.
     let aborter = to_target.abort_handle();
     if tokio::time::timeout(std::time::Duration::from_secs(5), to_target)
@@ -86,7 +87,6 @@ pub(crate) async fn run(
     {
         aborter.abort();
     }
-    record_outcome(&terms.log, &shared);
 }
 
 fn record_outcome(log: &SessionLog, shared: &Mutex<Shared>) {

@@ -469,3 +469,64 @@ fn keyboard_interactive_takes_the_token() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "kbd-ok\n");
 }
+
+#[test]
+fn sftp_is_relayed_and_the_subsystem_recorded() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-sftp", "ops", None);
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("up.bin");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &payload).unwrap();
+    let remote = work.path().join("remote.bin");
+    let back = work.path().join("back.bin");
+    let batch = work.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {}\nget {} {}\n",
+            local.display(),
+            remote.display(),
+            remote.display(),
+            back.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["60", "sshpass", "-e", "sftp", "-F", "/dev/null", "-P"])
+        .arg(gw.ssh_port.to_string())
+        .args([
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+            "-b",
+        ])
+        .arg(&batch)
+        .arg("box@127.0.0.1")
+        .env("SSHPASS", &token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The target is this machine: the file went up through the gateway and came back.
+    assert_eq!(std::fs::read(&remote).unwrap(), payload);
+    assert_eq!(std::fs::read(&back).unwrap(), payload);
+    gw.wait_sessions("the sftp session", |s| {
+        s.iter()
+            .any(|s| s["protocol"] == "ssh" && s["ended_at"].is_string())
+    });
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["step"] == "subsystem"
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["command"]["text"], "sftp");
+}
