@@ -471,7 +471,7 @@ fn keyboard_interactive_takes_the_token() {
 }
 
 #[test]
-fn sftp_is_relayed_and_the_subsystem_recorded() {
+fn sftp_and_scp_are_relayed_and_the_subsystem_recorded() {
     let sshd = Sshd::start();
     let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
     let token = gw.create_key("ssh-sftp", "ops", None);
@@ -517,6 +517,35 @@ fn sftp_is_relayed_and_the_subsystem_recorded() {
     // The target is this machine: the file went up through the gateway and came back.
     assert_eq!(std::fs::read(&remote).unwrap(), payload);
     assert_eq!(std::fs::read(&back).unwrap(), payload);
+    // scp, over the sftp subsystem (the default) and the legacy protocol (an exec of `scp -t`).
+    for (mode, name) in [(None, "scp-sftp.bin"), (Some("-O"), "scp-legacy.bin")] {
+        let target = work.path().join(name);
+        let out = Command::new("timeout")
+            .args(["60", "sshpass", "-e", "scp", "-F", "/dev/null", "-P"])
+            .arg(gw.ssh_port.to_string())
+            .args(mode)
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "PreferredAuthentications=password",
+            ])
+            .arg(&local)
+            .arg(format!("box@127.0.0.1:{}", target.display()))
+            .env("SSHPASS", &token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), payload, "{mode:?}");
+    }
     gw.wait_sessions("the sftp session", |s| {
         s.iter()
             .any(|s| s["protocol"] == "ssh" && s["ended_at"].is_string())
