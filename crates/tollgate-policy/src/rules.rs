@@ -138,8 +138,7 @@ impl RuleProtocol {
     pub fn of(protocol: Protocol) -> RuleProtocol {
         match protocol {
             Protocol::Postgres => RuleProtocol::Postgres,
-            #[allow(unreachable_patterns)]
-            _ => RuleProtocol::Ssh,
+            Protocol::Ssh => RuleProtocol::Ssh,
         }
     }
 }

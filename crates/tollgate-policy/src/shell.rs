@@ -12,7 +12,8 @@
 //! reported as [`ShellAnalysis::opaque`] so that rules can fail closed.
 //!
 //! Everything here is pure: no I/O. Input of any size or shape yields an answer; nesting deeper
-//! than [`MAX_DEPTH`] and more than [`MAX_COMMANDS`] commands are opaque.
+//! than [`MAX_DEPTH`], more than [`MAX_COMMANDS`] commands and lines longer than [`MAX_LINE`]
+//! are opaque.
 
 mod commands;
 mod parse;
@@ -23,6 +24,8 @@ use serde::Serialize;
 pub const MAX_DEPTH: usize = 24;
 /// Most simple commands one line may yield.
 pub const MAX_COMMANDS: usize = 512;
+/// Longest line read (bytes); a longer one is opaque.
+pub const MAX_LINE: usize = 256 * 1024;
 
 /// What a shell line would run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -366,3 +366,38 @@ proptest! {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+#[test]
+fn deep_and_long_inputs_are_bounded() {
+    let big = |unit: &str, n: usize| unit.repeat(n);
+    let started = std::time::Instant::now();
+    // Deep wrapper chains are opaque, never allowed.
+    assert!(classify_shell(&big("sudo ", 100)).is_opaque());
+    for line in [
+        big("if ", 50_000),
+        big("! ", 50_000),
+        big("f() ", 20_000),
+        big("find -exec ", 20_000),
+        big("{a,b}", 20_000),
+        big("{", 100_000),
+        big("$((", 30_000),
+        big("$(", 30_000),
+        big("(", 100_000),
+        big("`", 100_000),
+        big("sudo ", 30_000) + "rm -rf /",
+        big("sh -c '", 20_000),
+        big("[", 50_000) + "]",
+        big("a ", 100_000),
+        big("x", 300_000),
+        big("rm -rf /tmp/x; ", 10_000),
+    ] {
+        let a = classify_shell(&line);
+        assert!(a.commands.len() <= tollgate_policy::shell::MAX_COMMANDS);
+        let _ = shell_verdict(&line);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}

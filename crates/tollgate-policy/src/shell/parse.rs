@@ -4,7 +4,7 @@ use super::commands::{
     Opts, basename, is_assignment, is_downloader, is_shell, normalize_path, shell_has_c,
     skip_options, split_args,
 };
-use super::{MAX_COMMANDS, MAX_DEPTH, Redirect, ShellAnalysis, ShellCommand};
+use super::{MAX_COMMANDS, MAX_DEPTH, MAX_LINE, Redirect, ShellAnalysis, ShellCommand};
 
 /// Why parsing stopped.
 #[derive(Debug)]
@@ -18,6 +18,12 @@ fn stop<T>(why: impl Into<String>) -> R<T> {
 
 /// Most words one brace expansion may produce.
 const MAX_BRACE_WORDS: usize = 256;
+/// Longest word (in characters) brace expansion applies to.
+const MAX_BRACE_WORD: usize = 4096;
+/// Most `{` of one word looked at for a brace expansion.
+const MAX_BRACE_TRIES: usize = 64;
+/// Longest `$((…))` looked at as arithmetic.
+const MAX_ARITHMETIC: usize = 4096;
 
 #[derive(Debug, Clone)]
 enum Piece {
@@ -87,11 +93,19 @@ impl Word {
                 _ => None,
             })
             .collect();
+        let last = |ch: char| {
+            unquoted
+                .iter()
+                .rev()
+                .find(|(_, d)| *d == ch)
+                .map(|(j, _)| *j)
+        };
+        let (bracket, brace) = (last(']'), last('}'));
         for (k, c) in &unquoted {
             match c {
                 '*' | '?' => return false,
-                '[' if unquoted.iter().any(|(j, d)| j > k && *d == ']') => return false,
-                '{' if unquoted.iter().any(|(j, d)| j > k && *d == '}') => return false,
+                '[' if bracket.is_some_and(|j| j > *k) => return false,
+                '{' if brace.is_some_and(|j| j > *k) => return false,
                 _ => {}
             }
         }
@@ -100,12 +114,25 @@ impl Word {
 }
 
 /// Brace expansion (`{a,b}` → `a`, `b`), as bash does before anything else.
-fn expand_braces(word: Word, out: &mut Vec<Word>) -> R<()> {
+fn expand_braces(word: Word, out: &mut Vec<Word>, depth: usize) -> R<()> {
+    if depth > MAX_DEPTH {
+        return stop("a brace expansion nested too deeply");
+    }
     let p = &word.pieces;
+    if p.len() > MAX_BRACE_WORD {
+        // Left as written: an argument stays literal, a program name is opaque.
+        out.push(word);
+        return Ok(());
+    }
     let unq = |k: usize, ch: char| matches!(p.get(k), Some(Piece::Ch(c, false)) if *c == ch);
+    let mut tried = 0;
     for open in 0..p.len() {
         if !unq(open, '{') {
             continue;
+        }
+        tried += 1;
+        if tried > MAX_BRACE_TRIES {
+            break;
         }
         let mut depth = 0usize;
         let mut commas = Vec::new();
@@ -143,6 +170,7 @@ fn expand_braces(word: Word, out: &mut Vec<Word>) -> R<()> {
                     net: word.net,
                 },
                 out,
+                depth + 1,
             )?;
             if out.len() > MAX_BRACE_WORDS {
                 return stop("a brace expansion with too many words");
@@ -225,6 +253,13 @@ struct Parser<'s> {
 /// Parses a line into its commands.
 pub(super) fn analyse(line: &str) -> ShellAnalysis {
     let mut st = State::default();
+    if line.len() > MAX_LINE {
+        st.opaque(format!("longer than {MAX_LINE} bytes"));
+        return ShellAnalysis {
+            opaque: st.opaque,
+            ..ShellAnalysis::default()
+        };
+    }
     if line.trim_start().starts_with('^') {
         st.opaque("history substitution `^…^…`".into());
     }
@@ -633,6 +668,9 @@ impl<'s> Parser<'s> {
         let mut depth = 2usize;
         let mut k = self.i + 3;
         while let Some(&c) = self.s.get(k) {
+            if k - self.i > MAX_ARITHMETIC {
+                return None;
+            }
             match c {
                 '(' => depth += 1,
                 ')' => {
@@ -918,6 +956,16 @@ impl<'s> Parser<'s> {
     }
 
     fn parse_command(&mut self) -> R<()> {
+        // Keywords that only introduce or continue a compound command: what follows them is a
+        // command of its own.
+        while let K::Word(Some("if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!")) =
+            self.peek()?
+        {
+            self.take()?;
+            if !matches!(self.peek()?, K::Word(_) | K::Op("(") | K::Redir) {
+                return Ok(());
+            }
+        }
         match self.peek()? {
             K::Op("(") => {
                 self.take()?;
@@ -965,13 +1013,6 @@ impl<'s> Parser<'s> {
                     self.take()?;
                 }
                 Ok(())
-            }
-            K::Word(Some("if" | "then" | "else" | "elif" | "do" | "while" | "until" | "!")) => {
-                self.take()?;
-                match self.peek()? {
-                    K::Word(_) | K::Op("(") | K::Redir => self.parse_command(),
-                    _ => Ok(()),
-                }
             }
             K::Word(Some("fi" | "done" | "esac" | "}")) => {
                 self.take()?;
@@ -1025,7 +1066,9 @@ impl<'s> Parser<'s> {
     fn function_body(&mut self, name: &str) -> R<()> {
         self.skip_newlines()?;
         let start = self.st.commands.len();
+        self.enter()?;
         self.parse_command()?;
+        self.leave();
         if self
             .st
             .commands
@@ -1119,7 +1162,7 @@ impl<'s> Parser<'s> {
         let redirects: Vec<Redirect> = redirs.iter().map(|(op, w)| make_redirect(op, w)).collect();
         let mut expanded = Vec::new();
         for w in words {
-            expand_braces(w, &mut expanded)?;
+            expand_braces(w, &mut expanded, 0)?;
         }
         let via = self.via.clone();
         let last = if expanded.is_empty() {
@@ -1198,6 +1241,11 @@ impl<'s> Parser<'s> {
             let (Some(w), Some(text)) = (words.get(i), texts.get(i)) else {
                 return Ok(last);
             };
+            if via.len() >= MAX_DEPTH {
+                self.st
+                    .opaque("too many wrappers around one command".into());
+                return Ok(last);
+            }
             if !w.plain() {
                 let shown: String = text.chars().take(60).collect();
                 self.st.opaque(format!(
@@ -1599,23 +1647,25 @@ impl<'s> Parser<'s> {
                         while end < texts.len() && texts[end] != ";" && texts[end] != "+" {
                             end += 1;
                         }
-                        let sub_texts: Vec<String> = texts[..end]
+                        let sub_texts: Vec<String> = texts[from..end]
                             .iter()
                             .map(|t| if t == "{}" { root.clone() } else { t.clone() })
                             .collect();
-                        let sub_words: Vec<Word> = words[..end]
+                        let sub_words: Vec<Word> = words[from..end]
                             .iter()
                             .zip(&sub_texts)
                             .map(|(w, t)| if w.literal() { Word::lit(t) } else { w.clone() })
                             .collect();
+                        self.enter()?;
                         self.run_words(
                             &sub_words,
                             &sub_texts,
-                            from,
+                            0,
                             &[],
                             false,
                             via_plus("find -exec"),
                         )?;
+                        self.leave();
                         k = end;
                     }
                     k += 1;
