@@ -224,6 +224,25 @@ def oidc_token_seeds():
 
 SEEDS["oidc_token"] = oidc_token_seeds()
 
+def shell_seeds():
+    """The lines of the shell guardrail corpus (one seed per line) and a few long ones."""
+    path = os.path.join(HERE, "..", "crates", "tollgate-policy", "tests", "shell_corpus.tsv")
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(l for l in f if l.strip() and not l.startswith("#")):
+            _, text = line.rstrip("\n").split("\t", 1)
+            out["line_%03d" % n] = text.replace("\u23ce", "\n").replace("\u21e5", "\t").encode()
+    out["script"] = (b"#!/bin/sh\nset -eu\ncd /srv/app && git pull\n"
+                     b"for f in *.log; do gzip \"$f\"; done\n"
+                     b"if [ -d build ]; then rm -rf ./build; fi\n"
+                     b"cat <<EOF > /tmp/conf\nkey=$(date)\nEOF\n"
+                     b"sudo -u app env FOO=1 timeout 5 sh -c 'echo \"$(id -u)\" | tee -a /tmp/x'\n")
+    out["nested"] = b"sh -c \"bash -c 'eval \\\"rm -rf /\\\"'\"" + b" | $(echo `id`) <(ls) >(cat)"
+    return out
+
+
+SEEDS["shell"] = shell_seeds()
+
 for target, seeds in SEEDS.items():
     d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)
