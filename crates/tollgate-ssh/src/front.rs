@@ -19,6 +19,9 @@ use tollgate_core::{
 use crate::upstream::{SshTarget, Upstream};
 use crate::{SshError, relay};
 
+/// How often a running session's key or token and access grant are checked again.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// Settings of the SSH front.
 #[derive(Debug, Clone)]
 pub struct SshFrontConfig {
@@ -199,8 +202,24 @@ impl SshFront {
         tokio::pin!(running);
         tokio::pin!(deadline);
         let mut armed = true;
+        // The key or token, and any access grant, are checked again while the session runs.
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let reason = loop {
             tokio::select! {
+                _ = recheck.tick() => {
+                    let Some(refusal) = self.revoked(&state) else {
+                        continue;
+                    };
+                    tracing::info!(reason = %refusal.message, "ssh session ended: access no longer valid");
+                    let message = refusal.message.clone();
+                    lock(&state).log.append(EventKind::Refusal(refusal));
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, message.clone(), String::new())
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+                    break format!("refused: {message}");
+                }
                 ended = &mut running => break match ended {
                     Ok(()) => "client disconnected".to_string(),
                     Err(e) => format!("connection ended: {e}"),
@@ -255,6 +274,18 @@ impl SshFront {
         {
             record_refusal(&mut s, refusal);
         }
+    }
+
+    /// Why a started session's caller may no longer use its connection, if so.
+    fn revoked(&self, state: &Mutex<ConnState>) -> Option<Refusal> {
+        let (identity, connection) = {
+            let s = lock(state);
+            if !s.started {
+                return None;
+            }
+            (s.info.identity.clone()?, s.info.connection.clone())
+        };
+        self.gatekeeper.still_valid(&identity, &connection).err()
     }
 
     async fn open_upstream(&self, connection: &Connection) -> Result<Upstream, Refusal> {
@@ -448,6 +479,14 @@ impl server::Handler for Conn {
                 .await;
             return Ok(());
         };
+        if let Some(refusal) = self.front.revoked(&self.state) {
+            // The session itself ends at the next check.
+            self.refuse_in_session(refusal);
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let up = match upstream.handle.channel_open_session().await {
             Ok(c) => c,
             Err(e) => {

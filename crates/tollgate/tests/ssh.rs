@@ -559,3 +559,61 @@ fn sftp_and_scp_are_relayed_and_the_subsystem_recorded() {
         .unwrap();
     assert_eq!(command["kind"]["command"]["text"], "sftp");
 }
+
+#[test]
+fn a_revoked_key_ends_a_running_session() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-revoked", "ops", None);
+    let mut cmd = ssh(&gw, &token, "box", &["-tt"], &[]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo started-$((1+1))\n").unwrap();
+    let sessions = gw.wait_sessions("the running shell", |s| {
+        s.iter()
+            .any(|s| s["protocol"] == "ssh" && s["commands"] == 0 && s["ended_at"].is_null())
+    });
+    let key_id = sessions.iter().find(|s| s["protocol"] == "ssh").unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gw.cli_ok(common::ADMIN_KEY, &["keys", "revoke", &key_id]);
+    // The session ends within a few seconds, the shell still open on the client side.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the session was not ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("revoked"),
+        "{}",
+        text(&out.stderr)
+    );
+    let sessions = gw.wait_sessions("the ended shell", |s| {
+        s.iter()
+            .any(|s| s["protocol"] == "ssh" && s["ended_at"].is_string())
+    });
+    let ended = sessions.iter().find(|s| s["protocol"] == "ssh").unwrap();
+    assert!(
+        ended["end_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused:"),
+        "{ended}"
+    );
+    let events = events_where(&gw, |k| k["type"] == "refusal" && k["code"] == "revoked");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"]["type"].as_str().unwrap())
+        .collect();
+    // The shell's command event follows the refusal (the target's side closed), then the end.
+    assert_eq!(kinds.first(), Some(&"session_start"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"session_end"), "{kinds:?}");
+    assert!(kinds.contains(&"refusal"), "{kinds:?}");
+}
