@@ -879,13 +879,8 @@ impl<'s> Parser<'s> {
 
     fn parse_list(&mut self, term: Term) -> R<()> {
         loop {
-            loop {
-                match self.peek()? {
-                    K::Newline | K::Op(";") => {
-                        self.take()?;
-                    }
-                    _ => break,
-                }
+            while let K::Newline | K::Op(";") = self.peek()? {
+                self.take()?;
             }
             match self.peek()? {
                 K::Eof if term == Term::Eof => return Ok(()),
