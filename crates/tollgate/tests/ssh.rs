@@ -148,16 +148,28 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The events of the newest session that matches.
+/// The events of the newest session that matches (waiting a little: events are written
+/// asynchronously).
 fn events_where(gw: &Gateway, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
-    for s in gw.sessions() {
-        let detail = gw.session(s["id"].as_str().unwrap());
-        let events = detail["events"].as_array().unwrap().clone();
-        if events.iter().any(|e| pred(&e["kind"])) {
-            return events;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for s in gw.sessions() {
+            let detail = gw.session(s["id"].as_str().unwrap());
+            let events = detail["events"].as_array().unwrap().clone();
+            if events.iter().any(|e| pred(&e["kind"]))
+                && events
+                    .last()
+                    .is_some_and(|e| e["kind"]["type"] == "session_end")
+            {
+                return events;
+            }
         }
+        assert!(
+            Instant::now() < deadline,
+            "no ended session has such an event"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("no session has such an event");
 }
 
 #[test]
@@ -616,4 +628,74 @@ fn a_revoked_key_ends_a_running_session() {
     assert_eq!(kinds.first(), Some(&"session_start"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"session_end"), "{kinds:?}");
     assert!(kinds.contains(&"refusal"), "{kinds:?}");
+}
+
+#[test]
+fn known_hosts_pins_signals_come_back_and_shutdown_ends_sessions() {
+    let sshd = Sshd::start();
+    // A hashed known_hosts entry, as `ssh-keygen -H` writes them.
+    let known = sshd.path("known_hosts");
+    let key = sshd.host_key();
+    let mut fields = key.split_whitespace();
+    let (kind, blob) = (fields.next().unwrap(), fields.next().unwrap());
+    std::fs::write(&known, format!("[127.0.0.1]:{} {kind} {blob}\n", sshd.port)).unwrap();
+    let out = Command::new("ssh-keygen")
+        .args(["-H", "-f"])
+        .arg(&known)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&known).unwrap().starts_with("|1|"));
+    let config = format!(
+        "[[connections]]\nname = \"box\"\nkind = \"ssh\"\nurl = \"ssh://root@127.0.0.1:{}\"\nprivate_key_file = \"{}\"\nknown_hosts = \"{}\"\ngroups = [\"ops\"]\n",
+        sshd.port,
+        sshd.path("user_key").display(),
+        known.display()
+    );
+    let mut gw = Gateway::start(&config);
+    let token = gw.create_key("ssh-known", "ops", None);
+    let out = run(ssh(&gw, &token, "box", &[], &["echo pinned"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "pinned\n");
+
+    // A command killed by a signal: the client learns it, the record says which.
+    let out = run(ssh(&gw, &token, "box", &[], &["kill -TERM $$"]));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == "kill -TERM $$"
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["tags"][0], "signal TERM");
+
+    // A shell open when the gateway stops: told, and its end recorded.
+    let mut cmd = ssh(&gw, &token, "box", &["-tt"], &[]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    gw.wait_sessions("the open shell", |s| {
+        s.iter()
+            .any(|s| s["protocol"] == "ssh" && s["ended_at"].is_null())
+    });
+    assert!(gw.stop(), "the gateway stopped cleanly");
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("shutting down"),
+        "{}",
+        text(&out.stderr)
+    );
+    gw.restart(&config);
+    let sessions = gw.sessions();
+    assert!(
+        sessions
+            .iter()
+            .any(|s| s["protocol"] == "ssh" && s["end_reason"] == "gateway shutdown"),
+        "{sessions:#?}"
+    );
 }
