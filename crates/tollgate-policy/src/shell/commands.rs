@@ -73,25 +73,32 @@ pub(super) fn shell_has_c(args: &[String]) -> bool {
     false
 }
 
+/// Whether a command runs what arrives on its standard input as code (`sh`, `bash -s`,
+/// `python3 -`).
+pub(super) fn reads_code_from_stdin(c: &ShellCommand) -> bool {
+    if !(is_shell(&c.program) || is_interpreter(&c.program)) {
+        return false;
+    }
+    let args = c.argv.get(1..).unwrap_or(&[]);
+    let has_code_flag = if is_shell(&c.program) {
+        shell_has_c(args)
+    } else {
+        args.iter()
+            .any(|a| a == "-c" || a == "-e" || a == "-r" || a == "-E")
+    };
+    !has_code_flag
+        && (c.operands.is_empty()
+            || c.operands.iter().any(|o| o == "-" || o == "/dev/stdin")
+            || c.flags.iter().any(|f| f == "-s"))
+}
+
 /// Classes of one command.
 pub(super) fn classes_of(c: &ShellCommand) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let runs_code = is_shell(&c.program) || is_interpreter(&c.program);
-    if runs_code {
-        let args = c.argv.get(1..).unwrap_or(&[]);
-        let has_code_flag = if is_shell(&c.program) {
-            shell_has_c(args)
-        } else {
-            args.iter()
-                .any(|a| a == "-c" || a == "-e" || a == "-r" || a == "-E")
-        };
-        let stdin_is_code = !has_code_flag
-            && (c.operands.is_empty()
-                || c.operands.iter().any(|o| o == "-" || o == "/dev/stdin")
-                || c.flags.iter().any(|f| f == "-s"));
-        if (c.stdin_from_network && stdin_is_code) || c.reads_download {
-            out.push("download_to_shell");
-        }
+    if (is_shell(&c.program) || is_interpreter(&c.program))
+        && ((c.stdin_from_network && reads_code_from_stdin(c)) || c.reads_download)
+    {
+        out.push("download_to_shell");
     }
     if c.redirects
         .iter()

@@ -1,8 +1,8 @@
 //! The tokenizer and recursive-descent parser, and the unwrapping of wrapper commands.
 
 use super::commands::{
-    Opts, basename, is_assignment, is_downloader, is_shell, normalize_path, shell_has_c,
-    skip_options, split_args,
+    Opts, basename, is_assignment, is_downloader, is_shell, normalize_path, reads_code_from_stdin,
+    shell_has_c, skip_options, split_args,
 };
 use super::{MAX_COMMANDS, MAX_DEPTH, MAX_LINE, Redirect, ShellAnalysis, ShellCommand};
 
@@ -933,6 +933,17 @@ impl<'s> Parser<'s> {
                 for c in self.st.commands.iter_mut().skip(start) {
                     c.stdin_from_network = true;
                 }
+            }
+            if stages > 1
+                && self
+                    .st
+                    .commands
+                    .get(start..)
+                    .is_some_and(|cs| cs.iter().any(reads_code_from_stdin))
+            {
+                // `echo cm0gLXJmIC8= | base64 -d | sh`: the script is made on the line.
+                self.st
+                    .opaque("a shell or interpreter reading its script from a pipe".into());
             }
             fed |= self.downloads_since(start);
             if matches!(self.peek()?, K::Op("|" | "|&")) {
