@@ -235,12 +235,7 @@ async fn client_to_target(
                 }
                 up_w.request_subsystem(true, name).await
             }
-            // Agent forwarding was refused by the handler; X11 is not relayed.
-            ChannelMsg::AgentForward { .. } => Ok(()),
-            ChannelMsg::RequestX11 { .. } => {
-                let _ = handle.channel_failure(id).await;
-                Ok(())
-            }
+            // Agent forwarding and X11 were refused by the handler.
             _ => Ok(()),
         };
         if sent.is_err() {
@@ -305,7 +300,6 @@ async fn start(
                 },
             });
             lock(shared).recorded = true;
-            let _ = handle.channel_success(id).await;
             let message = format!(
                 "tollgate: the audit log cannot record this command, so it was not run: {reason}\r\n"
             );
@@ -356,18 +350,29 @@ async fn target_to_client(
                     .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
                     .await
             }
+            // The client's requests were answered when they arrived (see the handler); a
+            // command the target will not start is reported on stderr, as OpenSSH does.
             ChannelMsg::Success => {
                 lock(shared).pending.pop_front();
-                handle.channel_success(id).await
+                Ok(())
             }
             ChannelMsg::Failure => {
-                {
+                let refused = {
                     let mut s = lock(shared);
-                    if let Some(Pending::Start) = s.pending.pop_front() {
-                        s.refused = true;
-                    }
+                    let start = matches!(s.pending.pop_front(), Some(Pending::Start));
+                    s.refused |= start;
+                    start
+                };
+                if refused {
+                    let message = b"tollgate: the target refused to start the command\r\n".to_vec();
+                    let _ = down_w
+                        .extended_data_bytes(1, bytes::Bytes::from(message))
+                        .await;
+                    let _ = down_w.exit_status(255).await;
+                    let _ = down_w.eof().await;
+                    let _ = down_w.close().await;
                 }
-                handle.channel_failure(id).await
+                Ok(())
             }
             ChannelMsg::Close => break,
             _ => Ok(()),

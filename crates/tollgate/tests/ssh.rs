@@ -529,6 +529,24 @@ fn sftp_and_scp_are_relayed_and_the_subsystem_recorded() {
     // The target is this machine: the file went up through the gateway and came back.
     assert_eq!(std::fs::read(&remote).unwrap(), payload);
     assert_eq!(std::fs::read(&back).unwrap(), payload);
+    // A subsystem the target does not have: told on stderr, exit status 255, recorded.
+    let out = run(ssh(&gw, &token, "box", &["-s"], &["no-such-subsystem"]));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the target refused to start the command"),
+        "{}",
+        text(&out.stderr)
+    );
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == "no-such-subsystem"
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["status"], "error");
+    assert_eq!(command["kind"]["outcome"]["error"]["code"], "refused");
+
     // scp, over the sftp subsystem (the default) and the legacy protocol (an exec of `scp -t`).
     for (mode, name) in [(None, "scp-sftp.bin"), (Some("-O"), "scp-legacy.bin")] {
         let target = work.path().join(name);
