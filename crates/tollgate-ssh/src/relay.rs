@@ -3,7 +3,8 @@
 //! Each direction runs on its own, so a full window on one side never stalls the other. Writes
 //! wait for the receiving side's window (russh's channel writers), and reads stop when the
 //! bounded channel queues fill, which stops reading the socket: nothing is buffered without
-//! bound. Replies to the client's requests follow the target's, in order.
+//! bound. The client's requests are answered when they arrive (by the handler); a command the
+//! target refuses to start is reported on the channel's stderr.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
