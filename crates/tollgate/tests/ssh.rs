@@ -717,3 +717,46 @@ fn known_hosts_pins_signals_come_back_and_shutdown_ends_sessions() {
         "{sessions:#?}"
     );
 }
+
+#[test]
+fn an_oidc_token_is_the_ssh_password_and_a_bad_one_is_refused() {
+    use common::oidc::{AGENT_CLIENT, AGENT_SECRET, AUDIENCE, OidcOptions, OidcProvider};
+    let idp = OidcProvider::start(OidcOptions::default());
+    let sshd = Sshd::start();
+    let config = format!(
+        "[[oidc.issuers]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n\
+         group_map = {{ \"ai-agents\" = [\"agents\"] }}\n\n{}",
+        idp.issuer(),
+        sshd.connection("box", &sshd.host_key())
+            .replace("groups = [\"ops\"]", "groups = [\"agents\"]")
+    );
+    let gw = Gateway::start(&config);
+    let token = idp.client_credentials_token(AGENT_CLIENT, AGENT_SECRET, None);
+
+    let out = run(ssh(&gw, &token, "box", &[], &["echo via-oidc"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stderr),
+        gw.stderr()
+    );
+    assert_eq!(text(&out.stdout), "via-oidc\n");
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == "echo via-oidc"
+    });
+    let identity = &events[0]["kind"]["identity"];
+    assert_eq!(identity["via"], "oidc", "{identity}");
+    assert_eq!(identity["kind"], "service", "{identity}");
+    assert_eq!(identity["issuer"], idp.issuer(), "{identity}");
+
+    // A token with a changed payload is refused at sign-in; nothing runs.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let (_, mut claims) = common::oidc::decode_jwt(&token);
+    claims["sub"] = serde_json::json!("someone-else");
+    parts[1] = common::oidc::b64url(claims.to_string().as_bytes());
+    let forged = parts.join(".");
+    let out = run(ssh(&gw, &forged, "box", &[], &["echo should-not-run"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!text(&out.stdout).contains("should-not-run"));
+}
