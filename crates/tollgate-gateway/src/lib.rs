@@ -210,6 +210,8 @@ impl Gateway {
                     tollgate_ssh::Services {
                         gatekeeper: keys.clone(),
                         recorder: Arc::clone(&recorder),
+                        policy: config.policy.clone(),
+                        approvals: approvals.clone(),
                     },
                     host_key,
                     tollgate_ssh::SshFrontConfig {

@@ -12,8 +12,8 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, Meth
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tollgate_core::{
-    Channel as Via, Connection, EventKind, Gatekeeper, Identity, Protocol, Recorder, Refusal,
-    RefusalCode, SessionInfo, SessionLog, SshSettings, new_session_id,
+    Approvals, Channel as Via, Connection, EventKind, Gatekeeper, Identity, Policy, Protocol,
+    Recorder, Refusal, RefusalCode, SessionInfo, SessionLog, SshSettings, new_session_id,
 };
 
 use crate::upstream::{SshTarget, Upstream};
@@ -46,12 +46,18 @@ pub struct Services {
     pub gatekeeper: Arc<dyn Gatekeeper>,
     /// Event sink.
     pub recorder: Arc<dyn Recorder>,
+    /// Guardrails: exec commands and lines typed in shells are checked before they run.
+    pub policy: Arc<dyn Policy>,
+    /// Approvals for the commands a rule holds.
+    pub approvals: Arc<dyn Approvals>,
 }
 
 /// The SSH front: shared by every session of the listener.
 pub struct SshFront {
     pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
     pub(crate) recorder: Arc<dyn Recorder>,
+    pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) approvals: Arc<dyn Approvals>,
     server: Arc<server::Config>,
     config: SshFrontConfig,
     shutdown: watch::Receiver<bool>,
@@ -107,6 +113,8 @@ impl SshFront {
         Arc::new(Self {
             gatekeeper: services.gatekeeper,
             recorder: services.recorder,
+            policy: services.policy,
+            approvals: services.approvals,
             server: Arc::new(server),
             config,
             shutdown,
@@ -473,7 +481,9 @@ impl server::Handler for Conn {
             let s = lock(&self.state);
             (s.upstream.clone(), s.log.clone(), s.info.connection.clone())
         };
-        let (Some(upstream), Some(conn)) = (upstream, self.connection.clone()) else {
+        let (Some(upstream), Some(conn), Some(identity)) =
+            (upstream, self.connection.clone(), self.identity.clone())
+        else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -504,6 +514,10 @@ impl server::Handler for Conn {
             relay::Terms {
                 log,
                 strict_audit: conn.strict_audit,
+                policy: Arc::clone(&self.front.policy),
+                approvals: Arc::clone(&self.front.approvals),
+                identity,
+                connection: conn.name.clone(),
             },
         ));
         let mut s = lock(&self.state);

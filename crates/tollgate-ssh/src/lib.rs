@@ -5,10 +5,12 @@
 //! checks the token and the caller's access to the connection, opens its own SSH session to the
 //! target (with a key or password the caller never sees, against the target's pinned host key),
 //! and relays session channels: `exec`, `shell` with a PTY, and subsystems such as `sftp`. Port
-//! forwarding and agent forwarding are refused and recorded. Every session start, end, refusal
-//! and exec command goes to the audit trail.
+//! forwarding and agent forwarding are refused and recorded. Exec commands and the lines typed
+//! in shells are checked by the policy first: refused (exit status 126) or held for approval.
+//! Every session start, end, refusal and exec command goes to the audit trail.
 
 mod front;
+mod guard;
 mod hostkey;
 mod relay;
 mod upstream;

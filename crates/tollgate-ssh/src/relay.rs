@@ -14,13 +14,20 @@ use russh::server::{self, Msg as ServerMsg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client};
 use tokio::sync::oneshot;
 use tollgate_core::{
-    Command, CommandError, CommandStatus, EventKind, Outcome, ProtocolStep, SessionLog,
+    Approvals, Command, CommandError, CommandStatus, EventKind, Identity, Outcome, Policy,
+    ProtocolStep, SessionLog,
 };
+
+use crate::guard::{self, Decision, LineEditor, REFUSED_STATUS, Refused, Waiting};
 
 /// What a relayed channel needs to know of its session.
 pub(crate) struct Terms {
     pub(crate) log: SessionLog,
     pub(crate) strict_audit: bool,
+    pub(crate) policy: Arc<dyn Policy>,
+    pub(crate) approvals: Arc<dyn Approvals>,
+    pub(crate) identity: Identity,
+    pub(crate) connection: String,
 }
 
 /// A request forwarded to the target whose reply the client waits for.
@@ -47,6 +54,9 @@ struct Shared {
     refused: bool,
     /// The command's event is written.
     recorded: bool,
+    /// The rule that allowed the command, and the approval it used.
+    rule: Option<String>,
+    approval: Option<String>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -76,6 +86,10 @@ pub(crate) async fn run(
         Terms {
             log: terms.log.clone(),
             strict_audit: terms.strict_audit,
+            policy: Arc::clone(&terms.policy),
+            approvals: Arc::clone(&terms.approvals),
+            identity: terms.identity.clone(),
+            connection: terms.connection.clone(),
         },
     ));
     target_to_client(up_r, &down_w, &handle, id, &shared).await;
@@ -101,6 +115,8 @@ fn record_outcome(log: &SessionLog, shared: &Mutex<Shared>) {
     s.recorded = true;
     let mut outcome = Outcome {
         duration_us: started.elapsed().as_micros() as u64,
+        rule: s.rule.take(),
+        approval: s.approval.take(),
         ..Outcome::default()
     };
     match (&s.exit, s.refused) {
@@ -133,7 +149,8 @@ fn record_outcome(log: &SessionLog, shared: &Mutex<Shared>) {
     log.append(EventKind::Command { command, outcome });
 }
 
-/// Client to target: data, EOF, requests and signals.
+/// Client to target: data, EOF, requests and signals; exec commands and shell lines checked
+/// by the policy first.
 async fn client_to_target(
     mut down_r: ChannelReadHalf,
     up_w: ChannelWriteHalf<client::Msg>,
@@ -142,9 +159,32 @@ async fn client_to_target(
     shared: Arc<Mutex<Shared>>,
     terms: Terms,
 ) {
-    while let Some(msg) = down_r.wait().await {
+    let mut pty = false;
+    // The shell's line, rebuilt from what the client sends, once a shell runs.
+    let mut editor: Option<LineEditor> = None;
+    // What the client sent while an exec command waited for its approval.
+    let mut backlog: VecDeque<ChannelMsg> = VecDeque::new();
+    loop {
+        let msg = match backlog.pop_front() {
+            Some(m) => m,
+            None => match down_r.wait().await {
+                Some(m) => m,
+                None => break,
+            },
+        };
         let sent = match msg {
-            ChannelMsg::Data { data } => up_w.data_bytes(data).await,
+            ChannelMsg::Data { data } => match editor.as_mut() {
+                Some(ed) => {
+                    if shell_data(&terms, &up_w, &handle, id, ed, &data)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    Ok(())
+                }
+                None => up_w.data_bytes(data).await,
+            },
             ChannelMsg::ExtendedData { data, ext } => up_w.extended_data_bytes(ext, data).await,
             ChannelMsg::Eof => up_w.eof().await,
             ChannelMsg::Close => {
@@ -160,6 +200,7 @@ async fn client_to_target(
                 terminal_modes,
                 ..
             } => {
+                pty = true;
                 lock(&shared).pending.push_back(Pending::Other);
                 up_w.request_pty(
                     true,
@@ -189,6 +230,19 @@ async fn client_to_target(
             } => up_w.set_env(false, variable_name, variable_value).await,
             ChannelMsg::Exec { command, .. } => {
                 let text = String::from_utf8_lossy(&command).into_owned();
+                let mut decision = guard::decide(&terms, &text, false);
+                if let Decision::Wait(waiting) = decision {
+                    decision = wait(&terms, &handle, id, &waiting, &mut down_r, &mut backlog).await;
+                }
+                let (rule, approval) = match decision {
+                    Decision::Run { rule, approval } => (rule, approval),
+                    Decision::Refuse(refused) => {
+                        refuse_exec(&terms, &shared, &up_w, &handle, id, text, refused).await;
+                        return;
+                    }
+                    // `wait` never answers Wait.
+                    Decision::Wait(_) => return,
+                };
                 if !start(
                     &terms,
                     &shared,
@@ -197,6 +251,7 @@ async fn client_to_target(
                     id,
                     ProtocolStep::Exec,
                     text,
+                    (rule, approval),
                 )
                 .await
                 {
@@ -213,11 +268,13 @@ async fn client_to_target(
                     id,
                     ProtocolStep::Shell,
                     String::new(),
+                    (None, None),
                 )
                 .await
                 {
                     return;
                 }
+                editor = Some(LineEditor::new(pty));
                 up_w.request_shell(true).await
             }
             ChannelMsg::RequestSubsystem { name, .. } => {
@@ -229,6 +286,7 @@ async fn client_to_target(
                     id,
                     ProtocolStep::Subsystem,
                     name.clone(),
+                    (None, None),
                 )
                 .await
                 {
@@ -246,9 +304,164 @@ async fn client_to_target(
     let _ = up_w.close().await;
 }
 
+/// Most bytes of client data kept while an exec command waits for its approval; past it the
+/// channel is not read until the decision (its window then stops the client).
+const MAX_BACKLOG: usize = 1024 * 1024;
+
+/// Waits for a held exec command's approval, telling the client which approval it waits for.
+/// The client's messages meanwhile are kept in `backlog`, up to [`MAX_BACKLOG`] bytes of data.
+async fn wait(
+    terms: &Terms,
+    handle: &server::Handle,
+    id: ChannelId,
+    waiting: &Waiting,
+    down_r: &mut ChannelReadHalf,
+    backlog: &mut VecDeque<ChannelMsg>,
+) -> Decision {
+    let notice = format!("{}\r\n", waiting.notice());
+    let _ = handle
+        .extended_data(id, 1, bytes::Bytes::from(notice.into_bytes()))
+        .await;
+    let deadline = Instant::now() + std::time::Duration::from_secs(waiting.hold_secs);
+    let mut kept = 0usize;
+    let mut reading = true;
+    loop {
+        if let Some(decision) = waiting.poll(terms, Instant::now() >= deadline) {
+            return decision;
+        }
+        let tick = tokio::time::sleep(std::time::Duration::from_millis(200));
+        tokio::select! {
+            () = tick => {}
+            msg = down_r.wait(), if reading => match msg {
+                Some(ChannelMsg::Close) | None => {
+                    return Decision::Refuse(Refused {
+                        told: format!(
+                            "tollgate: the client closed the channel while approval {} was pending; the command was not run.",
+                            waiting.id
+                        ),
+                        status: CommandStatus::ApprovalRequired,
+                        rule: waiting.rule.clone(),
+                        approval: Some(waiting.id.clone()),
+                    });
+                }
+                Some(m) => {
+                    if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &m {
+                        kept += data.len();
+                    }
+                    backlog.push_back(m);
+                    reading = kept < MAX_BACKLOG;
+                }
+            },
+        }
+    }
+}
+
+/// An exec command the gateway will not run: the client is told on stderr and gets exit
+/// status 126; the command is recorded with the rule, and the target's channel closed.
+async fn refuse_exec(
+    terms: &Terms,
+    shared: &Mutex<Shared>,
+    up_w: &ChannelWriteHalf<client::Msg>,
+    handle: &server::Handle,
+    id: ChannelId,
+    text: String,
+    refused: Refused,
+) {
+    tracing::info!(connection = %terms.connection, rule = %refused.rule, "ssh command refused");
+    {
+        let mut s = lock(shared);
+        if s.command.is_none() {
+            s.recorded = true;
+        }
+    }
+    terms.log.append(EventKind::Command {
+        command: Command {
+            step: ProtocolStep::Exec,
+            text: text.into(),
+            params: Vec::new(),
+            statement: None,
+        },
+        outcome: refused.outcome(),
+    });
+    let message = format!("{}\r\n", refused.told);
+    let _ = handle
+        .extended_data(id, 1, bytes::Bytes::from(message.into_bytes()))
+        .await;
+    let _ = handle.exit_status_request(id, REFUSED_STATUS).await;
+    let _ = handle.eof(id).await;
+    let _ = handle.close(id).await;
+    let _ = up_w.close().await;
+}
+
+/// Client data for a shell: each line is checked at its end before the line end is forwarded.
+/// With a PTY the keystrokes go on at once (the target echoes them) and a refused line is
+/// cleared with Ctrl-U instead of entered; without one a line is held until it is complete and
+/// a refused one is dropped. The client is told on the terminal (stderr without a PTY).
+async fn shell_data(
+    terms: &Terms,
+    up_w: &ChannelWriteHalf<client::Msg>,
+    handle: &server::Handle,
+    id: ChannelId,
+    editor: &mut LineEditor,
+    data: &[u8],
+) -> Result<(), russh::Error> {
+    let pty = editor.pty();
+    let mut rest = data;
+    while let Some(line) = editor.feed(rest) {
+        let next = line.next();
+        if pty && line.upto > 0 {
+            up_w.data(&rest[..line.upto]).await?;
+        }
+        match guard::decide(terms, &line.text, true) {
+            Decision::Refuse(refused) => {
+                tracing::info!(connection = %terms.connection, rule = %refused.rule, "ssh shell line refused");
+                terms.log.append(EventKind::Command {
+                    command: Command {
+                        step: ProtocolStep::Shell,
+                        text: line.text.clone().into(),
+                        params: Vec::new(),
+                        statement: None,
+                    },
+                    outcome: refused.outcome(),
+                });
+                if pty {
+                    up_w.data(&b"\x15"[..]).await?;
+                    let told = format!("\r\n{}\r\n", refused.told);
+                    let _ = handle.data(id, bytes::Bytes::from(told.into_bytes())).await;
+                } else {
+                    let told = format!("{}\n", refused.told);
+                    let _ = handle
+                        .extended_data(id, 1, bytes::Bytes::from(told.into_bytes()))
+                        .await;
+                }
+            }
+            // Approvals are not offered in shells (`decide` refuses instead of waiting).
+            Decision::Run { .. } | Decision::Wait(_) => {
+                if pty {
+                    if line.enter {
+                        up_w.data(&rest[line.upto..next]).await?;
+                    }
+                } else {
+                    let mut whole = line.raw;
+                    if line.enter {
+                        whole.push(b'\n');
+                    }
+                    up_w.data(&whole[..]).await?;
+                }
+            }
+        }
+        rest = &rest[next..];
+    }
+    if pty && !rest.is_empty() {
+        up_w.data(rest).await?;
+    }
+    Ok(())
+}
+
 /// Records the command that starts the channel and, with strict audit, waits until its
 /// `command_started` event is durable. `false` when it could not be recorded: the client is
 /// told, and the channel ends without the command reaching the target.
+#[allow(clippy::too_many_arguments)]
 async fn start(
     terms: &Terms,
     shared: &Mutex<Shared>,
@@ -257,6 +470,7 @@ async fn start(
     id: ChannelId,
     step: ProtocolStep,
     text: String,
+    (rule, approval): (Option<String>, Option<String>),
 ) -> bool {
     let command = Command {
         step,
@@ -277,8 +491,8 @@ async fn start(
         terms.log.append_durable(
             EventKind::CommandStarted {
                 command: command.clone(),
-                rule: None,
-                approval: None,
+                rule: rule.clone(),
+                approval: approval.clone(),
             },
             Box::new(move |r| {
                 let _ = tx.send(r);
@@ -293,6 +507,8 @@ async fn start(
                 command,
                 outcome: Outcome {
                     status: CommandStatus::Denied,
+                    rule: rule.clone(),
+                    approval: approval.clone(),
                     error: Some(CommandError {
                         code: "audit".into(),
                         message: format!("the audit log cannot record it: {reason}"),
@@ -316,6 +532,8 @@ async fn start(
     }
     let mut s = lock(shared);
     s.command = Some((command, Instant::now()));
+    s.rule = rule;
+    s.approval = approval;
     s.pending.push_back(Pending::Start);
     true
 }

@@ -760,3 +760,221 @@ fn an_oidc_token_is_the_ssh_password_and_a_bad_one_is_refused() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!text(&out.stdout).contains("should-not-run"));
 }
+
+/// A path on the target (the test's own host) no other run uses.
+fn marker(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    PathBuf::from(format!("/tmp/{name}-{}-{nanos}", std::process::id()))
+}
+
+/// Waits for the pending approval of `statement` and decides it as an administrator.
+fn decide_when_pending(gw: &Gateway, statement: &str, decision: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&gw.cli_ok(common::ADMIN_KEY, &["approvals", "list", "--json"]))
+                .unwrap();
+        if let Some(a) = list
+            .iter()
+            .find(|a| a["statement"] == statement && a["status"] == "pending")
+        {
+            let id = a["id"].as_str().unwrap().to_string();
+            let mut args = vec!["approvals"];
+            args.extend_from_slice(&decision[..1]);
+            args.push(&id);
+            args.extend_from_slice(&decision[1..]);
+            gw.cli_ok(common::ADMIN_KEY, &args);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pending approval for {statement}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn guardrails_refuse_and_hold_exec_commands() {
+    let sshd = Sshd::start();
+    let rules = "[[rules]]\nname = \"hold-touch\"\naction = \"approve\"\nprograms = [\"touch\"]\n\
+                 operands = [\"/tmp/held-*\"]\nmode = \"hold\"\nhold_timeout = \"30s\"\n\n";
+    let gw = Gateway::start(&format!(
+        "{rules}{}",
+        sshd.connection("box", &sshd.host_key())
+    ));
+    let token = gw.create_key("ssh-guarded", "ops", None);
+
+    // A denied line is refused whole: its harmless first command does not run either.
+    let trace = marker("tollgate-denied");
+    let line = format!("echo x > {}; mkfs.ext4 /dev/null", trace.display());
+    let out = run(ssh(&gw, &token, "box", &[], &[&line]));
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tollgate: blocked by rule \"deny-shell-mkfs\"") && err.contains("not run"),
+        "{err}"
+    );
+    assert!(!trace.exists(), "the refused line ran");
+    assert!(out.stdout.is_empty());
+
+    for line in ["rm -rf /", "sudo -u root bash -c 'rm -rf /'"] {
+        let out = run(ssh(&gw, &token, "box", &[], &[line]));
+        assert_eq!(
+            out.status.code(),
+            Some(126),
+            "{line}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("blocked by rule \"deny-shell-rm-root\""),
+            "{line}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    // An ordinary command still runs.
+    let out = run(ssh(&gw, &token, "box", &[], &["echo still-fine"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "still-fine\n");
+
+    // A held command waits for its approval, then runs.
+    let held = marker("held");
+    let line = format!("touch {}", held.display());
+    let mut cmd = ssh(&gw, &token, "box", &[], &[&line]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    decide_when_pending(&gw, &line, &["approve"]);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("Waiting for approval apr_"), "{err}");
+    assert!(held.exists(), "the approved command did not run");
+    let _ = std::fs::remove_file(&held);
+
+    // A denied approval: exit status 126, nothing runs.
+    let refused = marker("held");
+    let line_denied = format!("touch {}", refused.display());
+    let mut cmd = ssh(&gw, &token, "box", &[], &[&line_denied]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    decide_when_pending(&gw, &line_denied, &["deny", "--reason", "not today"]);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(
+        err.contains("was denied") && err.contains("not today"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+
+    // The record: refused commands with their rule, the approved one with its approval.
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == "rm -rf /"
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["status"], "denied");
+    assert_eq!(command["kind"]["outcome"]["rule"], "deny-shell-rm-root");
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == line.as_str()
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["status"], "ok", "{events:#?}");
+    assert_eq!(command["kind"]["outcome"]["rule"], "hold-touch");
+    assert!(
+        command["kind"]["outcome"]["approval"]
+            .as_str()
+            .unwrap()
+            .starts_with("apr_")
+    );
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == line_denied.as_str()
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["status"], "approval_required");
+}
+
+#[test]
+fn guardrails_check_lines_typed_in_a_shell() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-typist", "ops", None);
+    let trace = marker("tollgate-typed");
+
+    let mut cmd = ssh(&gw, &token, "box", &["-tt"], &[]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            format!(
+                "touch {}; rm -rf /\necho ok-marker-$((6*7)); exit\n",
+                trace.display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}\n{}", text(&out.stderr));
+    assert!(
+        shown.contains("tollgate: blocked by rule \"deny-shell-rm-root\""),
+        "{shown}"
+    );
+    assert!(shown.contains("ok-marker-42"), "{shown}");
+    assert!(!trace.exists(), "the refused line ran");
+
+    // A shell without a PTY reads its commands from stdin: each line is checked whole.
+    let mut cmd = ssh(&gw, &token, "box", &["-T"], &[]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("touch {}; rm -rf /\necho piped-ok\n", trace.display()).as_bytes())
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(text(&out.stdout), "piped-ok\n", "{err}");
+    assert!(
+        err.contains("tollgate: blocked by rule \"deny-shell-rm-root\""),
+        "{err}"
+    );
+    assert!(!trace.exists(), "the refused line ran");
+
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["outcome"]["rule"] == "deny-shell-rm-root"
+    });
+    let refused = events
+        .iter()
+        .find(|e| {
+            e["kind"]["type"] == "command"
+                && e["kind"]["command"]["step"] == "shell"
+                && e["kind"]["outcome"]["status"] == "denied"
+        })
+        .unwrap();
+    assert!(
+        refused["kind"]["command"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("rm -rf /")
+    );
+}
