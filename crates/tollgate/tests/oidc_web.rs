@@ -412,8 +412,16 @@ fn a_browser_logs_in_and_uses_the_api_with_a_secure_session_cookie() {
     assert!(r.message().contains("log in again"), "{}", r.message());
 
     // Logins, logouts and refusals are on record.
+    // Events are written asynchronously: wait for the last ones of the flow (the logout and the
+    // refusal of the cookie used after it).
     let events = wait_events(&gw, "login events", |e| {
         e.iter().any(|k| k["action"] == "web_logout")
+            && e.iter().any(|k| {
+                k["type"] == "refusal"
+                    && k["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("unknown web session cookie"))
+            })
     });
     let login_event = events.iter().find(|k| k["action"] == "web_login").unwrap();
     assert_eq!(login_event["by"], "alice");
