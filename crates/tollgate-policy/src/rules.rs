@@ -801,31 +801,7 @@ pub fn evaluate(
         return Verdict::Allow { rule: None };
     };
     let what = describe(st);
-    let extra = rule
-        .message
-        .as_deref()
-        .map(|m| format!(": {m}"))
-        .unwrap_or_default();
-    match rule.action {
-        Action::Allow => Verdict::Allow {
-            rule: Some(rule.name.clone()),
-        },
-        Action::Deny => Verdict::Deny {
-            rule: rule.name.clone(),
-            message: format!(
-                "blocked by rule \"{}\" ({what}){extra}. The statement was not run; if it must be, ask a Tollgate administrator to change the rule",
-                rule.name
-            ),
-        },
-        Action::Approve => Verdict::Approve {
-            rule: rule.name.clone(),
-            message: format!(
-                "needs approval under rule \"{}\" ({what}){extra}",
-                rule.name
-            ),
-            terms: rule.terms.clone(),
-        },
-    }
+    verdict(rule, &what, "statement")
 }
 
 /// Whether an option of a command satisfies one alternative of a rule's `flags` entry.
@@ -903,31 +879,7 @@ pub fn evaluate_shell(
         ShellHit::Command(c) => describe_command(c),
         ShellHit::Line => describe_line(analysis, &rule.shell),
     };
-    let extra = rule
-        .message
-        .as_deref()
-        .map(|m| format!(": {m}"))
-        .unwrap_or_default();
-    match rule.action {
-        Action::Allow => Verdict::Allow {
-            rule: Some(rule.name.clone()),
-        },
-        Action::Deny => Verdict::Deny {
-            rule: rule.name.clone(),
-            message: format!(
-                "blocked by rule \"{}\" ({what}){extra}. The command was not run; if it must be, ask a Tollgate administrator to change the rule",
-                rule.name
-            ),
-        },
-        Action::Approve => Verdict::Approve {
-            rule: rule.name.clone(),
-            message: format!(
-                "needs approval under rule \"{}\" ({what}){extra}",
-                rule.name
-            ),
-            terms: rule.terms.clone(),
-        },
-    }
+    verdict(rule, &what, "command")
 }
 
 fn shorten(s: &str, max: usize) -> String {
@@ -986,6 +938,36 @@ fn describe(st: &StatementClass) -> String {
         s.push_str(&objs.join(", "));
     }
     s
+}
+
+/// The verdict of the rule that decided, with the message the client sees: `what` describes
+/// what matched, `noun` names what was not run ("statement", "command").
+fn verdict(rule: &Rule, what: &str, noun: &str) -> Verdict {
+    let extra = rule
+        .message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    match rule.action {
+        Action::Allow => Verdict::Allow {
+            rule: Some(rule.name.clone()),
+        },
+        Action::Deny => Verdict::Deny {
+            rule: rule.name.clone(),
+            message: format!(
+                "blocked by rule \"{}\" ({what}){extra}. The {noun} was not run; if it must be, ask a Tollgate administrator to change the rule",
+                rule.name
+            ),
+        },
+        Action::Approve => Verdict::Approve {
+            rule: rule.name.clone(),
+            message: format!(
+                "needs approval under rule \"{}\" ({what}){extra}",
+                rule.name
+            ),
+            terms: rule.terms.clone(),
+        },
+    }
 }
 
 #[cfg(test)]
