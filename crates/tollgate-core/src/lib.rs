@@ -506,6 +506,83 @@ pub trait Policy: Send + Sync {
     fn check_shell(&self, ctx: &PolicyContext<'_>, line: &str) -> Verdict {
         self.check_opaque(ctx, line)
     }
+    /// The verdict for one file operation over SFTP or scp on `path` (as the client named it).
+    /// Allowed unless a rule says otherwise.
+    fn check_file(&self, ctx: &PolicyContext<'_>, op: FileOp, path: &str) -> Verdict {
+        let _ = (ctx, op, path);
+        Verdict::Allow { rule: None }
+    }
+    /// The verdict for a forwarded TCP connection to `host:port` (`ssh -L`, `-W`, `-D`).
+    /// Denied unless a rule allows it.
+    fn check_forward(&self, ctx: &PolicyContext<'_>, host: &str, port: u32) -> Verdict {
+        let _ = ctx;
+        Verdict::Deny {
+            rule: NO_FORWARD_RULE.into(),
+            message: format!(
+                "port forwarding to {host}:{port} is not allowed: no rule allows forwarding on this connection"
+            ),
+        }
+    }
+}
+
+/// The rule name recorded when a forward is refused because no rule allows it.
+pub const NO_FORWARD_RULE: &str = "no-forwarding-rule";
+
+/// A file operation over SFTP or scp, as rules name it (`file_ops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOp {
+    /// Reading a file (a download).
+    Read,
+    /// Writing, creating or truncating a file (an upload).
+    Write,
+    /// Removing a file.
+    Remove,
+    /// Renaming or moving a file or directory (checked on both paths).
+    Rename,
+    /// Creating a directory.
+    Mkdir,
+    /// Removing a directory.
+    Rmdir,
+    /// Listing a directory.
+    List,
+    /// Changing attributes (mode, owner, times).
+    Setstat,
+    /// Creating a symbolic or hard link (checked on both paths).
+    Link,
+}
+
+impl FileOp {
+    /// Every operation.
+    pub const ALL: [FileOp; 9] = [
+        FileOp::Read,
+        FileOp::Write,
+        FileOp::Remove,
+        FileOp::Rename,
+        FileOp::Mkdir,
+        FileOp::Rmdir,
+        FileOp::List,
+        FileOp::Setstat,
+        FileOp::Link,
+    ];
+    /// The name in rules and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileOp::Read => "read",
+            FileOp::Write => "write",
+            FileOp::Remove => "remove",
+            FileOp::Rename => "rename",
+            FileOp::Mkdir => "mkdir",
+            FileOp::Rmdir => "rmdir",
+            FileOp::List => "list",
+            FileOp::Setstat => "setstat",
+            FileOp::Link => "link",
+        }
+    }
+    /// The operation called `name`.
+    pub fn from_name(name: &str) -> Option<FileOp> {
+        FileOp::ALL.into_iter().find(|op| op.name() == name)
+    }
 }
 
 /// A policy that allows everything (rules off).

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use classify::{Classification, ClassifierCache, Kind, SqlDialect, StatementClass, classify};
 pub use rules::{PolicySpec, Rule, RuleProtocol, RuleSpec, compile_rules, default_rules};
 pub use shell::{ShellAnalysis, ShellCommand, classify_shell};
-use tollgate_core::{Policy, PolicyContext, Protocol, Verdict};
+use tollgate_core::{FileOp, Policy, PolicyContext, Protocol, Verdict};
 
 /// Errors in policy configuration.
 #[derive(Debug, thiserror::Error)]
@@ -138,5 +138,13 @@ impl Policy for Engine {
             return Verdict::Allow { rule: None };
         }
         rules::evaluate_shell(&self.rules, ctx, line, &classify_shell(line))
+    }
+
+    fn check_file(&self, ctx: &PolicyContext<'_>, op: FileOp, path: &str) -> Verdict {
+        rules::evaluate_file(&self.rules, ctx, op, &[path])
+    }
+
+    fn check_forward(&self, ctx: &PolicyContext<'_>, host: &str, port: u32) -> Verdict {
+        rules::evaluate_forward(&self.rules, ctx, host, port)
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use regex::Regex;
 use serde::Deserialize;
 use tollgate_core::{
-    ApprovalMode, ApprovalTerms, PolicyContext, Protocol, Verdict, parse_duration,
+    ApprovalMode, ApprovalTerms, FileOp, PolicyContext, Protocol, Verdict, parse_duration,
 };
 
 use crate::PolicyError;
@@ -70,6 +70,18 @@ pub struct RuleSpec {
     /// Shell classes: `opaque`, `fork_bomb`, `download_to_shell`, `network_redirect`.
     #[serde(default)]
     pub shell: Vec<String>,
+    /// Files (SFTP, scp): globs over the paths of file operations, as the client names them
+    /// with `//` and `/./` collapsed (`/etc/shadow`, `*.pem`, `/srv/releases/*`).
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Files (SFTP, scp): the operations the rule applies to: `read`, `write`, `remove`,
+    /// `rename`, `mkdir`, `rmdir`, `list`, `setstat`, `link`; empty = any.
+    #[serde(default)]
+    pub file_ops: Vec<String>,
+    /// Port forwarding: globs over `host:port` destinations (`127.0.0.1:5432`, `db-*:*`).
+    /// Forwarding is refused unless an `allow` rule names the destination.
+    #[serde(default)]
+    pub forwards: Vec<String>,
     /// Last resort: a regular expression over the normalized text (SQL: comments removed,
     /// whitespace collapsed; shell: whitespace collapsed).
     pub regex: Option<String>,
@@ -149,6 +161,8 @@ enum Family {
     Sql,
     Shell,
     Both,
+    File,
+    Forward,
 }
 
 /// A validated rule.
@@ -168,6 +182,9 @@ pub struct Rule {
     operands: Vec<Glob>,
     redirects: Vec<Glob>,
     shell: Vec<&'static str>,
+    files: Vec<Glob>,
+    file_ops: Vec<FileOp>,
+    forwards: Vec<Glob>,
     kinds: Vec<Kind>,
     statements: Vec<&'static str>,
     objects: Vec<Glob>,
@@ -301,22 +318,61 @@ impl Rule {
                 Ok(alts)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let file_ops = spec
+            .file_ops
+            .iter()
+            .map(|o| {
+                FileOp::from_name(o).ok_or_else(|| {
+                    at(format!(
+                        "file_ops: unknown operation {o:?} (expected one of {})",
+                        FileOp::ALL.map(FileOp::name).join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(bad) = spec.forwards.iter().find(|f| !f.contains(':')) {
+            return Err(at(format!(
+                "forwards: {bad:?}: expected host:port (either may be a glob, e.g. \"127.0.0.1:5432\" or \"db-*:*\")"
+            )));
+        }
         let sql = !spec.kinds.is_empty() || !spec.statements.is_empty() || !spec.objects.is_empty();
         let shellish = !spec.programs.is_empty()
             || !flags.is_empty()
             || !spec.operands.is_empty()
             || !spec.redirects.is_empty()
             || !shell.is_empty();
-        let family = match (sql, shellish) {
-            (true, true) => {
+        let fileish = !spec.files.is_empty() || !file_ops.is_empty();
+        let forwardish = !spec.forwards.is_empty();
+        let family = match (sql, shellish, fileish, forwardish) {
+            (true, false, false, false) => Family::Sql,
+            (false, true, false, false) => Family::Shell,
+            (false, false, true, false) => Family::File,
+            (false, false, false, true) => Family::Forward,
+            (false, false, false, false) => Family::Both,
+            _ => {
                 return Err(at(
-                    "mixes SQL criteria (kinds, statements, objects) with shell criteria (programs, flags, operands, redirects, shell): write two rules".into(),
+                    "mixes criteria of different kinds: SQL (kinds, statements, objects), shell (programs, flags, operands, redirects, shell), files (files, file_ops) and forwarding (forwards) each need their own rule".into(),
                 ));
             }
-            (true, false) => Family::Sql,
-            (false, true) => Family::Shell,
-            (false, false) => Family::Both,
         };
+        if spec.regex.is_some() && matches!(family, Family::File | Family::Forward) {
+            return Err(at(
+                "regex applies to SQL statements and shell lines, not to file operations or forwards: use files or forwards globs".into(),
+            ));
+        }
+        if matches!(family, Family::File | Family::Forward)
+            && protocols.contains(&RuleProtocol::Postgres)
+        {
+            return Err(at(
+                "protocols: \"postgres\" with file or forwarding criteria, which apply to SSH only"
+                    .into(),
+            ));
+        }
+        if family == Family::Forward && action == Action::Approve {
+            return Err(at(
+                "forwards: action \"approve\" is not offered for port forwarding; use \"allow\" or \"deny\"".into(),
+            ));
+        }
         if family == Family::Sql && protocols.contains(&RuleProtocol::Ssh) {
             return Err(at(
                 "protocols: \"ssh\" with SQL criteria (kinds, statements, objects), which never match a shell line".into(),
@@ -388,6 +444,13 @@ impl Rule {
             operands: spec.operands.iter().map(|g| Glob::new(g)).collect(),
             redirects: spec.redirects.iter().map(|g| Glob::new(g)).collect(),
             shell,
+            files: spec
+                .files
+                .iter()
+                .map(|g| Glob::new(&normalize_path(g)))
+                .collect(),
+            file_ops,
+            forwards: spec.forwards.iter().map(|g| Glob::new(g)).collect(),
             kinds,
             statements,
             objects: spec.objects.iter().map(|g| Glob::new(g)).collect(),
@@ -398,10 +461,10 @@ impl Rule {
             && rule.statements.is_empty()
             && rule.objects.is_empty()
             && rule.regex.is_none()
-            && rule.family != Family::Shell
+            && rule.family == Family::Both
         {
             return Err(at(
-                "matches every command: give at least one of kinds, statements, objects, programs, flags, operands, redirects, shell or regex"
+                "matches every command: give at least one of kinds, statements, objects, programs, flags, operands, redirects, shell, files, file_ops, forwards or regex"
                     .into(),
             ));
         }
@@ -411,7 +474,8 @@ impl Rule {
     /// Whether the rule applies to this caller, connection and protocol, for a command of
     /// `family` (SQL statements or shell lines).
     fn applies_to(&self, ctx: &PolicyContext<'_>, protocol: RuleProtocol, family: Family) -> bool {
-        (self.family == family || self.family == Family::Both)
+        (self.family == family
+            || (self.family == Family::Both && matches!(family, Family::Sql | Family::Shell)))
             && (self.connections.is_empty()
                 || self.connections.iter().any(|g| g.matches(ctx.connection)))
             && (self.groups.is_empty()
@@ -938,6 +1002,101 @@ fn describe(st: &StatementClass) -> String {
         s.push_str(&objs.join(", "));
     }
     s
+}
+
+/// Collapses `//` and `/./` in a path, so `/etc//shadow` and `/etc/./shadow` match `/etc/shadow`.
+/// `..` is kept: the target resolves it, and a rule on `*` still sees the whole path.
+pub fn normalize_path(path: &str) -> String {
+    let absolute = path.starts_with('/');
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// The verdict for a file operation: the strongest rule whose `files` match one of `paths`
+/// (a rename or link names two) and whose `file_ops` include `op`.
+pub fn evaluate_file(
+    rules: &[Rule],
+    ctx: &PolicyContext<'_>,
+    op: FileOp,
+    paths: &[&str],
+) -> Verdict {
+    let normalized: Vec<String> = paths.iter().map(|p| normalize_path(p)).collect();
+    let mut best: Option<(&Rule, &str)> = None;
+    for rule in rules
+        .iter()
+        .filter(|r| r.applies_to(ctx, RuleProtocol::Ssh, Family::File))
+    {
+        if best.is_some_and(|(b, _)| b.action >= rule.action) {
+            continue;
+        }
+        if !rule.file_ops.is_empty() && !rule.file_ops.contains(&op) {
+            continue;
+        }
+        let hit = if rule.files.is_empty() {
+            normalized.first().map(String::as_str)
+        } else {
+            normalized
+                .iter()
+                .find(|p| rule.files.iter().any(|g| g.matches(p)))
+                .map(String::as_str)
+        };
+        if let Some(path) = hit {
+            best = Some((rule, path));
+            if rule.action == Action::Deny {
+                break;
+            }
+        }
+    }
+    let Some((rule, path)) = best else {
+        return Verdict::Allow { rule: None };
+    };
+    verdict(
+        rule,
+        &format!("{} {}", op.name(), shorten(path, 200)),
+        "file operation",
+    )
+}
+
+/// The verdict for a forward to `host:port`: refused unless an `allow` rule names it (and no
+/// `deny` rule does).
+pub fn evaluate_forward(rules: &[Rule], ctx: &PolicyContext<'_>, host: &str, port: u32) -> Verdict {
+    let destination = format!("{host}:{port}");
+    let mut allowed: Option<&Rule> = None;
+    for rule in rules
+        .iter()
+        .filter(|r| r.applies_to(ctx, RuleProtocol::Ssh, Family::Forward))
+        .filter(|r| r.forwards.iter().any(|g| g.matches(&destination)))
+    {
+        match rule.action {
+            Action::Deny => {
+                return verdict(rule, &format!("forwarding to {destination}"), "forward");
+            }
+            Action::Allow | Action::Approve => {
+                if allowed.is_none() {
+                    allowed = Some(rule);
+                }
+            }
+        }
+    }
+    match allowed {
+        Some(rule) => Verdict::Allow {
+            rule: Some(rule.name.clone()),
+        },
+        None => Verdict::Deny {
+            rule: tollgate_core::NO_FORWARD_RULE.into(),
+            message: format!(
+                "port forwarding to {destination} is not allowed: no rule allows it for you on this connection"
+            ),
+        },
+    }
 }
 
 /// The verdict of the rule that decided, with the message the client sees: `what` describes

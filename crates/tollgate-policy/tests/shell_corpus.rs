@@ -203,7 +203,7 @@ fn shell_rule_validation_points_at_the_problem() {
         kinds: vec!["ddl".into()],
         ..spec("mixed")
     });
-    assert!(e.contains("mixes SQL criteria"), "{e}");
+    assert!(e.contains("mixes criteria of different kinds"), "{e}");
     let e = bad(RuleSpec {
         kinds: vec!["ddl".into()],
         protocols: vec!["ssh".into()],
