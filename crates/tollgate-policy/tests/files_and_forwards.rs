@@ -26,8 +26,7 @@ fn engine(rules: Vec<RuleSpec>) -> std::sync::Arc<Engine> {
 
 fn compile_error(rule: RuleSpec) -> String {
     compile_rules(&PolicySpec::default(), &[rule])
-        .err()
-        .expect("the rule is refused")
+        .expect_err("the rule is refused")
         .to_string()
 }
 
