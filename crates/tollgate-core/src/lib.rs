@@ -640,6 +640,55 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         approval: Option<String>,
     },
+    /// A file operation over SFTP or scp and its outcome (written when the file is closed,
+    /// or at once for a refused or one-step operation).
+    FileTransfer {
+        /// `sftp` or `scp`.
+        via: String,
+        /// The operation.
+        op: FileOp,
+        /// The path as the client named it.
+        path: String,
+        /// The second path of a rename or link.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// Bytes read or written through the gateway.
+        #[serde(default)]
+        bytes: u64,
+        /// How it ended (status, the rule that decided it, the target's error, duration).
+        outcome: Outcome,
+    },
+    /// A forwarded TCP connection (`ssh -L`, `-W`, `-D`), written when it closes.
+    Forward {
+        /// The destination host the client asked for.
+        host: String,
+        /// The destination port.
+        port: u32,
+        /// Where the client says the connection came from (`address:port`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        origin: String,
+        /// Bytes sent to the destination.
+        bytes_out: u64,
+        /// Bytes received from the destination.
+        bytes_in: u64,
+        /// How it ended (status, the rule that allowed it, duration).
+        outcome: Outcome,
+    },
+    /// A piece of a channel's terminal recording in asciicast v2 terms: output the client saw
+    /// (masked), input it typed, and resizes, with times relative to the channel's start.
+    Terminal {
+        /// The SSH channel (a session may have several).
+        channel: u32,
+        /// The terminal, on the channel's first piece.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<TerminalHeader>,
+        /// `[seconds since the channel's start, code, data]`; code `o` (output), `i` (input)
+        /// or `r` (resize, data `COLSxROWS`).
+        events: Vec<(f64, String, String)>,
+        /// Output bytes not recorded because the channel passed its recording limit.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        unrecorded: u64,
+    },
     /// The session ended.
     SessionEnd {
         /// Why it ended.
@@ -666,6 +715,27 @@ pub enum EventKind {
         /// What is known of why.
         reason: String,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The terminal of a recorded channel (the asciicast header).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TerminalHeader {
+    /// Columns.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// `TERM` the client asked for (`xterm-256color`), when it asked for a PTY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+    /// When the channel started, microseconds since the Unix epoch.
+    pub started: i64,
+    /// The exec command, or empty for a shell.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
 }
 
 /// Who opened a session, from where, to what.

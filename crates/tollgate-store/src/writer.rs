@@ -824,8 +824,12 @@ fn write_batch(db: &mut Db, batch: &[Entry], committed: &mut Committed) -> rusql
                             e.at
                         ])?;
                     }
-                    EventKind::Command { .. } => commands += 1,
-                    EventKind::CommandStarted { .. } | EventKind::Admin { .. } => {}
+                    EventKind::Command { .. }
+                    | EventKind::FileTransfer { .. }
+                    | EventKind::Forward { .. } => commands += 1,
+                    EventKind::CommandStarted { .. }
+                    | EventKind::Admin { .. }
+                    | EventKind::Terminal { .. } => {}
                     EventKind::Refusal(_) => refused += 1,
                     EventKind::SessionEnd { reason } => {
                         end.execute(params![e.session, e.at, reason])?;
