@@ -39,10 +39,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tollgate_core::{
-    EventKind, Gatekeeper, Identity, Refusal, RefusalCode, format_rfc3339, parse_duration,
-    parse_rfc3339,
+    EventKind, Gatekeeper, Identity, Protocol, Refusal, RefusalCode, format_rfc3339,
+    parse_duration, parse_rfc3339,
 };
 use tollgate_pg::{PgError, PgFront, exec_simple};
+use tollgate_ssh::{SshError, SshExecLimits, SshFront, exec_command};
 use tollgate_store::{
     KeyRecord, RevocationKind, SessionFilter, SessionRecord, Store, TokenRevocation,
 };
@@ -54,6 +55,11 @@ use crate::weblogin::{self, WebLogin};
 
 /// Most rows `exec` returns; the rest is counted as truncated, not buffered.
 const MAX_EXEC_ROWS: usize = 100_000;
+
+/// Most bytes of stdout, and of stderr, `exec` returns for an SSH command by default, and at
+/// most; the rest is read and dropped (`truncated`).
+const SSH_EXEC_OUTPUT: usize = 1024 * 1024;
+const MAX_SSH_EXEC_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// The OpenAPI 3.1 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -68,6 +74,8 @@ pub struct ApiState {
     pub store: Store,
     /// PostgreSQL front, for `exec`.
     pub pg: Arc<PgFront>,
+    /// SSH front, for `exec` on SSH connections (running when an SSH connection exists).
+    pub ssh: Option<Arc<SshFront>>,
     /// Where the PostgreSQL front listens.
     pub postgres_addr: SocketAddr,
     /// The gateway's own audit stream (administrative acts, API refusals).
@@ -448,7 +456,7 @@ async fn connections(State(s): Shared, c: Caller) -> ApiResult<Json<Value>> {
         .keys
         .usable_connections(&c.id)
         .iter()
-        .map(|c| json!({"name": c.name, "kind": "postgres", "groups": c.groups}))
+        .map(|c| json!({"name": c.name, "kind": c.protocol, "groups": c.groups}))
         .collect();
     Ok(Json(json!({ "connections": list })))
 }
@@ -626,6 +634,7 @@ struct ExecRequest {
     connection: String,
     input: String,
     max_rows: Option<usize>,
+    max_output_bytes: Option<usize>,
 }
 
 async fn exec(
@@ -651,6 +660,9 @@ async fn exec(
             "bad_request",
             "input contains a NUL byte",
         ));
+    }
+    if s.keys.protocol_of(&req.connection) == Some(Protocol::Ssh) {
+        return exec_ssh(&s, id, &req, format!("api:{peer}")).await;
     }
     let max_rows = req.max_rows.unwrap_or(10_000).min(MAX_EXEC_ROWS);
     let result = exec_simple(
@@ -682,6 +694,62 @@ async fn exec(
             let mut e = ApiError::new(status, kind, message);
             e.sqlstate = Some(code);
             Err(e)
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// `exec` on an SSH connection: the command goes through the SSH front as an exec request.
+async fn exec_ssh(
+    s: &ApiState,
+    id: Identity,
+    req: &ExecRequest,
+    peer: String,
+) -> ApiResult<Json<Value>> {
+    let Some(front) = s.ssh.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "target_unavailable",
+            "the SSH front is not running",
+        ));
+    };
+    let limits = SshExecLimits {
+        max_output_bytes: req
+            .max_output_bytes
+            .unwrap_or(SSH_EXEC_OUTPUT)
+            .min(MAX_SSH_EXEC_OUTPUT),
+    };
+    let result = exec_command(
+        Arc::clone(front),
+        id,
+        &req.connection,
+        &req.input,
+        peer,
+        limits,
+    )
+    .await;
+    match result {
+        Ok(r) => Ok(Json(json!({
+            "kind": "ssh",
+            "stdout": String::from_utf8_lossy(&r.stdout),
+            "stderr": String::from_utf8_lossy(&r.stderr),
+            "exit_status": r.exit_status,
+            "exit_signal": r.exit_signal,
+            "truncated": r.truncated,
+        }))),
+        Err(SshError::Refused(refusal)) => {
+            let (status, kind) = match refusal.code {
+                RefusalCode::UnknownConnection => (StatusCode::NOT_FOUND, "unknown_connection"),
+                RefusalCode::AccessDenied | RefusalCode::Forbidden => {
+                    (StatusCode::FORBIDDEN, "access_denied")
+                }
+                RefusalCode::BadCredentials | RefusalCode::Revoked | RefusalCode::Expired => {
+                    (StatusCode::UNAUTHORIZED, "unauthenticated")
+                }
+                RefusalCode::UpstreamUnavailable => (StatusCode::BAD_GATEWAY, "target_unavailable"),
+                _ => (StatusCode::BAD_GATEWAY, "refused"),
+            };
+            Err(ApiError::new(status, kind, refusal.message))
         }
         Err(e) => Err(ApiError::internal(e)),
     }

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use tollgate_core::{
-    AuthMethod, Authentication, Connection, Gatekeeper, Identity, Refusal, RefusalCode,
+    AuthMethod, Authentication, Connection, Gatekeeper, Identity, Protocol, Refusal, RefusalCode,
     format_rfc3339, now_micros,
 };
 use tollgate_oidc::{OidcConfig, OidcError, Verifier};
@@ -306,6 +306,11 @@ impl Keys {
         let found = self.store.revoke_key(id, now_micros())?;
         self.reload()?;
         Ok(found)
+    }
+
+    /// The protocol of the connection of that name, if one is configured.
+    pub fn protocol_of(&self, connection: &str) -> Option<Protocol> {
+        self.connections.get(connection).map(|c| c.protocol)
     }
 
     /// Connections the identity may use.

@@ -274,6 +274,7 @@ impl Gateway {
             approvals,
             store,
             pg: Arc::clone(&pg),
+            ssh: ssh.clone(),
             postgres_addr,
             audit: admin_log,
             data_dir: data_dir.clone(),

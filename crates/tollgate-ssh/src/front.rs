@@ -9,6 +9,7 @@ use std::time::Duration;
 use russh::keys::ssh_key::PrivateKey;
 use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tollgate_core::{
@@ -59,6 +60,9 @@ pub struct SshFront {
     pub(crate) policy: Arc<dyn Policy>,
     pub(crate) approvals: Arc<dyn Approvals>,
     server: Arc<server::Config>,
+    /// The configuration of in-process sessions (`exec` through the API), whose caller is
+    /// signed in already: `none` is their only method. Never used for a network client.
+    inproc: Arc<server::Config>,
     config: SshFrontConfig,
     shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
@@ -85,6 +89,8 @@ pub(crate) struct ConnState {
     started: bool,
     /// The refusal session is recorded already.
     refused: bool,
+    /// The refusal recorded, if the session was refused before it started.
+    told: Option<Refusal>,
     pub(crate) upstream: Option<Upstream>,
     /// The relays of the session's channels, awaited before the session's end is recorded.
     relays: Vec<tokio::task::JoinHandle<()>>,
@@ -102,12 +108,22 @@ impl SshFront {
             methods: MethodSet::from(&[MethodKind::Password, MethodKind::KeyboardInteractive][..]),
             auth_rejection_time: Duration::from_millis(500),
             auth_rejection_time_initial: Some(Duration::from_millis(0)),
-            keys: vec![host_key],
+            keys: vec![host_key.clone()],
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 3,
             max_auth_attempts: 6,
             nodelay: true,
+            ..server::Config::default()
+        };
+        let inproc = server::Config {
+            methods: MethodSet::from(&[MethodKind::None][..]),
+            auth_rejection_time: Duration::from_millis(0),
+            auth_rejection_time_initial: Some(Duration::from_millis(0)),
+            keys: vec![host_key],
+            inactivity_timeout: None,
+            keepalive_interval: None,
+            max_auth_attempts: 1,
             ..server::Config::default()
         };
         Arc::new(Self {
@@ -116,6 +132,7 @@ impl SshFront {
             policy: services.policy,
             approvals: services.approvals,
             server: Arc::new(server),
+            inproc: Arc::new(inproc),
             config,
             shutdown,
             active: AtomicUsize::new(0),
@@ -163,17 +180,37 @@ impl SshFront {
     }
 
     async fn handle_tcp(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        self.handle_stream(tcp, peer.to_string(), None).await;
+    }
+
+    /// Runs one client connection on `stream`. `preset` is the identity of an in-process
+    /// session (`exec` through the API, `crate::exec`): it signs in with `none`, and its
+    /// channel is recorded as `api`. Returns the refusal recorded if the session was refused
+    /// before it started.
+    pub(crate) async fn handle_stream<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: String,
+        preset: Option<Identity>,
+    ) -> Option<Refusal>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         self.active.fetch_add(1, Ordering::AcqRel);
         let _guard = ActiveGuard(&self);
-        let _ = tcp.set_nodelay(true);
+        let (config, via) = match preset {
+            Some(_) => (Arc::clone(&self.inproc), Via::Api),
+            None => (Arc::clone(&self.server), Via::Native),
+        };
         let state = Arc::new(Mutex::new(ConnState {
             log: SessionLog::new(new_session_id(random_u64()), Arc::clone(&self.recorder)),
             info: SessionInfo {
                 identity: None,
                 connection: String::new(),
                 protocol: Protocol::Ssh,
-                channel: Via::Native,
-                client_addr: peer.to_string(),
+                channel: via,
+                client_addr: peer.clone(),
                 tls: false,
                 client_user: None,
                 application: None,
@@ -182,27 +219,29 @@ impl SshFront {
             refusal: None,
             started: false,
             refused: false,
+            told: None,
             upstream: None,
             relays: Vec::new(),
         }));
         let handler = Conn {
             front: Arc::clone(&self),
             state: Arc::clone(&state),
-            identity: None,
+            preset: preset.is_some(),
+            identity: preset,
             connection: None,
         };
         let running = tokio::time::timeout(
             self.config.handshake_timeout,
-            server::run_stream(Arc::clone(&self.server), tcp, handler),
+            server::run_stream(config, stream, handler),
         )
         .await;
         let running = match running {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(peer = %peer, error = %e, "ssh handshake failed");
-                return;
+                return None;
             }
-            Err(_) => return,
+            Err(_) => return None,
         };
         let handle = running.handle();
         let mut shutdown = self.shutdown.clone();
@@ -282,6 +321,7 @@ impl SshFront {
         {
             record_refusal(&mut s, refusal);
         }
+        s.told.clone()
     }
 
     /// Why a started session's caller may no longer use its connection, if so.
@@ -334,6 +374,7 @@ fn signing_in(state: &Mutex<ConnState>) -> bool {
 /// Records a refused connection: its start, the refusal and its end.
 fn record_refusal(s: &mut ConnState, refusal: Refusal) {
     s.refused = true;
+    s.told = Some(refusal.clone());
     s.log.append(EventKind::SessionStart(s.info.clone()));
     s.log.append(EventKind::Refusal(refusal.clone()));
     s.log.append(EventKind::SessionEnd {
@@ -352,12 +393,17 @@ pub(crate) fn lock(state: &Mutex<ConnState>) -> std::sync::MutexGuard<'_, ConnSt
 struct Conn {
     front: Arc<SshFront>,
     state: Arc<Mutex<ConnState>>,
+    /// An in-process session: `identity` was established before the stream existed.
+    preset: bool,
     identity: Option<Identity>,
     connection: Option<Arc<Connection>>,
 }
 
 impl Conn {
     async fn check_token(&mut self, user: &str, token: &str) -> Auth {
+        if self.preset {
+            return Auth::reject();
+        }
         {
             let mut s = lock(&self.state);
             s.info.connection = user.to_string();
@@ -390,7 +436,14 @@ impl server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        lock(&self.state).info.connection = user.to_string();
+        let mut s = lock(&self.state);
+        s.info.connection = user.to_string();
+        // Only an in-process session (`handle_stream` with a preset identity, which no
+        // listener calls) is signed in without a token.
+        if self.preset && self.identity.is_some() {
+            s.info.client_user = Some(user.to_string());
+            return Ok(Auth::Accept);
+        }
         Ok(Auth::reject())
     }
 

@@ -8,13 +8,16 @@
 //! forwarding and agent forwarding are refused and recorded. Exec commands and the lines typed
 //! in shells are checked by the policy first: refused (exit status 126) or held for approval.
 //! Every session start, end, refusal and exec command goes to the audit trail.
+//! `exec_command` runs one command for the REST API through the same front and relay.
 
+mod exec;
 mod front;
 mod guard;
 mod hostkey;
 mod relay;
 mod upstream;
 
+pub use exec::{SshExecLimits, SshExecResult, exec_command};
 pub use front::{Services, SshFront, SshFrontConfig};
 pub use hostkey::{generate_host_key, parse_host_key, public_line};
 pub use upstream::{SshTarget, TargetKey};
@@ -40,4 +43,11 @@ pub enum SshError {
     /// Key material problem.
     #[error("{0}")]
     Key(String),
+    /// The session of an API command was refused before it started (no access, unknown
+    /// connection, target unavailable); the refusal is recorded.
+    #[error("{}", .0.message)]
+    Refused(tollgate_core::Refusal),
+    /// The in-process session of an API command failed.
+    #[error("{0}")]
+    Exec(String),
 }

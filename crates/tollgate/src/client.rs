@@ -203,6 +203,9 @@ pub async fn exec(
             return Ok(ExitCode::from(2));
         }
     };
+    if v["kind"] == "ssh" {
+        return ssh_exec_output(&v, as_json);
+    }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -248,6 +251,32 @@ pub async fn exec(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an SSH command's result as `ssh` would: stdout, stderr, and its exit status as ours
+/// (255 when a signal ended it, as `ssh` does).
+fn ssh_exec_output(v: &Value, as_json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(v["stdout"].as_str().unwrap_or_default().as_bytes())?;
+        out.flush()?;
+        let mut err = std::io::stderr().lock();
+        err.write_all(v["stderr"].as_str().unwrap_or_default().as_bytes())?;
+        if v["truncated"] == json!(true) {
+            writeln!(err, "tollgate: output truncated")?;
+        }
+        if let Some(signal) = v["exit_signal"].as_str() {
+            writeln!(err, "tollgate: the command was killed by signal {signal}")?;
+        }
+    }
+    let code = match v["exit_status"].as_u64() {
+        Some(status) => u8::try_from(status).unwrap_or(255),
+        None => 255,
+    };
+    Ok(ExitCode::from(code))
 }
 
 /// One replayed step of a session.

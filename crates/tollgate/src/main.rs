@@ -44,16 +44,18 @@ enum Cmd {
     },
     /// Revoke OIDC tokens by token id or subject (administrators only).
     Tokens(tokens::TokensArgs),
-    /// Run one command on a connection through the gateway and print the result.
+    /// Run one command on a connection through the gateway and print the result: SQL on a
+    /// PostgreSQL connection, a shell command on an SSH connection (stdout, stderr and its exit
+    /// status, as `ssh host 'cmd'`).
     Exec {
         #[command(flatten)]
         api: ApiArgs,
         /// Connection name.
         connection: String,
-        /// The command (SQL) to run; it may start with `-` (a `--` comment).
+        /// The command to run (SQL, or a shell command line); it may start with `-`.
         #[arg(long, short, allow_hyphen_values = true)]
         input: String,
-        /// Print JSON instead of a table.
+        /// Print JSON instead of a table (PostgreSQL) or the output (SSH).
         #[arg(long)]
         json: bool,
         /// Most rows to return.

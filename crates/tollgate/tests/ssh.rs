@@ -978,3 +978,150 @@ fn guardrails_check_lines_typed_in_a_shell() {
             .ends_with("rm -rf /")
     );
 }
+
+#[test]
+fn tollgate_exec_runs_ssh_commands_through_the_front() {
+    let sshd = Sshd::start();
+    let rules = "[[rules]]\nname = \"hold-touch\"\naction = \"approve\"\nprograms = [\"touch\"]\n\
+                 operands = [\"/tmp/held-*\"]\nmode = \"hold\"\nhold_timeout = \"30s\"\n\n";
+    let gw = Gateway::start(&format!(
+        "{rules}{}",
+        sshd.connection("box", &sshd.host_key())
+    ));
+    let token = gw.create_key("ssh-exec", "ops", None);
+    let line = "echo hi; echo err >&2; exit 3";
+
+    // stdout, stderr and the exit status, as `ssh box '…'` gives them.
+    let out = gw.cli(&token, &["exec", "box", "-i", line]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    // --json: the same as one object.
+    let out = gw.cli(&token, &["exec", "box", "--json", "-i", line]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "ssh");
+    assert_eq!(v["stdout"], "hi\n");
+    assert_eq!(v["stderr"], "err\n");
+    assert_eq!(v["exit_status"], 3);
+    assert!(v["exit_signal"].is_null(), "{v}");
+    assert_eq!(v["truncated"], false);
+
+    // A signal comes back by name; the CLI exits 255 as ssh does.
+    let out = gw.cli(&token, &["exec", "box", "--json", "-i", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_signal"], "TERM", "{v}");
+
+    // Output beyond the limit is dropped and flagged, the command still completes.
+    let out = gw.cli(
+        &token,
+        &[
+            "exec",
+            "box",
+            "--json",
+            "-i",
+            "head -c 3000000 /dev/zero | tr '\\0' x; exit 4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["stdout"].as_str().unwrap().len(), 1024 * 1024);
+
+    // A denied command never runs: 126, the rule on stderr.
+    let trace = marker("tollgate-exec-denied");
+    let denied = format!("touch {}; rm -rf /", trace.display());
+    let out = gw.cli(&token, &["exec", "box", "-i", &denied]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("blocked by rule \"deny-shell-rm-root\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert!(!trace.exists(), "the refused line ran");
+
+    // A held command waits for its approval, then runs; the notice is on stderr.
+    let held = marker("held-exec");
+    let touch = format!("touch {}", held.display());
+    let child = Command::new(common::BIN)
+        .args(["exec", "box", "-i", &touch])
+        .env("TOLLGATE_URL", gw.url())
+        .env("TOLLGATE_TOKEN", &token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    decide_when_pending(&gw, &touch, &["approve"]);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("Waiting for approval apr_"), "{err}");
+    assert!(held.exists(), "the approved command did not run");
+    let _ = std::fs::remove_file(&held);
+
+    // A key without the connection's group is refused, and told why.
+    let outsider = gw.create_key("outsider", "other", None);
+    let out = gw.cli(&outsider, &["exec", "box", "-i", "echo no"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("access to connection \"box\" denied") && err.contains("outsider"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // The record: an SSH session from the API, the command as an exec step with its status.
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == line
+    });
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session_start", "command_started", "command", "session_end"],
+        "{events:#?}"
+    );
+    let start = &events[0]["kind"];
+    assert_eq!(start["protocol"], "ssh");
+    assert_eq!(start["channel"], "api", "{start}");
+    assert_eq!(start["client_user"], "box");
+    assert_eq!(start["application"], "SSH-2.0-tollgate-exec");
+    assert!(
+        start["client_addr"].as_str().unwrap().starts_with("api:"),
+        "{start}"
+    );
+    assert_eq!(start["identity"]["subject"], "ssh-exec", "{start}");
+    let command = &events[2]["kind"];
+    assert_eq!(command["command"]["step"], "exec");
+    assert_eq!(command["outcome"]["status"], "error");
+    assert_eq!(command["outcome"]["tags"][0], "exit 3");
+
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == denied.as_str()
+    });
+    let command = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(command["kind"]["outcome"]["status"], "denied");
+    assert_eq!(command["kind"]["outcome"]["rule"], "deny-shell-rm-root");
+
+    let events = events_where(&gw, |k| {
+        k["type"] == "refusal" && k["code"] == "access_denied"
+    });
+    assert_eq!(events[0]["kind"]["channel"], "api", "{events:#?}");
+    let sessions = gw.sessions();
+    assert!(
+        sessions
+            .iter()
+            .filter(|s| s["protocol"] == "ssh")
+            .all(|s| s["channel"] == "api"),
+        "{sessions:#?}"
+    );
+}
