@@ -295,6 +295,8 @@ pub enum ProtocolStep {
     Shell,
     /// SSH `subsystem` request (e.g. `sftp`).
     Subsystem,
+    /// SSH `direct-tcpip` channel: a forwarded TCP connection (text `host:port`).
+    Forward,
 }
 
 /// One command a client asked the target to run.

@@ -13,12 +13,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tollgate_core::{
-    Approvals, Channel as Via, Connection, EventKind, Gatekeeper, Identity, Policy, Protocol,
-    Recorder, Refusal, RefusalCode, SessionInfo, SessionLog, SshSettings, new_session_id,
+    Approvals, Channel as Via, Connection, EventKind, Gatekeeper, Identity, Policy,
+    PolicyContext, Protocol, Recorder, Refusal, RefusalCode, SessionInfo, SessionLog,
+    SshSettings, Verdict, new_session_id,
 };
 
 use crate::upstream::{SshTarget, Upstream};
-use crate::{SshError, relay};
+use crate::{SshError, forward, relay};
 
 /// How often a running session's key or token and access grant are checked again.
 const RECHECK_EVERY: Duration = Duration::from_secs(2);
@@ -644,9 +645,12 @@ impl server::Handler for Conn {
         session.channel_failure(channel)
     }
 
+    /// A local forward (`ssh -L`, `-W`, `-D`): checked by the forwarding rules; an allowed one
+    /// is opened by the target and relayed in a task of its own (`forward`), so a slow
+    /// destination never holds up the session's other channels.
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host_to_connect: &str,
         port_to_connect: u32,
         originator_address: &str,
@@ -654,18 +658,65 @@ impl server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_in_session(
-            Refusal::new(
-                RefusalCode::Forbidden,
-                "port forwarding is not allowed through this gateway",
-            )
-            .with_detail(format!(
-                "direct-tcpip to {host_to_connect}:{port_to_connect} from {originator_address}:{originator_port}"
-            )),
+        let (upstream, log) = {
+            let s = lock(&self.state);
+            (s.upstream.clone(), s.log.clone())
+        };
+        let (Some(upstream), Some(conn), Some(identity)) =
+            (upstream, self.connection.clone(), self.identity.clone())
+        else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let detail = format!(
+            "direct-tcpip to {host_to_connect}:{port_to_connect} from {originator_address}:{originator_port}"
         );
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        if let Some(refusal) = self.front.revoked(&self.state) {
+            // The session itself ends at the next check.
+            let message = refusal.message.clone();
+            self.refuse_in_session(refusal.with_detail(detail));
+            reply.reject(prohibited(&message)).await;
+            return Ok(());
+        }
+        let ctx = PolicyContext {
+            identity: &identity,
+            connection: &conn.name,
+            protocol: Protocol::Ssh,
+        };
+        let rule = match self
+            .front
+            .policy
+            .check_forward(&ctx, host_to_connect, port_to_connect)
+        {
+            Verdict::Allow { rule } => rule,
+            Verdict::Deny { rule, message } | Verdict::Approve { rule, message, .. } => {
+                self.refuse_in_session(
+                    Refusal::new(RefusalCode::Forbidden, message.clone())
+                        .with_detail(format!("{detail}; rule \"{rule}\"")),
+                );
+                reply.reject(prohibited(&message)).await;
+                return Ok(());
+            }
+        };
+        let relay = tokio::spawn(forward::run(
+            channel,
+            reply,
+            upstream,
+            forward::Forward {
+                log,
+                strict_audit: conn.strict_audit,
+                host: host_to_connect.to_string(),
+                port: port_to_connect,
+                origin_address: originator_address.to_string(),
+                origin_port: originator_port,
+                rule,
+            },
+        ));
+        let mut s = lock(&self.state);
+        s.relays.retain(|r| !r.is_finished());
+        s.relays.push(relay);
         Ok(())
     }
 
@@ -744,6 +795,14 @@ impl server::Handler for Conn {
             "agent forwarding is not allowed through this gateway",
         ));
         Ok(false)
+    }
+}
+
+/// A channel open failure "administratively prohibited" with the gateway's reason.
+fn prohibited(message: &str) -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 1,
+        reason: format!("tollgate: {message}"),
     }
 }
 

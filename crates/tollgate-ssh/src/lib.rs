@@ -11,6 +11,7 @@
 //! `exec_command` runs one command for the REST API through the same front and relay.
 
 mod exec;
+mod forward;
 mod front;
 mod guard;
 mod hostkey;

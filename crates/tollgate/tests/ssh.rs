@@ -1125,3 +1125,208 @@ fn tollgate_exec_runs_ssh_commands_through_the_front() {
         "{sessions:#?}"
     );
 }
+
+/// A TCP listener on a free port: each connection's bytes are read to EOF, then answered with
+/// `ok ` and those bytes reversed, and closed.
+fn reversing_listener() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                if conn.read_to_end(&mut got).is_err() {
+                    return;
+                }
+                got.reverse();
+                let _ = conn.write_all(b"ok ");
+                let _ = conn.write_all(&got);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn port_forwards_allowed_by_rule_carry_bytes_and_are_recorded() {
+    let sshd = Sshd::start();
+    let port = reversing_listener();
+    // Allowed by the rule, but nothing listens there: the target cannot connect.
+    let closed = free_port();
+    let rules = format!(
+        "[[rules]]\nname = \"allow-echo-tunnel\"\naction = \"allow\"\n\
+         forwards = [\"127.0.0.1:{port}\", \"127.0.0.1:{closed}\"]\ngroups = [\"tunnels\"]\n\n"
+    );
+    let gw = Gateway::start(&format!(
+        "{rules}{}",
+        sshd.connection("box", &sshd.host_key())
+    ));
+    let token = gw.create_key("ssh-tunnel", "ops,tunnels", None);
+    let outsider = gw.create_key("ssh-no-tunnel", "ops", None);
+
+    // ssh -W: stdin goes to the destination, its answer comes back, byte for byte.
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let forward = |token: &str, dest: &str| {
+        let mut cmd = ssh(&gw, token, "box", &["-W", dest], &[]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let data = payload.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    };
+    let out = forward(&token, &format!("127.0.0.1:{port}"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut expected = b"ok ".to_vec();
+    expected.extend(payload.iter().rev());
+    assert!(out.stdout == expected, "{} bytes back", out.stdout.len());
+
+    // -L: a local port through the gateway, used by a plain TCP client while a command runs
+    // (it ends when its stdin closes).
+    let local = free_port();
+    let mut tunnel = ssh(
+        &gw,
+        &token,
+        "box",
+        &[
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            &format!("127.0.0.1:{local}:127.0.0.1:{port}"),
+        ],
+        &["cat >/dev/null"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut conn = loop {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the -L listener did not open");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    conn.write_all(b"hello tunnel").unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back).unwrap();
+    drop(conn);
+    assert_eq!(text(&back), "ok lennut olleh");
+    drop(tunnel.stdin.take());
+    let out = tunnel.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // A destination no rule allows: refused, told why.
+    let out = forward(&token, &format!("127.0.0.1:{}", sshd.port));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("administratively prohibited") && err.contains("no rule allows it"),
+        "{err}"
+    );
+    // A caller outside the rule's groups: refused the same way.
+    let out = forward(&outsider, &format!("127.0.0.1:{port}"));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("administratively prohibited"), "{err}");
+    // Allowed, but the target cannot connect: the client is told.
+    let out = forward(&token, &format!("127.0.0.1:{closed}"));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the target could not open a connection to 127.0.0.1:{closed}"
+        )),
+        "{err}"
+    );
+
+    // The record: the durable start, then one forward event with the bytes each way.
+    let dest = format!("127.0.0.1:{port}");
+    let events = events_where(&gw, |k| {
+        k["type"] == "forward" && k["bytes_out"] == payload.len() as u64
+    });
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session_start", "command_started", "forward", "session_end"],
+        "{events:#?}"
+    );
+    assert_eq!(events[1]["kind"]["command"]["step"], "forward");
+    assert_eq!(events[1]["kind"]["command"]["text"], dest.as_str());
+    assert_eq!(events[1]["kind"]["rule"], "allow-echo-tunnel");
+    let fwd = &events[2]["kind"];
+    assert_eq!(fwd["host"], "127.0.0.1");
+    assert_eq!(fwd["port"], port);
+    assert_eq!(fwd["bytes_in"], payload.len() as u64 + 3);
+    assert_eq!(fwd["outcome"]["status"], "ok", "{fwd}");
+    assert_eq!(fwd["outcome"]["rule"], "allow-echo-tunnel");
+    assert!(fwd["outcome"]["duration_us"].as_u64().unwrap() > 0);
+
+    let events = events_where(&gw, |k| k["type"] == "forward" && k["bytes_out"] == 12);
+    let fwd = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "forward")
+        .unwrap();
+    assert_eq!(fwd["kind"]["bytes_in"], 15);
+    assert_eq!(fwd["kind"]["outcome"]["status"], "ok", "{fwd}");
+    assert!(
+        fwd["kind"]["origin"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{fwd}"
+    );
+
+    let refused = |who: &str, dest: &str| {
+        let events = events_where(&gw, |k| {
+            k["type"] == "refusal"
+                && k["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("direct-tcpip to {dest} ")))
+        });
+        assert_eq!(events[0]["kind"]["identity"]["subject"], who, "{events:#?}");
+        events
+            .into_iter()
+            .find(|e| e["kind"]["type"] == "refusal")
+            .unwrap()
+    };
+    let other = refused("ssh-tunnel", &format!("127.0.0.1:{}", sshd.port));
+    assert_eq!(other["kind"]["code"], "forbidden");
+    assert!(
+        other["kind"]["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("rule \"no-forwarding-rule\""),
+        "{other}"
+    );
+    let outside = refused("ssh-no-tunnel", &dest);
+    assert!(
+        outside["kind"]["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("rule \"no-forwarding-rule\""),
+        "{outside}"
+    );
+
+    let events = events_where(&gw, |k| k["type"] == "forward" && k["port"] == closed);
+    let fwd = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "forward")
+        .unwrap();
+    assert_eq!(fwd["kind"]["outcome"]["status"], "error", "{fwd}");
+    assert_eq!(fwd["kind"]["outcome"]["error"]["code"], "open_failed");
+    assert_eq!(fwd["kind"]["bytes_out"], 0);
+}
