@@ -275,6 +275,15 @@ pub trait Gatekeeper: Send + Sync {
     /// Re-checks, cheaply, that the identity may still use the connection (key or token not
     /// revoked or expired, access grant not expired).
     fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal>;
+    /// The identity an SSH public key (by its `SHA256:…` fingerprint) is registered to, built
+    /// as for its owner's key or token. Refused when unknown, expired, or its owner revoked.
+    fn authenticate_ssh_key(&self, fingerprint: &str) -> Result<Identity, Refusal> {
+        Err(Refusal::new(
+            RefusalCode::BadCredentials,
+            "authentication failed: public keys are not accepted here",
+        )
+        .with_detail(format!("SSH key {fingerprint}: no key registry")))
+    }
 }
 
 /// The step of the wire protocol that carried a command.

@@ -45,11 +45,12 @@ use tollgate_core::{
 use tollgate_pg::{PgError, PgFront, exec_simple};
 use tollgate_ssh::{SshError, SshExecLimits, SshFront, exec_command};
 use tollgate_store::{
-    KeyRecord, RevocationKind, SessionFilter, SessionRecord, Store, TokenRevocation,
+    KeyRecord, RevocationKind, SessionFilter, SessionRecord, SshKeyOwner, SshKeyRecord, Store,
+    TokenRevocation,
 };
 
 use crate::approvals::{ACCESS_RULE, ApprovalBook, DecideError};
-use crate::keys::{Keys, describe};
+use crate::keys::{Keys, SshKeyError, describe};
 use crate::roles::Role;
 use crate::weblogin::{self, WebLogin};
 
@@ -118,6 +119,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/connections", get(connections))
         .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/keys/{id}", delete(revoke_key))
+        .route("/api/ssh-keys", get(list_ssh_keys).post(add_ssh_key))
+        .route("/api/ssh-keys/{fingerprint}", delete(remove_ssh_key))
         .route("/api/tokens/revoke", post(revoke_token))
         .route("/api/tokens/revoked", get(list_revoked_tokens))
         .route("/api/exec", post(exec))
@@ -548,6 +551,116 @@ async fn revoke_key(State(s): Shared, c: Caller, Path(id): Path<String>) -> ApiR
     }
     s.admin_event("key_revoked", &who, &id, String::new());
     Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+fn ssh_key_json(k: &SshKeyRecord) -> Value {
+    let (owner, key_id) = match &k.owner {
+        SshKeyOwner::ApiKey(id) => ("api_key", Some(id.as_str())),
+        SshKeyOwner::Identity(_) => ("identity", None),
+    };
+    json!({
+        "fingerprint": k.fingerprint,
+        "public_key": k.public_key,
+        "name": k.name,
+        "subject": k.subject,
+        "owner": owner,
+        "key_id": key_id,
+        "created_at": format_rfc3339(k.created_at),
+        "expires_at": k.expires_at.map(format_rfc3339),
+    })
+}
+
+fn ssh_key_error(e: SshKeyError) -> ApiError {
+    match e {
+        SshKeyError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m),
+        SshKeyError::Exists(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+        SshKeyError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+        SshKeyError::Internal(e) => ApiError::internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSshKey {
+    public_key: String,
+    name: Option<String>,
+    ttl: Option<String>,
+    key_id: Option<String>,
+}
+
+async fn add_ssh_key(
+    State(s): Shared,
+    c: Caller,
+    body: Result<Json<AddSshKey>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    c.allow(&s, USERS, "registering an SSH key")?;
+    let Json(req) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    if req.key_id.is_some() {
+        c.allow(&s, ADMIN, "registering an SSH key for another key")?;
+    }
+    let ttl = req
+        .ttl
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    let record = s
+        .keys
+        .register_ssh_key(
+            &c.id,
+            req.key_id.as_deref(),
+            &req.public_key,
+            req.name.as_deref(),
+            ttl,
+        )
+        .map_err(ssh_key_error)?;
+    s.admin_event(
+        "ssh_key_registered",
+        &c.id,
+        &record.fingerprint,
+        format!(
+            "for {}, name {}, expires {}",
+            record.subject,
+            record.name,
+            record
+                .expires_at
+                .map(format_rfc3339)
+                .unwrap_or_else(|| "with its key".into())
+        ),
+    );
+    Ok((StatusCode::CREATED, Json(ssh_key_json(&record))))
+}
+
+async fn list_ssh_keys(State(s): Shared, c: Caller) -> ApiResult<Json<Value>> {
+    c.allow(&s, USERS, "listing SSH keys")?;
+    let all = c.role == Role::Admin;
+    let keys = s.keys.ssh_keys(&c.id, all).map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({"ssh_keys": keys.iter().map(ssh_key_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn remove_ssh_key(
+    State(s): Shared,
+    c: Caller,
+    Path(fingerprint): Path<String>,
+) -> ApiResult<Json<Value>> {
+    c.allow(&s, USERS, "removing an SSH key")?;
+    let all = c.role == Role::Admin;
+    let record = s
+        .keys
+        .remove_ssh_key(&c.id, all, &fingerprint)
+        .map_err(ssh_key_error)?;
+    s.admin_event(
+        "ssh_key_removed",
+        &c.id,
+        &record.fingerprint,
+        format!("of {}", record.subject),
+    );
+    Ok(Json(
+        json!({"fingerprint": record.fingerprint, "removed": true}),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,9 @@ use tollgate_store::{KeyRecord, RevocationKind, Store, TokenRevocation};
 
 use crate::GatewayError;
 use crate::approvals::ApprovalBook;
+
+mod sshkeys;
+pub use sshkeys::{MAX_SNAPSHOT, SshKeyError};
 use crate::roles::{Role, Roles};
 
 /// Prefix of every generated key, so scanners and people recognize them.
@@ -375,6 +378,14 @@ impl Gatekeeper for Keys {
         let c = self.grantable(identity, connection)?;
         self.check_grant(identity, &c, now_micros())?;
         Ok(c)
+    }
+
+    fn authenticate_ssh_key(&self, fingerprint: &str) -> Result<Identity, Refusal> {
+        let found = self.ssh_key_identity(fingerprint);
+        if let Err(refusal) = &found {
+            log_refusal(refusal);
+        }
+        found
     }
 
     fn still_valid(&self, identity: &Identity, connection: &str) -> Result<(), Refusal> {

@@ -106,7 +106,13 @@ impl SshFront {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let server = server::Config {
-            methods: MethodSet::from(&[MethodKind::Password, MethodKind::KeyboardInteractive][..]),
+            methods: MethodSet::from(
+                &[
+                    MethodKind::PublicKey,
+                    MethodKind::Password,
+                    MethodKind::KeyboardInteractive,
+                ][..],
+            ),
             auth_rejection_time: Duration::from_millis(500),
             auth_rejection_time_initial: Some(Duration::from_millis(0)),
             keys: vec![host_key.clone()],
@@ -423,6 +429,26 @@ impl Conn {
         }
     }
 
+    /// The identity a public key is registered to; a refusal is kept for the record.
+    fn check_key(
+        &mut self,
+        user: &str,
+        key: &russh::keys::ssh_key::PublicKey,
+    ) -> Result<Identity, ()> {
+        let fingerprint = crate::userkey::fingerprint(key);
+        let mut s = lock(&self.state);
+        s.info.connection = user.to_string();
+        s.info.client_user = Some(user.to_string());
+        match self.front.gatekeeper.authenticate_ssh_key(&fingerprint) {
+            Ok(identity) => Ok(identity),
+            Err(refusal) => {
+                tracing::info!(connection = %user, reason = %refusal.message, "ssh public key refused");
+                s.refusal = Some(refusal);
+                Err(())
+            }
+        }
+    }
+
     /// Records a refusal of something inside a running session (forwarding, agent).
     fn refuse_in_session(&self, refusal: Refusal) {
         let s = lock(&self.state);
@@ -452,12 +478,40 @@ impl server::Handler for Conn {
         Ok(self.check_token(user, password).await)
     }
 
+    /// A key the client offers: accepted for a signature only when it is registered to an
+    /// identity that may sign in now. A refused one is remembered like a wrong token (recorded
+    /// if no other method succeeds); the client goes on to its next key or method.
     async fn auth_publickey_offered(
         &mut self,
-        _user: &str,
-        _offer: server::PublicKeyOffer<'_>,
+        user: &str,
+        offer: server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(Auth::reject())
+        if self.preset || !crate::userkey::supported(offer.algorithm) {
+            return Ok(Auth::reject());
+        }
+        match self.check_key(user, offer.public_key) {
+            Ok(_) => Ok(Auth::Accept),
+            Err(()) => Ok(Auth::reject()),
+        }
+    }
+
+    /// The client proved it holds the key: the identity it is registered to signs in (looked
+    /// up again, so a revocation in between counts).
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.preset || !crate::userkey::supported(key.algorithm) {
+            return Ok(Auth::reject());
+        }
+        match self.check_key(user, key.public_key) {
+            Ok(identity) => {
+                self.identity = Some(identity);
+                Ok(Auth::Accept)
+            }
+            Err(()) => Ok(Auth::reject()),
+        }
     }
 
     async fn auth_keyboard_interactive<'a>(

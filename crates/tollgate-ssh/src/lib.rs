@@ -17,11 +17,13 @@ mod guard;
 mod hostkey;
 mod relay;
 mod upstream;
+mod userkey;
 
 pub use exec::{SshExecLimits, SshExecResult, exec_command};
 pub use front::{Services, SshFront, SshFrontConfig};
 pub use hostkey::{generate_host_key, parse_host_key, public_line};
 pub use upstream::{SshTarget, TargetKey};
+pub use userkey::{UserKey, parse_user_key};
 
 /// The gateway's SSH host key.
 pub type HostKey = russh::keys::ssh_key::PrivateKey;

@@ -196,6 +196,25 @@ CREATE TABLE web_sessions (
 ) WITHOUT ROWID;
 CREATE INDEX web_sessions_expiry ON web_sessions (expires_at);
 "#,
+    r#"
+-- SSH public keys registered for sign-in, by SHA-256 fingerprint. Whose: an API key (key_id;
+-- its revocation or expiry disables the SSH key, its groups apply at each sign-in) or an OIDC
+-- identity's snapshot (identity, as JSON), which must expire.
+CREATE TABLE ssh_keys (
+    fingerprint TEXT PRIMARY KEY,
+    public_key  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    key_id      TEXT REFERENCES api_keys (id),
+    identity    TEXT,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    CHECK ((key_id IS NOT NULL AND identity IS NULL)
+        OR (key_id IS NULL AND identity IS NOT NULL AND expires_at IS NOT NULL))
+) WITHOUT ROWID;
+CREATE INDEX ssh_keys_key ON ssh_keys (key_id);
+CREATE INDEX ssh_keys_subject ON ssh_keys (subject);
+"#,
 ];
 
 fn open(path: &Path) -> Result<Db, StoreError> {
@@ -305,6 +324,92 @@ pub struct WebSession {
     pub created_at: i64,
     /// Until when, µs since epoch.
     pub expires_at: i64,
+}
+
+/// Whose a registered SSH key is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SshKeyOwner {
+    /// An API key, by id: sign-in takes the key's groups and fails once it is revoked or
+    /// expired.
+    ApiKey(String),
+    /// An OIDC identity as it was when the key was registered.
+    Identity(tollgate_core::Identity),
+}
+
+/// An SSH public key registered for sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshKeyRecord {
+    /// `SHA256:…`.
+    pub fingerprint: String,
+    /// The OpenSSH public key line, without comment.
+    pub public_key: String,
+    /// A name for listings (the line's comment, or given).
+    pub name: String,
+    /// Whose, by name: the API key's name or the identity's subject.
+    pub subject: String,
+    /// Whose, to sign in as.
+    pub owner: SshKeyOwner,
+    /// When registered, µs since epoch.
+    pub created_at: i64,
+    /// When it stops signing in, µs since epoch.
+    pub expires_at: Option<i64>,
+}
+
+type SshKeyRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+const SSH_KEY_COLUMNS: &str =
+    "fingerprint, public_key, name, subject, key_id, identity, created_at, expires_at";
+
+fn ssh_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SshKeyRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn ssh_key_record(row: SshKeyRow) -> Result<SshKeyRecord, StoreError> {
+    let (fingerprint, public_key, name, subject, key_id, identity, created_at, expires_at) = row;
+    let owner = match (key_id, identity) {
+        (Some(id), _) => SshKeyOwner::ApiKey(id),
+        (None, Some(json)) => {
+            SshKeyOwner::Identity(
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    what: "ssh key identity",
+                    detail: e.to_string(),
+                })?,
+            )
+        }
+        (None, None) => {
+            return Err(StoreError::Corrupt {
+                what: "ssh key owner",
+                detail: format!("{fingerprint} has no owner"),
+            });
+        }
+    };
+    Ok(SshKeyRecord {
+        fingerprint,
+        public_key,
+        name,
+        subject,
+        owner,
+        created_at,
+        expires_at,
+    })
 }
 
 /// A session row, kept up to date from its events.
@@ -630,6 +735,74 @@ impl Store {
             db.execute(
                 "DELETE FROM web_sessions WHERE id_hash = ?1",
                 params![id_hash],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Registers an SSH key; false (and nothing stored) when its fingerprint is registered
+    /// already.
+    pub fn insert_ssh_key(&self, key: &SshKeyRecord) -> Result<bool, StoreError> {
+        let (key_id, identity) = match &key.owner {
+            SshKeyOwner::ApiKey(id) => (Some(id.as_str()), None),
+            SshKeyOwner::Identity(i) => (
+                None,
+                Some(serde_json::to_string(i).map_err(|e| StoreError::Corrupt {
+                    what: "ssh key identity",
+                    detail: e.to_string(),
+                })?),
+            ),
+        };
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO ssh_keys (fingerprint, public_key, name, subject, key_id, identity, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (fingerprint) DO NOTHING",
+                params![
+                    key.fingerprint,
+                    key.public_key,
+                    key.name,
+                    key.subject,
+                    key_id,
+                    identity,
+                    key.created_at,
+                    key.expires_at
+                ],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// The SSH key with this fingerprint.
+    pub fn ssh_key(&self, fingerprint: &str) -> Result<Option<SshKeyRecord>, StoreError> {
+        let row = self.with(|db| {
+            db.query_row(
+                &format!("SELECT {SSH_KEY_COLUMNS} FROM ssh_keys WHERE fingerprint = ?1"),
+                params![fingerprint],
+                ssh_key_row,
+            )
+            .optional()
+        })?;
+        row.map(ssh_key_record).transpose()
+    }
+
+    /// Every registered SSH key, oldest first.
+    pub fn ssh_keys(&self) -> Result<Vec<SshKeyRecord>, StoreError> {
+        let rows = self.with(|db| {
+            let mut stmt = db.prepare(&format!(
+                "SELECT {SSH_KEY_COLUMNS} FROM ssh_keys ORDER BY created_at, fingerprint"
+            ))?;
+            let rows = stmt.query_map([], ssh_key_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter().map(ssh_key_record).collect()
+    }
+
+    /// Removes an SSH key; false when there was none.
+    pub fn delete_ssh_key(&self, fingerprint: &str) -> Result<bool, StoreError> {
+        self.with(|db| {
+            db.execute(
+                "DELETE FROM ssh_keys WHERE fingerprint = ?1",
+                params![fingerprint],
             )
             .map(|n| n > 0)
         })

@@ -3,6 +3,7 @@
 mod client;
 mod connect;
 mod login;
+mod sshkeys;
 mod table;
 mod tokens;
 
@@ -44,6 +45,13 @@ enum Cmd {
     },
     /// Revoke OIDC tokens by token id or subject (administrators only).
     Tokens(tokens::TokensArgs),
+    /// Register SSH public keys to your identity, to sign in to SSH connections without a token.
+    SshKeys {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: sshkeys::SshKeysCmd,
+    },
     /// Run one command on a connection through the gateway and print the result: SQL on a
     /// PostgreSQL connection, a shell command on an SSH connection (stdout, stderr and its exit
     /// status, as `ssh host 'cmd'`).
@@ -343,6 +351,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Up { config, data_dir } => up(config, data_dir).await,
         Cmd::Keys { api, command } => client::keys(&api.into(), command).await,
         Cmd::Tokens(args) => tokens::run(args).await,
+        Cmd::SshKeys { api, command } => sshkeys::run(&api.into(), command).await,
         Cmd::Exec {
             api,
             connection,

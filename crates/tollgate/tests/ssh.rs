@@ -1334,3 +1334,150 @@ fn port_forwards_allowed_by_rule_carry_bytes_and_are_recorded() {
     assert_eq!(fwd["kind"]["outcome"]["error"]["code"], "open_failed");
     assert_eq!(fwd["kind"]["bytes_out"], 0);
 }
+
+/// The real `ssh` client through the gateway signing in with a key only.
+fn ssh_with_key(gw: &Gateway, key: &std::path::Path, user: &str, remote: &[&str]) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["60", "ssh", "-F", "/dev/null", "-p"])
+        .arg(gw.ssh_port.to_string())
+        .arg("-i")
+        .arg(key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "PreferredAuthentications=publickey",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("{user}@127.0.0.1"))
+        .args(remote)
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn registered_public_keys_sign_in_as_their_identity() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-keyholder", "ops", None);
+    let keys = tempfile::tempdir().unwrap();
+    let mine = keys.path().join("mine");
+    let other = keys.path().join("other");
+    keygen(&mine);
+    keygen(&other);
+
+    // Registered with the CLI, listed with its fingerprint and name.
+    let out = gw.cli_ok(
+        &token,
+        &[
+            "ssh-keys",
+            "add",
+            "--file",
+            mine.with_extension("pub").to_str().unwrap(),
+            "--name",
+            "laptop",
+        ],
+    );
+    let fingerprint = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{out}");
+    let listed = gw.cli_ok(&token, &["ssh-keys", "list"]);
+    assert!(
+        listed.contains(&fingerprint) && listed.contains("laptop"),
+        "{listed}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&gw.cli_ok(&token, &["ssh-keys", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["subject"], "ssh-keyholder");
+    // The same key twice, and a malformed one, are refused.
+    let again = gw.cli(
+        &token,
+        &[
+            "ssh-keys",
+            "add",
+            mine.with_extension("pub").to_str().unwrap(),
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("registered already"),
+        "{}",
+        text(&again.stderr)
+    );
+    let bad = keys.path().join("bad.pub");
+    std::fs::write(&bad, "ssh-ed25519 AAAAnotakey x\n").unwrap();
+    let out = gw.cli(&token, &["ssh-keys", "add", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+
+    // The key signs in as its identity and runs a command.
+    let out = run(ssh_with_key(&gw, &mine, "box", &["echo signed-in-by-key"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "signed-in-by-key\n");
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == "echo signed-in-by-key"
+    });
+    let start = &events[0]["kind"];
+    assert_eq!(start["identity"]["subject"], "ssh-keyholder", "{start}");
+    assert_eq!(start["identity"]["via"], "api_key", "{start}");
+
+    // An unregistered key does not sign in; the refusal is recorded.
+    let out = run(ssh_with_key(&gw, &other, "box", &["echo never"]));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("never"));
+    events_where(&gw, |k| {
+        k["type"] == "refusal"
+            && k["code"] == "bad_credentials"
+            && k["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("is not registered"))
+    });
+
+    // Removal: the key no longer signs in.
+    let second = gw.create_key("ssh-second", "ops", None);
+    gw.cli_ok(
+        &second,
+        &[
+            "ssh-keys",
+            "add",
+            other.with_extension("pub").to_str().unwrap(),
+        ],
+    );
+    let out = run(ssh_with_key(&gw, &other, "box", &["echo second"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let theirs: serde_json::Value =
+        serde_json::from_str(&gw.cli_ok(&second, &["ssh-keys", "list", "--json"])).unwrap();
+    let other_fp = theirs[0]["fingerprint"].as_str().unwrap().to_string();
+    // Someone else's key is not yours to remove.
+    let out = gw.cli(&token, &["ssh-keys", "remove", &other_fp]);
+    assert!(!out.status.success());
+    gw.cli_ok(&second, &["ssh-keys", "remove", &other_fp]);
+    let out = run(ssh_with_key(&gw, &other, "box", &["echo never"]));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+
+    // Revoking the owning API key: the SSH key no longer signs in.
+    let key_id = json[0]["key_id"].as_str().unwrap().to_string();
+    gw.cli_ok(common::ADMIN_KEY, &["keys", "revoke", &key_id]);
+    let out = run(ssh_with_key(&gw, &mine, "box", &["echo never"]));
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("never"));
+    events_where(&gw, |k| {
+        k["type"] == "refusal"
+            && k["code"] == "revoked"
+            && k["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(&fingerprint))
+    });
+}
