@@ -16,12 +16,15 @@ mod front;
 mod guard;
 mod hostkey;
 mod relay;
+mod sftp;
 mod upstream;
 mod userkey;
 
 pub use exec::{SshExecLimits, SshExecResult, exec_command};
 pub use front::{Services, SshFront, SshFrontConfig};
 pub use hostkey::{generate_host_key, parse_host_key, public_line};
+#[doc(hidden)]
+pub use sftp::fuzz_sftp;
 pub use upstream::{SshTarget, TargetKey};
 pub use userkey::{UserKey, parse_user_key};
 

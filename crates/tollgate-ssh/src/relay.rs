@@ -57,6 +57,8 @@ struct Shared {
     /// The rule that allowed the command, and the approval it used.
     rule: Option<String>,
     approval: Option<String>,
+    /// The SFTP inspector of an `sftp` subsystem channel.
+    sftp: Option<Arc<crate::sftp::SftpChannel>>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -101,6 +103,10 @@ pub(crate) async fn run(
         .is_err()
     {
         aborter.abort();
+    }
+    let sftp = lock(&shared).sftp.take();
+    if let Some(f) = sftp {
+        f.finish();
     }
 }
 
@@ -183,7 +189,13 @@ async fn client_to_target(
                     }
                     Ok(())
                 }
-                None => up_w.data_bytes(data).await,
+                None => {
+                    let sftp = lock(&shared).sftp.clone();
+                    match sftp {
+                        Some(f) => f.on_client(data, &up_w, &handle, id).await,
+                        None => up_w.data_bytes(data).await,
+                    }
+                }
             },
             ChannelMsg::ExtendedData { data, ext } => up_w.extended_data_bytes(ext, data).await,
             ChannelMsg::Eof => up_w.eof().await,
@@ -243,6 +255,11 @@ async fn client_to_target(
                     // `wait` never answers Wait.
                     Decision::Wait(_) => return,
                 };
+                // Legacy scp: its paths are checked by the file rules.
+                if let Some(refused) = crate::sftp::check_scp(&terms, &text) {
+                    refuse_exec(&terms, &shared, &up_w, &handle, id, text, refused).await;
+                    return;
+                }
                 if !start(
                     &terms,
                     &shared,
@@ -291,6 +308,9 @@ async fn client_to_target(
                 .await
                 {
                     return;
+                }
+                if name == "sftp" {
+                    lock(&shared).sftp = Some(crate::sftp::SftpChannel::new(&terms));
                 }
                 up_w.request_subsystem(true, name).await
             }
@@ -549,6 +569,14 @@ async fn target_to_client(
 ) {
     while let Some(msg) = up_r.wait().await {
         let sent = match msg {
+            // SFTP is framed, checked and recorded by crate::sftp, not masked.
+            ChannelMsg::Data { data } if lock(shared).sftp.is_some() => {
+                let sftp = lock(shared).sftp.clone();
+                match sftp {
+                    Some(f) => f.on_target(data, down_w).await.map_err(|_| ()),
+                    None => Ok(()),
+                }
+            }
             ChannelMsg::Data { data } => down_w.data_bytes(data).await.map_err(|_| ()),
             ChannelMsg::ExtendedData { data, ext } => {
                 down_w.extended_data_bytes(ext, data).await.map_err(|_| ())

@@ -1481,3 +1481,238 @@ fn registered_public_keys_sign_in_as_their_identity() {
                 .is_some_and(|d| d.contains(&fingerprint))
     });
 }
+
+/// The real `sftp` client in batch mode through the gateway.
+fn sftp_batch(
+    gw: &Gateway,
+    token: &str,
+    dir: &std::path::Path,
+    commands: &str,
+) -> std::process::Output {
+    let batch = dir.join("batch");
+    std::fs::write(&batch, commands).unwrap();
+    Command::new("timeout")
+        .args(["60", "sshpass", "-e", "sftp", "-F", "/dev/null", "-P"])
+        .arg(gw.ssh_port.to_string())
+        .args([
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+            "-b",
+        ])
+        .arg(&batch)
+        .arg("box@127.0.0.1")
+        .env("SSHPASS", token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The real `scp` client through the gateway (`-O`: the legacy protocol).
+fn scp(gw: &Gateway, token: &str, opts: &[&str], from: &str, to: &str) -> std::process::Output {
+    Command::new("timeout")
+        .args(["60", "sshpass", "-e", "scp", "-F", "/dev/null", "-P"])
+        .arg(gw.ssh_port.to_string())
+        .args(opts)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+        ])
+        .args([from, to])
+        .env("SSHPASS", token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Every `file_transfer` event across sessions, once there are at least `count`.
+fn file_events(gw: &Gateway, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = Vec::new();
+        for s in gw.sessions() {
+            let detail = gw.session(s["id"].as_str().unwrap());
+            for e in detail["events"].as_array().unwrap() {
+                if e["kind"]["type"] == "file_transfer" {
+                    all.push(e["kind"].clone());
+                }
+            }
+        }
+        if all.len() >= count {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} file events, expected {count}: {all:#?}",
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn file_operations_are_recorded_and_refused_by_rule() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().display().to_string();
+    let rules = format!(
+        "[[rules]]\nname = \"no-secrets\"\naction = \"deny\"\nfiles = [\"{w}/secret*\"]\n\
+         message = \"secrets stay on the host\"\n\n\
+         [[rules]]\nname = \"read-only-drop\"\naction = \"deny\"\nfiles = [\"{w}/drop/*\"]\n\
+         file_ops = [\"write\"]\n\n"
+    );
+    let gw = Gateway::start(&format!(
+        "{rules}{}",
+        sshd.connection("box", &sshd.host_key())
+    ));
+    let token = gw.create_key("ssh-files", "ops", None);
+    let payload: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(work.path().join("up.bin"), &payload).unwrap();
+    std::fs::write(work.path().join("secret.txt"), b"the secret").unwrap();
+    std::fs::create_dir(work.path().join("drop")).unwrap();
+
+    // Upload, download, rename, remove, mkdir: relayed and recorded.
+    let out = sftp_batch(
+        &gw,
+        &token,
+        work.path(),
+        &format!(
+            "put {w}/up.bin {w}/remote.bin\nget {w}/remote.bin {w}/back.bin\n\
+             rename {w}/remote.bin {w}/renamed.bin\nrm {w}/renamed.bin\nmkdir {w}/newdir\n"
+        ),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(work.path().join("back.bin")).unwrap(), payload);
+    assert!(!work.path().join("renamed.bin").exists());
+    assert!(work.path().join("newdir").is_dir());
+
+    // A denied download fails in the client and writes nothing locally.
+    let out = sftp_batch(
+        &gw,
+        &token,
+        work.path(),
+        &format!("get {w}/secret.txt {w}/stolen.txt\n"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!work.path().join("stolen.txt").exists());
+
+    // A denied upload: the file is not created on the target.
+    let out = sftp_batch(
+        &gw,
+        &token,
+        work.path(),
+        &format!("put {w}/up.bin {w}/drop/up.bin\n"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!work.path().join("drop/up.bin").exists());
+
+    // scp over SFTP (the default): recorded, and refused by the same rules.
+    let out = scp(
+        &gw,
+        &token,
+        &[],
+        &format!("{w}/up.bin"),
+        &format!("box@127.0.0.1:{w}/scp.bin"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(work.path().join("scp.bin")).unwrap(), payload);
+    let out = scp(
+        &gw,
+        &token,
+        &[],
+        &format!("box@127.0.0.1:{w}/secret.txt"),
+        &format!("{w}/scp-stolen.txt"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!work.path().join("scp-stolen.txt").exists());
+
+    // Legacy scp: the exec of `scp -t` / `scp -f` is refused with the rule on stderr.
+    let out = scp(
+        &gw,
+        &token,
+        &["-O"],
+        &format!("{w}/up.bin"),
+        &format!("box@127.0.0.1:{w}/drop/legacy.bin"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("read-only-drop"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!work.path().join("drop/legacy.bin").exists());
+    let out = scp(
+        &gw,
+        &token,
+        &["-O"],
+        &format!("box@127.0.0.1:{w}/secret.txt"),
+        &format!("{w}/legacy-stolen.txt"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no-secrets"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let events = file_events(&gw, 10);
+    let find = |via: &str, op: &str, path: &str| {
+        events
+            .iter()
+            .find(|k| k["via"] == via && k["op"] == op && k["path"] == path)
+            .unwrap_or_else(|| panic!("no {via} {op} {path}: {events:#?}"))
+            .clone()
+    };
+    let ok = |k: &serde_json::Value, bytes: usize| {
+        assert_eq!(k["outcome"]["status"], "ok", "{k}");
+        assert_eq!(k["bytes"], bytes, "{k}");
+    };
+    ok(&find("sftp", "write", &format!("{w}/remote.bin")), payload.len());
+    ok(&find("sftp", "read", &format!("{w}/remote.bin")), payload.len());
+    ok(&find("sftp", "write", &format!("{w}/scp.bin")), payload.len());
+    let rename = find("sftp", "rename", &format!("{w}/remote.bin"));
+    ok(&rename, 0);
+    assert_eq!(rename["to"], format!("{w}/renamed.bin"));
+    ok(&find("sftp", "remove", &format!("{w}/renamed.bin")), 0);
+    ok(&find("sftp", "mkdir", &format!("{w}/newdir")), 0);
+    for (via, op, path, rule) in [
+        ("sftp", "read", "secret.txt", "no-secrets"),
+        ("sftp", "write", "drop/up.bin", "read-only-drop"),
+        ("scp", "write", "drop/legacy.bin", "read-only-drop"),
+        ("scp", "read", "secret.txt", "no-secrets"),
+    ] {
+        let k = find(via, op, &format!("{w}/{path}"));
+        assert_eq!(k["outcome"]["status"], "denied", "{k}");
+        assert_eq!(k["outcome"]["rule"], rule, "{k}");
+        assert_eq!(k["bytes"], 0, "{k}");
+        let told = k["outcome"]["error"]["message"].as_str().unwrap();
+        assert!(told.starts_with("tollgate: blocked by rule"), "{k}");
+    }
+    let secret = find("sftp", "read", &format!("{w}/secret.txt"));
+    assert!(
+        secret["outcome"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secrets stay on the host"),
+        "{secret}"
+    );
+}
