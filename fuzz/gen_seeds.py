@@ -243,6 +243,58 @@ def shell_seeds():
 
 SEEDS["shell"] = shell_seeds()
 
+def sftp_seeds():
+    """SFTP streams as the `sftp` target reads them: records of a byte (bit 0: 0 from the
+    client, 1 from the target; the rest: the chunk's length - 1) and the chunk."""
+
+    def u32(v):
+        return struct.pack(">I", v)
+
+    def s(b):
+        return u32(len(b)) + b
+
+    def pkt(kind, body):
+        return u32(len(body) + 1) + bytes([kind]) + body
+
+    def req(kind, rid, *fields):
+        return pkt(kind, u32(rid) + b"".join(fields))
+
+    def chunks(direction, data, size):
+        out = b""
+        for i in range(0, len(data), size):
+            c = data[i:i + size]
+            out += bytes([direction | ((len(c) - 1) << 1)]) + c
+        return out
+
+    init = pkt(1, u32(3))
+    version = pkt(2, u32(3) + s(b"posix-rename@openssh.com") + s(b"1"))
+    upload = (init + req(3, 1, s(b"/tmp/up.bin"), u32(0x1A), u32(0))
+              + req(6, 2, s(b"h1"), struct.pack(">Q", 0), s(b"x" * 300))
+              + req(4, 3, s(b"h1")))
+    upload_replies = (version + req(102, 1, s(b"h1")) + req(101, 2, u32(0), s(b"ok"), s(b""))
+                      + req(101, 3, u32(0), s(b""), s(b"")))
+    download = (req(3, 4, s(b"/srv/a.txt"), u32(1), u32(0))
+                + req(5, 5, s(b"h2"), struct.pack(">Q", 0), u32(4096)) + req(4, 6, s(b"h2")))
+    download_replies = (req(102, 4, s(b"h2")) + req(103, 5, s(b"y" * 200))
+                        + req(101, 6, u32(0), s(b""), s(b"")))
+    refused = (req(3, 7, s(b"/etc/secret"), u32(1), u32(0))
+               + req(18, 8, s(b"/tmp/a"), s(b"/tmp/secret"))
+               + req(200, 9, s(b"posix-rename@openssh.com"), s(b"/tmp/a"), s(b"/tmp/b"))
+               + req(200, 10, s(b"limits@openssh.com")) + req(14, 11, s(b"/tmp/d"), u32(0))
+               + req(11, 12, s(b"/tmp")) + req(13, 13, s(b"/tmp/x")))
+    return {
+        "upload": chunks(0, upload, 128) + chunks(1, upload_replies, 128),
+        "upload_split": chunks(0, upload, 7) + chunks(1, upload_replies, 5),
+        "download": chunks(0, download, 128) + chunks(1, download_replies[:40], 128)
+        + chunks(0, refused, 3) + chunks(1, download_replies[40:], 9),
+        "refused": chunks(0, init + refused, 64) + chunks(1, version, 64),
+        "oversized": chunks(0, u32(0x00100000) + b"\x06", 128),
+    }
+
+
+SEEDS["sftp"] = sftp_seeds()
+
+
 for target, seeds in SEEDS.items():
     d = os.path.join(HERE, "seeds", target)
     os.makedirs(d, exist_ok=True)
