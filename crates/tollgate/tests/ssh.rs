@@ -1575,7 +1575,7 @@ fn file_operations_are_recorded_and_refused_by_rule() {
         sshd.connection("box", &sshd.host_key())
     ));
     let token = gw.create_key("ssh-files", "ops", None);
-    let payload: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(work.path().join("up.bin"), &payload).unwrap();
     std::fs::write(work.path().join("secret.txt"), b"the secret").unwrap();
     std::fs::create_dir(work.path().join("drop")).unwrap();
