@@ -1587,13 +1587,16 @@ fn file_operations_are_recorded_and_refused_by_rule() {
         work.path(),
         &format!(
             "put {w}/up.bin {w}/remote.bin\nget {w}/remote.bin {w}/back.bin\n\
-             rename {w}/remote.bin {w}/renamed.bin\nrm {w}/renamed.bin\nmkdir {w}/newdir\n"
+             rename {w}/remote.bin {w}/renamed.bin\nrm {w}/renamed.bin\nmkdir {w}/newdir\n\
+             ls {w}/newdir\nrmdir {w}/newdir\nchmod 600 {w}/back.bin\n\
+             ln -s {w}/back.bin {w}/symlink.bin\nln {w}/back.bin {w}/hardlink.bin\n"
         ),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(work.path().join("back.bin")).unwrap(), payload);
     assert!(!work.path().join("renamed.bin").exists());
-    assert!(work.path().join("newdir").is_dir());
+    assert!(!work.path().join("newdir").exists());
+    assert!(work.path().join("hardlink.bin").exists());
 
     // A denied download fails in the client and writes nothing locally.
     let out = sftp_batch(
@@ -1674,7 +1677,7 @@ fn file_operations_are_recorded_and_refused_by_rule() {
         text(&out.stderr)
     );
 
-    let events = file_events(&gw, 10);
+    let events = file_events(&gw, 15);
     let find = |via: &str, op: &str, path: &str| {
         events
             .iter()
@@ -1694,6 +1697,17 @@ fn file_operations_are_recorded_and_refused_by_rule() {
     assert_eq!(rename["to"], format!("{w}/renamed.bin"));
     ok(&find("sftp", "remove", &format!("{w}/renamed.bin")), 0);
     ok(&find("sftp", "mkdir", &format!("{w}/newdir")), 0);
+    // OpenSSH's sftp lists a directory by its name with a slash.
+    ok(&find("sftp", "list", &format!("{w}/newdir/")), 0);
+    ok(&find("sftp", "rmdir", &format!("{w}/newdir")), 0);
+    ok(&find("sftp", "setstat", &format!("{w}/back.bin")), 0);
+    let links: Vec<_> = events
+        .iter()
+        .filter(|k| k["op"] == "link" && k["path"] == format!("{w}/back.bin"))
+        .map(|k| k["to"].as_str().unwrap().to_string())
+        .collect();
+    assert!(links.contains(&format!("{w}/symlink.bin")), "{links:?}");
+    assert!(links.contains(&format!("{w}/hardlink.bin")), "{links:?}");
     for (via, op, path, rule) in [
         ("sftp", "read", "secret.txt", "no-secrets"),
         ("sftp", "write", "drop/up.bin", "read-only-drop"),
