@@ -184,7 +184,12 @@ pub struct SshSettings {
     pub host_keys: Vec<String>,
     /// A known_hosts file holding the target's host key.
     pub known_hosts: Option<std::path::PathBuf>,
+    /// Most output bytes of one channel recorded in the audit trail (default 16 MiB).
+    pub record_limit: Option<u64>,
 }
+
+/// Most output bytes of one SSH channel recorded when the connection does not say.
+pub const DEFAULT_SSH_RECORD_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// How just-in-time grants to a connection work.
 #[derive(Debug, Clone, PartialEq, Eq)]

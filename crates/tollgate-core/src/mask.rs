@@ -39,6 +39,15 @@ impl MaskTally {
         }
         self.0[index] += 1;
     }
+    /// Adds another tally's counts to this one, leaving the other empty.
+    pub fn add(&mut self, other: &mut MaskTally) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (i, n) in other.0.drain(..).enumerate() {
+            self.0[i] += n;
+        }
+    }
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|&n| n == 0)

@@ -245,6 +245,9 @@ pub struct ConnectionSection {
     pub host_key: Option<String>,
     /// SSH: a known_hosts file holding the target's host key.
     pub known_hosts: Option<PathBuf>,
+    /// SSH: most output bytes of one channel recorded in the audit trail (default 16 MiB;
+    /// what passes it is relayed and counted, not recorded).
+    pub record_output_limit: Option<u64>,
     /// Groups allowed to use it.
     #[serde(default)]
     pub groups: Vec<String>,
@@ -470,6 +473,7 @@ impl Config {
                     (c.private_key_file.is_some(), "private_key_file"),
                     (c.host_key.is_some(), "host_key"),
                     (c.known_hosts.is_some(), "known_hosts"),
+                    (c.record_output_limit.is_some(), "record_output_limit"),
                 ] {
                     if set {
                         return Err(err(
@@ -525,6 +529,7 @@ impl Config {
                         private_key,
                         host_keys: c.host_key.iter().cloned().collect(),
                         known_hosts: c.known_hosts.clone(),
+                        record_limit: c.record_output_limit,
                     };
                     tollgate_ssh::SshTarget::new(&c.url, password.clone(), &settings).map_err(
                         |(which, m)| {

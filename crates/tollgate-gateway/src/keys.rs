@@ -21,8 +21,8 @@ use crate::GatewayError;
 use crate::approvals::ApprovalBook;
 
 mod sshkeys;
-pub use sshkeys::{MAX_SNAPSHOT, SshKeyError};
 use crate::roles::{Role, Roles};
+pub use sshkeys::{MAX_SNAPSHOT, SshKeyError};
 
 /// Prefix of every generated key, so scanners and people recognize them.
 pub const KEY_PREFIX: &str = "tg_";

@@ -189,7 +189,7 @@ impl Gateway {
                 recorder: Arc::clone(&recorder),
                 policy: config.policy.clone(),
                 approvals: approvals.clone(),
-                masker,
+                masker: masker.clone(),
             },
             Some(tokio_rustls::TlsAcceptor::from(tls)),
             PgFrontConfig {
@@ -212,6 +212,7 @@ impl Gateway {
                         recorder: Arc::clone(&recorder),
                         policy: config.policy.clone(),
                         approvals: approvals.clone(),
+                        masker: masker.clone(),
                     },
                     host_key,
                     tollgate_ssh::SshFrontConfig {

@@ -13,10 +13,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tollgate_core::{
-    Approvals, Channel as Via, Connection, EventKind, Gatekeeper, Identity, Policy,
-    PolicyContext, Protocol, Recorder, Refusal, RefusalCode, SessionInfo, SessionLog,
-    SshSettings, Verdict, new_session_id,
+    Approvals, Channel as Via, Connection, EventKind, Gatekeeper, Identity, Policy, PolicyContext,
+    Protocol, Recorder, Refusal, RefusalCode, SessionInfo, SessionLog, SshSettings, Verdict,
+    new_session_id,
 };
+
+use tollgate_core::{DEFAULT_SSH_RECORD_LIMIT, MaskDecision, Masker, SessionMask};
 
 use crate::upstream::{SshTarget, Upstream};
 use crate::{SshError, forward, relay};
@@ -52,6 +54,8 @@ pub struct Services {
     pub policy: Arc<dyn Policy>,
     /// Approvals for the commands a rule holds.
     pub approvals: Arc<dyn Approvals>,
+    /// Decides whether a caller's terminal output is masked.
+    pub masker: Arc<dyn Masker>,
 }
 
 /// The SSH front: shared by every session of the listener.
@@ -60,6 +64,7 @@ pub struct SshFront {
     pub(crate) recorder: Arc<dyn Recorder>,
     pub(crate) policy: Arc<dyn Policy>,
     pub(crate) approvals: Arc<dyn Approvals>,
+    pub(crate) masker: Arc<dyn Masker>,
     server: Arc<server::Config>,
     /// The configuration of in-process sessions (`exec` through the API), whose caller is
     /// signed in already: `none` is their only method. Never used for a network client.
@@ -138,6 +143,7 @@ impl SshFront {
             recorder: services.recorder,
             policy: services.policy,
             approvals: services.approvals,
+            masker: services.masker,
             server: Arc::new(server),
             inproc: Arc::new(inproc),
             config,
@@ -236,6 +242,7 @@ impl SshFront {
             preset: preset.is_some(),
             identity: preset,
             connection: None,
+            mask: None,
         };
         let running = tokio::time::timeout(
             self.config.handshake_timeout,
@@ -404,6 +411,8 @@ struct Conn {
     preset: bool,
     identity: Option<Identity>,
     connection: Option<Arc<Connection>>,
+    /// The masking of the caller's terminal output, once signed in.
+    mask: Option<Arc<dyn SessionMask>>,
 }
 
 impl Conn {
@@ -563,6 +572,13 @@ impl server::Handler for Conn {
         match opened {
             Ok((connection, upstream)) => {
                 let mut s = lock(&self.state);
+                match self.front.masker.session(&identity, &connection.name) {
+                    MaskDecision::Masked(mask) => {
+                        s.info.masking = Some("on".into());
+                        self.mask = Some(mask);
+                    }
+                    MaskDecision::Clear(reason) => s.info.masking = Some(format!("off: {reason}")),
+                }
                 s.upstream = Some(upstream);
                 s.started = true;
                 s.log.append(EventKind::SessionStart(s.info.clone()));
@@ -626,6 +642,12 @@ impl server::Handler for Conn {
                 approvals: Arc::clone(&self.front.approvals),
                 identity,
                 connection: conn.name.clone(),
+                mask: self.mask.clone(),
+                record_limit: conn
+                    .ssh
+                    .as_ref()
+                    .and_then(|s| s.record_limit)
+                    .unwrap_or(DEFAULT_SSH_RECORD_LIMIT),
             },
         ));
         let mut s = lock(&self.state);

@@ -137,16 +137,6 @@ pub(crate) fn decide(terms: &Terms, line: &str, interactive: bool) -> Decision {
             rule,
             approval: None,
         }),
-        Verdict::Approve { rule, message, .. } if interactive => Decision::Refuse(Refused {
-            told: format!(
-                "tollgate: {}. Approvals are not available in interactive shells, so the line was not run; run it as a command (ssh {}@<gateway> '<command>') to ask for one.",
-                one_line(&message),
-                terms.connection
-            ),
-            status: CommandStatus::ApprovalRequired,
-            rule,
-            approval: None,
-        }),
         Verdict::Approve {
             rule,
             message,

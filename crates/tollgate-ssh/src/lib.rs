@@ -17,6 +17,7 @@ mod guard;
 mod hostkey;
 mod relay;
 mod sftp;
+mod terminal;
 mod upstream;
 mod userkey;
 

@@ -14,11 +14,12 @@ use russh::server::{self, Msg as ServerMsg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client};
 use tokio::sync::oneshot;
 use tollgate_core::{
-    Approvals, Command, CommandError, CommandStatus, EventKind, Identity, Outcome, Policy,
-    ProtocolStep, SessionLog,
+    Approvals, Command, CommandError, CommandStatus, EventKind, Identity, MaskTally, Outcome,
+    Policy, ProtocolStep, SessionLog, SessionMask, TerminalHeader,
 };
 
 use crate::guard::{self, Decision, LineEditor, REFUSED_STATUS, Refused, Waiting};
+use crate::terminal::{Echo, Recording, StreamMask};
 
 /// What a relayed channel needs to know of its session.
 pub(crate) struct Terms {
@@ -28,6 +29,25 @@ pub(crate) struct Terms {
     pub(crate) approvals: Arc<dyn Approvals>,
     pub(crate) identity: Identity,
     pub(crate) connection: String,
+    /// Masking of the target's output, when it applies to this caller.
+    pub(crate) mask: Option<Arc<dyn SessionMask>>,
+    /// Most output bytes of one channel recorded in the audit trail.
+    pub(crate) record_limit: u64,
+}
+
+impl Terms {
+    fn clone_terms(&self) -> Terms {
+        Terms {
+            log: self.log.clone(),
+            strict_audit: self.strict_audit,
+            policy: Arc::clone(&self.policy),
+            approvals: Arc::clone(&self.approvals),
+            identity: self.identity.clone(),
+            connection: self.connection.clone(),
+            mask: self.mask.clone(),
+            record_limit: self.record_limit,
+        }
+    }
 }
 
 /// A request forwarded to the target whose reply the client waits for.
@@ -57,6 +77,14 @@ struct Shared {
     /// The rule that allowed the command, and the approval it used.
     rule: Option<String>,
     approval: Option<String>,
+    /// The terminal the client asked for: (TERM, columns, rows).
+    pty: Option<(String, u32, u32)>,
+    /// The channel's asciicast recording (exec commands and shells).
+    recording: Option<Recording>,
+    /// Keystrokes not yet echoed (PTY shells).
+    echo: Echo,
+    /// What masking changed in the channel's output.
+    masked: MaskTally,
     /// The SFTP inspector of an `sftp` subsystem channel.
     sftp: Option<Arc<crate::sftp::SftpChannel>>,
 }
@@ -85,17 +113,10 @@ pub(crate) async fn run(
         handle.clone(),
         id,
         Arc::clone(&shared),
-        Terms {
-            log: terms.log.clone(),
-            strict_audit: terms.strict_audit,
-            policy: Arc::clone(&terms.policy),
-            approvals: Arc::clone(&terms.approvals),
-            identity: terms.identity.clone(),
-            connection: terms.connection.clone(),
-        },
+        terms.clone_terms(),
     ));
-    target_to_client(up_r, &down_w, &handle, id, &shared).await;
-    record_outcome(&terms.log, &shared);
+    target_to_client(up_r, &down_w, &handle, id, &shared, &terms).await;
+    record_outcome(&terms, &shared);
     // The target is done with the channel; the client's side ends with its close, or soon.
     let aborter = to_target.abort_handle();
     if tokio::time::timeout(std::time::Duration::from_secs(5), to_target)
@@ -110,8 +131,12 @@ pub(crate) async fn run(
     }
 }
 
-fn record_outcome(log: &SessionLog, shared: &Mutex<Shared>) {
+fn record_outcome(terms: &Terms, shared: &Mutex<Shared>) {
+    let log = &terms.log;
     let mut s = lock(shared);
+    if let Some(mut recording) = s.recording.take() {
+        recording.finish();
+    }
     if s.recorded {
         return;
     }
@@ -123,6 +148,10 @@ fn record_outcome(log: &SessionLog, shared: &Mutex<Shared>) {
         duration_us: started.elapsed().as_micros() as u64,
         rule: s.rule.take(),
         approval: s.approval.take(),
+        masked: match &terms.mask {
+            Some(mask) => s.masked.take_named(mask.counter_names()),
+            None => Default::default(),
+        },
         ..Outcome::default()
     };
     match (&s.exit, s.refused) {
@@ -181,7 +210,18 @@ async fn client_to_target(
         let sent = match msg {
             ChannelMsg::Data { data } => match editor.as_mut() {
                 Some(ed) => {
-                    if shell_data(&terms, &up_w, &handle, id, ed, &data)
+                    if pty {
+                        let mut s = lock(&shared);
+                        s.echo.typed(&data);
+                        if let Some(r) = s.recording.as_mut() {
+                            r.input(&data);
+                        }
+                    }
+                    let mut client = Client {
+                        down_r: &mut down_r,
+                        backlog: &mut backlog,
+                    };
+                    if shell_data(&terms, &up_w, &handle, id, ed, &data, &mut client)
                         .await
                         .is_err()
                     {
@@ -213,7 +253,11 @@ async fn client_to_target(
                 ..
             } => {
                 pty = true;
-                lock(&shared).pending.push_back(Pending::Other);
+                {
+                    let mut s = lock(&shared);
+                    s.pending.push_back(Pending::Other);
+                    s.pty = Some((term.clone(), col_width, row_height));
+                }
                 up_w.request_pty(
                     true,
                     &term,
@@ -231,6 +275,9 @@ async fn client_to_target(
                 pix_width,
                 pix_height,
             } => {
+                if let Some(r) = lock(&shared).recording.as_mut() {
+                    r.resize(col_width, row_height);
+                }
                 up_w.window_change(col_width, row_height, pix_width, pix_height)
                     .await
             }
@@ -244,7 +291,16 @@ async fn client_to_target(
                 let text = String::from_utf8_lossy(&command).into_owned();
                 let mut decision = guard::decide(&terms, &text, false);
                 if let Decision::Wait(waiting) = decision {
-                    decision = wait(&terms, &handle, id, &waiting, &mut down_r, &mut backlog).await;
+                    decision = wait(
+                        &terms,
+                        &handle,
+                        id,
+                        &waiting,
+                        &mut down_r,
+                        &mut backlog,
+                        false,
+                    )
+                    .await;
                 }
                 let (rule, approval) = match decision {
                     Decision::Run { rule, approval } => (rule, approval),
@@ -337,11 +393,21 @@ async fn wait(
     waiting: &Waiting,
     down_r: &mut ChannelReadHalf,
     backlog: &mut VecDeque<ChannelMsg>,
+    terminal: bool,
 ) -> Decision {
-    let notice = format!("{}\r\n", waiting.notice());
-    let _ = handle
-        .extended_data(id, 1, bytes::Bytes::from(notice.into_bytes()))
-        .await;
+    // On a terminal the notice goes between line ends on the terminal, and Ctrl-C withdraws
+    // the line.
+    if terminal {
+        let notice = format!("\r\n{} (Ctrl-C withdraws the line)\r\n", waiting.notice());
+        let _ = handle
+            .data(id, bytes::Bytes::from(notice.into_bytes()))
+            .await;
+    } else {
+        let notice = format!("{}\r\n", waiting.notice());
+        let _ = handle
+            .extended_data(id, 1, bytes::Bytes::from(notice.into_bytes()))
+            .await;
+    }
     let deadline = Instant::now() + std::time::Duration::from_secs(waiting.hold_secs);
     let mut kept = 0usize;
     let mut reading = true;
@@ -357,6 +423,17 @@ async fn wait(
                     return Decision::Refuse(Refused {
                         told: format!(
                             "tollgate: the client closed the channel while approval {} was pending; the command was not run.",
+                            waiting.id
+                        ),
+                        status: CommandStatus::ApprovalRequired,
+                        rule: waiting.rule.clone(),
+                        approval: Some(waiting.id.clone()),
+                    });
+                }
+                Some(ChannelMsg::Data { data }) if terminal && data.contains(&0x03) => {
+                    return Decision::Refuse(Refused {
+                        told: format!(
+                            "tollgate: withdrawn (Ctrl-C) while approval {} was pending; the line was not run.",
                             waiting.id
                         ),
                         status: CommandStatus::ApprovalRequired,
@@ -397,7 +474,7 @@ async fn refuse_exec(
     terms.log.append(EventKind::Command {
         command: Command {
             step: ProtocolStep::Exec,
-            text: text.into(),
+            text: recorded_text(terms, text).into(),
             params: Vec::new(),
             statement: None,
         },
@@ -413,10 +490,18 @@ async fn refuse_exec(
     let _ = up_w.close().await;
 }
 
+/// The client's side of a channel, read while a line waits for its approval.
+struct Client<'a> {
+    down_r: &'a mut ChannelReadHalf,
+    backlog: &'a mut VecDeque<ChannelMsg>,
+}
+
 /// Client data for a shell: each line is checked at its end before the line end is forwarded.
 /// With a PTY the keystrokes go on at once (the target echoes them) and a refused line is
 /// cleared with Ctrl-U instead of entered; without one a line is held until it is complete and
-/// a refused one is dropped. The client is told on the terminal (stderr without a PTY).
+/// a refused one is dropped. The client is told on the terminal (stderr without a PTY). A line
+/// a rule holds waits for its approval with its line end held; what the client sends meanwhile
+/// is kept for after the decision.
 async fn shell_data(
     terms: &Terms,
     up_w: &ChannelWriteHalf<client::Msg>,
@@ -424,6 +509,7 @@ async fn shell_data(
     id: ChannelId,
     editor: &mut LineEditor,
     data: &[u8],
+    client: &mut Client<'_>,
 ) -> Result<(), russh::Error> {
     let pty = editor.pty();
     let mut rest = data;
@@ -432,16 +518,36 @@ async fn shell_data(
         if pty && line.upto > 0 {
             up_w.data(&rest[..line.upto]).await?;
         }
-        match guard::decide(terms, &line.text, true) {
+        let mut decision = guard::decide(terms, &line.text, true);
+        if let Decision::Wait(waiting) = decision {
+            decision = wait(
+                terms,
+                handle,
+                id,
+                &waiting,
+                client.down_r,
+                client.backlog,
+                pty,
+            )
+            .await;
+            if let Decision::Run { rule, approval } = &decision {
+                // The line runs under its approval: on record with both.
+                terms.log.append(EventKind::Command {
+                    command: shell_line(terms, &line.text),
+                    outcome: Outcome {
+                        rule: rule.clone(),
+                        approval: approval.clone(),
+                        tags: vec!["approved".into()],
+                        ..Outcome::default()
+                    },
+                });
+            }
+        }
+        match decision {
             Decision::Refuse(refused) => {
                 tracing::info!(connection = %terms.connection, rule = %refused.rule, "ssh shell line refused");
                 terms.log.append(EventKind::Command {
-                    command: Command {
-                        step: ProtocolStep::Shell,
-                        text: line.text.clone().into(),
-                        params: Vec::new(),
-                        statement: None,
-                    },
+                    command: shell_line(terms, &line.text),
                     outcome: refused.outcome(),
                 });
                 if pty {
@@ -455,7 +561,7 @@ async fn shell_data(
                         .await;
                 }
             }
-            // Approvals are not offered in shells (`decide` refuses instead of waiting).
+            // `wait` never answers Wait.
             Decision::Run { .. } | Decision::Wait(_) => {
                 if pty {
                     if line.enter {
@@ -478,6 +584,37 @@ async fn shell_data(
     Ok(())
 }
 
+/// A line typed in a shell, as recorded.
+fn shell_line(terms: &Terms, text: &str) -> Command {
+    Command {
+        step: ProtocolStep::Shell,
+        text: recorded_text(terms, text.to_string()).into(),
+        params: Vec::new(),
+        statement: None,
+    }
+}
+
+/// A command line as recorded: what the masking detectors find in it is masked, so the
+/// store never holds a value a client typed either.
+pub(crate) fn recorded_text(terms: &Terms, text: String) -> String {
+    match &terms.mask {
+        Some(mask) => {
+            let mut out = Vec::new();
+            if mask.mask(
+                tollgate_core::ColumnMask::Scan,
+                text.as_bytes(),
+                &mut out,
+                &mut MaskTally::default(),
+            ) {
+                String::from_utf8_lossy(&out).into_owned()
+            } else {
+                text
+            }
+        }
+        None => text,
+    }
+}
+
 /// Records the command that starts the channel and, with strict audit, waits until its
 /// `command_started` event is durable. `false` when it could not be recorded: the client is
 /// told, and the channel ends without the command reaching the target.
@@ -494,7 +631,7 @@ async fn start(
 ) -> bool {
     let command = Command {
         step,
-        text: text.into(),
+        text: recorded_text(terms, text).into(),
         params: Vec::new(),
         statement: None,
     };
@@ -551,6 +688,26 @@ async fn start(
         }
     }
     let mut s = lock(shared);
+    if step != ProtocolStep::Subsystem {
+        let (term, width, height) = match &s.pty {
+            Some((term, w, h)) => (Some(term.clone()), *w, *h),
+            None => (None, 80, 24),
+        };
+        let header = TerminalHeader {
+            width,
+            height,
+            term,
+            started: tollgate_core::now_micros(),
+            command: command.text.to_string(),
+        };
+        s.recording = Some(Recording::new(
+            terms.log.clone(),
+            terms.mask.clone(),
+            u32::from(id),
+            header,
+            terms.record_limit,
+        ));
+    }
     s.command = Some((command, Instant::now()));
     s.rule = rule;
     s.approval = approval;
@@ -559,15 +716,40 @@ async fn start(
 }
 
 /// Target to client: data, stderr, exit status or signal, EOF and close, and the replies to
-/// forwarded requests.
+/// forwarded requests. Output is masked (an unfinished line held back until it is complete or
+/// [`crate::terminal::HOLD`] passes) and recorded as the client receives it.
 async fn target_to_client(
     mut up_r: ChannelReadHalf,
     down_w: &ChannelWriteHalf<ServerMsg>,
     handle: &server::Handle,
     id: ChannelId,
     shared: &Mutex<Shared>,
+    terms: &Terms,
 ) {
-    while let Some(msg) = up_r.wait().await {
+    let mut out = Output {
+        stdout: terms.mask.clone().map(StreamMask::new),
+        stderr: terms.mask.clone().map(StreamMask::new),
+    };
+    loop {
+        let due = out.deadline(shared);
+        let msg = tokio::select! {
+            msg = up_r.wait() => msg,
+            () = sleep_until(due), if due.is_some() => {
+                if out.flush_due(down_w, shared).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
+        // Held output goes before anything that is not more of the same stream.
+        if !matches!(
+            msg,
+            ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. }
+        ) && out.flush_all(down_w, shared).await.is_err()
+        {
+            break;
+        }
         let sent = match msg {
             // SFTP is framed, checked and recorded by crate::sftp, not masked.
             ChannelMsg::Data { data } if lock(shared).sftp.is_some() => {
@@ -577,10 +759,26 @@ async fn target_to_client(
                     None => Ok(()),
                 }
             }
-            ChannelMsg::Data { data } => down_w.data_bytes(data).await.map_err(|_| ()),
-            ChannelMsg::ExtendedData { data, ext } => {
-                down_w.extended_data_bytes(ext, data).await.map_err(|_| ())
-            }
+            ChannelMsg::Data { data } => match out.stdout.as_mut() {
+                None => {
+                    record_output(shared, &data);
+                    down_w.data_bytes(data).await.map_err(|_| ())
+                }
+                Some(mask) => {
+                    let shown = masked(mask, shared, &data, true);
+                    send(down_w, None, shown).await
+                }
+            },
+            ChannelMsg::ExtendedData { data, ext } => match (ext, out.stderr.as_mut()) {
+                (1, Some(mask)) => {
+                    let shown = masked(mask, shared, &data, false);
+                    send(down_w, Some(1), shown).await
+                }
+                _ => {
+                    record_output(shared, &data);
+                    down_w.extended_data_bytes(ext, data).await.map_err(|_| ())
+                }
+            },
             ChannelMsg::Eof => down_w.eof().await.map_err(|_| ()),
             ChannelMsg::ExitStatus { exit_status } => {
                 lock(shared).exit = Some(Exit::Status(exit_status));
@@ -628,7 +826,149 @@ async fn target_to_client(
             break;
         }
     }
+    let _ = out.flush_all(down_w, shared).await;
     let _ = down_w.close().await;
+}
+
+/// The masks of a channel's two output streams.
+struct Output {
+    stdout: Option<StreamMask>,
+    stderr: Option<StreamMask>,
+}
+
+impl Output {
+    /// The next moment something held must go out: masked output or recorded events.
+    fn deadline(&self, shared: &Mutex<Shared>) -> Option<Instant> {
+        [
+            self.stdout.as_ref().and_then(StreamMask::deadline),
+            self.stderr.as_ref().and_then(StreamMask::deadline),
+            lock(shared)
+                .recording
+                .as_ref()
+                .and_then(Recording::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Sends what is due.
+    async fn flush_due(
+        &mut self,
+        down_w: &ChannelWriteHalf<ServerMsg>,
+        shared: &Mutex<Shared>,
+    ) -> Result<(), ()> {
+        let now = Instant::now();
+        {
+            let mut s = lock(shared);
+            if let Some(r) = s.recording.as_mut()
+                && r.deadline().is_some_and(|d| d <= now)
+            {
+                r.write();
+            }
+        }
+        for (ext, mask) in [
+            (None, self.stdout.as_mut()),
+            (Some(1), self.stderr.as_mut()),
+        ] {
+            if let Some(mask) = mask
+                && mask.deadline().is_some_and(|d| d <= now)
+            {
+                let held = flushed(mask, shared);
+                send(down_w, ext, held).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends everything held.
+    async fn flush_all(
+        &mut self,
+        down_w: &ChannelWriteHalf<ServerMsg>,
+        shared: &Mutex<Shared>,
+    ) -> Result<(), ()> {
+        for (ext, mask) in [
+            (None, self.stdout.as_mut()),
+            (Some(1), self.stderr.as_mut()),
+        ] {
+            if let Some(mask) = mask
+                && !mask.is_clear()
+            {
+                let held = flushed(mask, shared);
+                send(down_w, ext, held).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+    }
+}
+
+/// A chunk of output through its stream's mask: what may go out now, recorded. The echo of
+/// keys the client typed in a PTY shell goes out at once.
+fn masked(mask: &mut StreamMask, shared: &Mutex<Shared>, data: &[u8], stdout: bool) -> Vec<u8> {
+    let mut shown = Vec::with_capacity(data.len() + 64);
+    let mut s = lock(shared);
+    if stdout && s.pty.is_some() && s.echo.is_echo(data) {
+        mask.flush(&mut shown);
+        if let Some(r) = s.recording.as_mut() {
+            r.output(&shown);
+            r.echo(data);
+        }
+        shown.extend_from_slice(data);
+    } else {
+        mask.push(data, &mut shown);
+        if let Some(r) = s.recording.as_mut() {
+            r.output(&shown);
+        }
+    }
+    merge_tally(&mut s.masked, &mut mask.tally);
+    shown
+}
+
+/// What a stream's mask held, masked and recorded.
+fn flushed(mask: &mut StreamMask, shared: &Mutex<Shared>) -> Vec<u8> {
+    let mut held = Vec::new();
+    mask.flush(&mut held);
+    let mut s = lock(shared);
+    merge_tally(&mut s.masked, &mut mask.tally);
+    if let Some(r) = s.recording.as_mut() {
+        r.output(&held);
+    }
+    held
+}
+
+fn merge_tally(total: &mut MaskTally, from: &mut MaskTally) {
+    if from.is_empty() {
+        return;
+    }
+    total.add(from);
+}
+
+fn record_output(shared: &Mutex<Shared>, data: &[u8]) {
+    if let Some(r) = lock(shared).recording.as_mut() {
+        r.output(data);
+    }
+}
+
+async fn send(
+    down_w: &ChannelWriteHalf<ServerMsg>,
+    ext: Option<u32>,
+    data: Vec<u8>,
+) -> Result<(), ()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let data = bytes::Bytes::from(data);
+    match ext {
+        None => down_w.data_bytes(data).await,
+        Some(ext) => down_w.extended_data_bytes(ext, data).await,
+    }
+    .map_err(|_| ())
 }
 
 fn signal_text(sig: &Sig) -> String {

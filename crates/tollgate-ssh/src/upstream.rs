@@ -371,6 +371,7 @@ mod tests {
             private_key: Some(credential.clone()),
             host_keys: vec![pinned.to_openssh().unwrap()],
             known_hosts: None,
+            record_limit: None,
         };
         let target = SshTarget::new("ssh://deploy@10.0.0.5:2200", None, &settings).unwrap();
         assert_eq!(target.address(), "10.0.0.5:2200");

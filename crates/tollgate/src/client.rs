@@ -279,6 +279,11 @@ fn ssh_exec_output(v: &Value, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// A terminal recording piece after the channel's first: the timeline shows the first only.
+fn terminal_piece_without_header(e: &Value) -> bool {
+    e["kind"]["type"] == "terminal" && e["kind"]["header"].is_null()
+}
+
 /// One replayed step of a session.
 fn replay_step(start: i64, e: &Value) -> Value {
     let at = e["at"].as_i64().unwrap_or(0);
@@ -298,7 +303,10 @@ fn replay_step(start: i64, e: &Value) -> Value {
                 _ if !o["approval"].is_null() => "allowed after approval",
                 _ => "allowed",
             };
-            step["statement"] = kind["command"]["text"].clone();
+            step["statement"] = match kind["command"]["text"].as_str() {
+                Some("") => format!("({})", s(&kind["command"]["step"])).into(),
+                _ => kind["command"]["text"].clone(),
+            };
             step["params"] = kind["command"]["params"].clone();
             step["verdict"] = verdict.into();
             step["rule"] = o["rule"].clone();
@@ -313,6 +321,36 @@ fn replay_step(start: i64, e: &Value) -> Value {
         "refusal" => {
             step["code"] = kind["code"].clone();
             step["message"] = kind["message"].clone();
+        }
+        "file_transfer" => {
+            let o = &kind["outcome"];
+            step["via"] = kind["via"].clone();
+            step["op"] = kind["op"].clone();
+            step["path"] = kind["path"].clone();
+            step["to"] = kind["to"].clone();
+            step["bytes"] = kind["bytes"].clone();
+            step["status"] = o["status"].clone();
+            step["rule"] = o["rule"].clone();
+            step["error"] = o["error"].clone();
+        }
+        "forward" => {
+            let o = &kind["outcome"];
+            step["destination"] = format!("{}:{}", s(&kind["host"]), s(&kind["port"])).into();
+            step["bytes_out"] = kind["bytes_out"].clone();
+            step["bytes_in"] = kind["bytes_in"].clone();
+            step["status"] = o["status"].clone();
+            step["rule"] = o["rule"].clone();
+            step["error"] = o["error"].clone();
+        }
+        "terminal" => {
+            step["channel"] = kind["channel"].clone();
+            step["command"] = kind["header"]["command"].clone();
+            step["size"] = format!(
+                "{}x{}",
+                s(&kind["header"]["width"]),
+                s(&kind["header"]["height"])
+            )
+            .into();
         }
         "session_start" => {
             step["who"] = kind["identity"]["subject"].clone();
@@ -373,6 +411,57 @@ fn replay_line(step: &Value) -> String {
             l
         }
         "refusal" => format!("REFUSED {}: {}", s(&step["code"]), s(&step["message"])),
+        "file_transfer" => {
+            let mut l = format!(
+                "{} {} {}",
+                s(&step["via"]),
+                s(&step["op"]),
+                s(&step["path"])
+            );
+            if !step["to"].is_null() {
+                l.push_str(&format!(" → {}", s(&step["to"])));
+            }
+            l.push_str(&format!("  [{}", s(&step["status"])));
+            if !step["rule"].is_null() {
+                l.push_str(&format!(" by {}", s(&step["rule"])));
+            }
+            l.push_str(&format!("] {} bytes", s(&step["bytes"])));
+            if step["error"].is_object() {
+                l.push_str(&format!(" → ERROR {}", s(&step["error"]["message"])));
+            }
+            l
+        }
+        "forward" => {
+            let mut l = format!(
+                "forward to {}  [{}",
+                s(&step["destination"]),
+                s(&step["status"])
+            );
+            if !step["rule"].is_null() {
+                l.push_str(&format!(" by {}", s(&step["rule"])));
+            }
+            l.push_str(&format!(
+                "] {} bytes out, {} bytes in",
+                s(&step["bytes_out"]),
+                s(&step["bytes_in"])
+            ));
+            if step["error"].is_object() {
+                l.push_str(&format!(" → ERROR {}", s(&step["error"]["message"])));
+            }
+            l
+        }
+        "terminal" => {
+            let what = match step["command"].as_str().filter(|c| !c.is_empty()) {
+                Some(c) => format!("exec {c}"),
+                None => "shell".into(),
+            };
+            format!(
+                "terminal recording of channel {} ({what}, {}): tollgate sessions replay --channel {}",
+                s(&step["channel"]),
+                s(&step["size"]),
+                s(&step["channel"])
+            )
+        }
         "session_end" => format!("ended: {}", s(&step["reason"])),
         "session_abandoned" => format!("abandoned: {}", s(&step["reason"])),
         other => other.to_string(),
@@ -382,16 +471,62 @@ fn replay_line(step: &Value) -> String {
 
 pub async fn sessions(api: &Api, cmd: SessionsCmd) -> Result<ExitCode> {
     match cmd {
-        SessionsCmd::Replay { id, format } => {
+        SessionsCmd::Replay {
+            id,
+            format,
+            channel,
+            output,
+            speed,
+            max_idle,
+        } => {
             let v = api.get(&format!("/api/sessions/{id}")).await?;
             let events = v["events"].as_array().cloned().unwrap_or_default();
+            let tracks = crate::replay::tracks(&events);
+            match format.as_str() {
+                "asciicast" => {
+                    let mut picked = crate::replay::pick(tracks, channel, &id)?;
+                    let track = match picked.len() {
+                        0 => anyhow::bail!("session {id} has no terminal recording"),
+                        1 => picked.remove(0),
+                        _ => {
+                            let list: Vec<String> =
+                                picked.iter().map(crate::replay::describe).collect();
+                            anyhow::bail!(
+                                "session {id} has several terminal recordings; pick one with --channel:\n  {}",
+                                list.join("\n  ")
+                            )
+                        }
+                    };
+                    match output {
+                        Some(path) => {
+                            let mut file = std::fs::File::create(&path)
+                                .with_context(|| format!("cannot write {}", path.display()))?;
+                            crate::replay::write_asciicast(&mut file, &track, &id)?;
+                        }
+                        None => crate::replay::write_asciicast(
+                            &mut std::io::stdout().lock(),
+                            &track,
+                            &id,
+                        )?,
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                "play" | "auto" if format == "play" || !tracks.is_empty() => {
+                    let picked = crate::replay::pick(tracks, channel, &id)?;
+                    if picked.is_empty() {
+                        anyhow::bail!("session {id} has no terminal recording");
+                    }
+                    crate::replay::play(&picked, speed, max_idle).await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ => {}
+            }
             let start = events.first().and_then(|e| e["at"].as_i64()).unwrap_or(0);
             // A strict command's `command_started` event is followed by its `command` event,
             // which carries the statement and its outcome: the replay shows that one.
-            for e in events
-                .iter()
-                .filter(|e| e["kind"]["type"] != "command_started")
-            {
+            for e in events.iter().filter(|e| {
+                e["kind"]["type"] != "command_started" && !terminal_piece_without_header(e)
+            }) {
                 let step = replay_step(start, e);
                 if format == "json" {
                     println!("{}", serde_json::to_string(&step)?);

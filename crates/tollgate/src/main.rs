@@ -3,6 +3,7 @@
 mod client;
 mod connect;
 mod login;
+mod replay;
 mod sshkeys;
 mod table;
 mod tokens;
@@ -307,14 +308,31 @@ enum SessionsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Replay a session in order: time since its start, each statement with its verdict and
-    /// (masked) result summary, refusals, the end.
+    /// Replay a session. An SSH session with a terminal recording is played in this terminal
+    /// with its timing; otherwise (or with `--format text`) the timeline is printed: time since
+    /// the start, each command with its verdict and (masked) result summary, file transfers,
+    /// forwards, refusals, the end.
     Replay {
         /// Session id.
         id: String,
-        /// `text`, or `json` (one JSON object per line).
-        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        /// `auto` (play a terminal recording, else the timeline), `text` (the timeline),
+        /// `json` (the timeline, one JSON object per line), `play`, or `asciicast` (an
+        /// asciicast v2 file of one channel, for `asciinema play`).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "text", "json", "play", "asciicast"])]
         format: String,
+        /// The SSH channel to play or export (see the timeline); default: every channel
+        /// (play) or the only one (asciicast).
+        #[arg(long)]
+        channel: Option<u64>,
+        /// Write the asciicast file here instead of to stdout.
+        #[arg(long, short = 'o')]
+        output: Option<std::path::PathBuf>,
+        /// Playback speed: 2 plays twice as fast; 0 prints without pauses.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Longest pause kept in playback, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        max_idle: f64,
     },
 }
 

@@ -6,171 +6,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::sshd::{Sshd, decide_when_pending, events_where, keygen, run, ssh, text};
 use common::{Gateway, free_port};
-
-/// A private OpenSSH server on a free port: its own host key, one authorized key, root login
-/// with that key only.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Child,
-}
-
-fn keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "tollgate-test", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Sshd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        keygen(&d.join("host_key"));
-        keygen(&d.join("user_key"));
-        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nStrictModes no\n\
-             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nAllowTcpForwarding yes\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("sshd_config"), config).unwrap();
-        let log = std::fs::File::create(d.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut sshd = Self { dir, port, child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let mut banner = [0u8; 7];
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                if s.read_exact(&mut banner).is_ok() && &banner == b"SSH-2.0" {
-                    return sshd;
-                }
-            }
-            if let Some(status) = sshd.child.try_wait().unwrap() {
-                panic!("sshd exited with {status}: {}", sshd.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start: {}",
-                sshd.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The host key line sshd presents (`ssh-ed25519 AAAA… comment`).
-    fn host_key(&self) -> String {
-        std::fs::read_to_string(self.path("host_key.pub"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// A `[[connections]]` block for this server as root, pinned to `host_key`.
-    fn connection(&self, name: &str, host_key: &str) -> String {
-        format!(
-            "[[connections]]\nname = \"{name}\"\nkind = \"ssh\"\nurl = \"ssh://root@127.0.0.1:{}\"\nprivate_key_file = \"{}\"\nhost_key = \"{host_key}\"\ngroups = [\"ops\"]\n\n",
-            self.port,
-            self.path("user_key").display()
-        )
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The real `ssh` client through the gateway, the token given as the password by `sshpass`.
-fn ssh(gw: &Gateway, token: &str, user: &str, opts: &[&str], remote: &[&str]) -> Command {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["60", "sshpass", "-e", "ssh", "-F", "/dev/null", "-p"])
-        .arg(gw.ssh_port.to_string())
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "NumberOfPasswordPrompts=1",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .args(opts)
-        .arg(format!("{user}@127.0.0.1"))
-        .args(remote)
-        .env("SSHPASS", token)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn run(mut cmd: Command) -> Output {
-    cmd.output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The events of the newest session that matches (waiting a little: events are written
-/// asynchronously).
-fn events_where(gw: &Gateway, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for s in gw.sessions() {
-            let detail = gw.session(s["id"].as_str().unwrap());
-            let events = detail["events"].as_array().unwrap().clone();
-            if events.iter().any(|e| pred(&e["kind"]))
-                && events
-                    .last()
-                    .is_some_and(|e| e["kind"]["type"] == "session_end")
-            {
-                return events;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ended session has such an event"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn exec_and_shell_are_relayed_and_recorded() {
@@ -281,15 +122,18 @@ fn exec_and_shell_are_relayed_and_recorded() {
     let events = events_where(&gw, |k| {
         k["type"] == "command" && k["command"]["text"] == "echo hello"
     });
+    // The channel's output recording (`terminal` events) is checked in ssh_terminal.rs.
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e["kind"]["type"].as_str().unwrap())
+        .filter(|k| *k != "terminal")
         .collect();
     assert_eq!(
         kinds,
         ["session_start", "command_started", "command", "session_end"],
         "{events:#?}"
     );
+    assert!(events.iter().any(|e| e["kind"]["type"] == "terminal"));
     let start = &events[0]["kind"];
     assert_eq!(start["protocol"], "ssh");
     assert_eq!(start["client_user"], "box");
@@ -300,7 +144,10 @@ fn exec_and_shell_are_relayed_and_recorded() {
             .starts_with("SSH-2.0-OpenSSH"),
         "{start}"
     );
-    let command = &events[2]["kind"];
+    let command = &events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap()["kind"];
     assert_eq!(command["command"]["step"], "exec");
     assert_eq!(command["outcome"]["status"], "ok");
     assert_eq!(command["outcome"]["tags"][0], "exit 0");
@@ -768,33 +615,6 @@ fn marker(name: &str) -> PathBuf {
         .unwrap()
         .as_nanos();
     PathBuf::from(format!("/tmp/{name}-{}-{nanos}", std::process::id()))
-}
-
-/// Waits for the pending approval of `statement` and decides it as an administrator.
-fn decide_when_pending(gw: &Gateway, statement: &str, decision: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let list: Vec<serde_json::Value> =
-            serde_json::from_str(&gw.cli_ok(common::ADMIN_KEY, &["approvals", "list", "--json"]))
-                .unwrap();
-        if let Some(a) = list
-            .iter()
-            .find(|a| a["statement"] == statement && a["status"] == "pending")
-        {
-            let id = a["id"].as_str().unwrap().to_string();
-            let mut args = vec!["approvals"];
-            args.extend_from_slice(&decision[..1]);
-            args.push(&id);
-            args.extend_from_slice(&decision[1..]);
-            gw.cli_ok(common::ADMIN_KEY, &args);
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no pending approval for {statement}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -1335,6 +1155,267 @@ fn port_forwards_allowed_by_rule_carry_bytes_and_are_recorded() {
     assert_eq!(fwd["kind"]["bytes_out"], 0);
 }
 
+/// The real `sftp` client in batch mode through the gateway.
+fn sftp_batch(
+    gw: &Gateway,
+    token: &str,
+    dir: &std::path::Path,
+    commands: &str,
+) -> std::process::Output {
+    let batch = dir.join("batch");
+    std::fs::write(&batch, commands).unwrap();
+    Command::new("timeout")
+        .args(["60", "sshpass", "-e", "sftp", "-F", "/dev/null", "-P"])
+        .arg(gw.ssh_port.to_string())
+        .args([
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+            "-b",
+        ])
+        .arg(&batch)
+        .arg("box@127.0.0.1")
+        .env("SSHPASS", token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The real `scp` client through the gateway (`-O`: the legacy protocol).
+fn scp(gw: &Gateway, token: &str, opts: &[&str], from: &str, to: &str) -> std::process::Output {
+    Command::new("timeout")
+        .args(["60", "sshpass", "-e", "scp", "-F", "/dev/null", "-P"])
+        .arg(gw.ssh_port.to_string())
+        .args(opts)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+        ])
+        .args([from, to])
+        .env("SSHPASS", token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Every `file_transfer` event across sessions, once there are at least `count`.
+fn file_events(gw: &Gateway, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = Vec::new();
+        for s in gw.sessions() {
+            let detail = gw.session(s["id"].as_str().unwrap());
+            for e in detail["events"].as_array().unwrap() {
+                if e["kind"]["type"] == "file_transfer" {
+                    all.push(e["kind"].clone());
+                }
+            }
+        }
+        if all.len() >= count {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} file events, expected {count}: {all:#?}",
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn file_operations_are_recorded_and_refused_by_rule() {
+    let sshd = Sshd::start();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().display().to_string();
+    let rules = format!(
+        "[[rules]]\nname = \"no-secrets\"\naction = \"deny\"\nfiles = [\"{w}/secret*\"]\n\
+         message = \"secrets stay on the host\"\n\n\
+         [[rules]]\nname = \"read-only-drop\"\naction = \"deny\"\nfiles = [\"{w}/drop/*\"]\n\
+         file_ops = [\"write\"]\n\n"
+    );
+    let gw = Gateway::start(&format!(
+        "{rules}{}",
+        sshd.connection("box", &sshd.host_key())
+    ));
+    let token = gw.create_key("ssh-files", "ops", None);
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(work.path().join("up.bin"), &payload).unwrap();
+    std::fs::write(work.path().join("secret.txt"), b"the secret").unwrap();
+    std::fs::create_dir(work.path().join("drop")).unwrap();
+
+    // Upload, download, rename, remove, mkdir: relayed and recorded.
+    let out = sftp_batch(
+        &gw,
+        &token,
+        work.path(),
+        &format!(
+            "put {w}/up.bin {w}/remote.bin\nget {w}/remote.bin {w}/back.bin\n\
+             rename {w}/remote.bin {w}/renamed.bin\nrm {w}/renamed.bin\nmkdir {w}/newdir\n\
+             ls {w}/newdir\nrmdir {w}/newdir\nchmod 600 {w}/back.bin\n\
+             ln -s {w}/back.bin {w}/symlink.bin\nln {w}/back.bin {w}/hardlink.bin\n"
+        ),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(work.path().join("back.bin")).unwrap(),
+        payload
+    );
+    assert!(!work.path().join("renamed.bin").exists());
+    assert!(!work.path().join("newdir").exists());
+    assert!(work.path().join("hardlink.bin").exists());
+
+    // A denied download fails in the client and writes nothing locally.
+    let out = sftp_batch(
+        &gw,
+        &token,
+        work.path(),
+        &format!("get {w}/secret.txt {w}/stolen.txt\n"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!work.path().join("stolen.txt").exists());
+
+    // A denied upload: the file is not created on the target.
+    let out = sftp_batch(
+        &gw,
+        &token,
+        work.path(),
+        &format!("put {w}/up.bin {w}/drop/up.bin\n"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!work.path().join("drop/up.bin").exists());
+
+    // scp over SFTP (the default): recorded, and refused by the same rules.
+    let out = scp(
+        &gw,
+        &token,
+        &[],
+        &format!("{w}/up.bin"),
+        &format!("box@127.0.0.1:{w}/scp.bin"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(work.path().join("scp.bin")).unwrap(), payload);
+    let out = scp(
+        &gw,
+        &token,
+        &[],
+        &format!("box@127.0.0.1:{w}/secret.txt"),
+        &format!("{w}/scp-stolen.txt"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!work.path().join("scp-stolen.txt").exists());
+
+    // Legacy scp: the exec of `scp -t` / `scp -f` is refused with the rule on stderr.
+    let out = scp(
+        &gw,
+        &token,
+        &["-O"],
+        &format!("{w}/up.bin"),
+        &format!("box@127.0.0.1:{w}/drop/legacy.bin"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("read-only-drop"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!work.path().join("drop/legacy.bin").exists());
+    let out = scp(
+        &gw,
+        &token,
+        &["-O"],
+        &format!("box@127.0.0.1:{w}/secret.txt"),
+        &format!("{w}/legacy-stolen.txt"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no-secrets"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let events = file_events(&gw, 15);
+    let find = |via: &str, op: &str, path: &str| {
+        events
+            .iter()
+            .find(|k| k["via"] == via && k["op"] == op && k["path"] == path)
+            .unwrap_or_else(|| panic!("no {via} {op} {path}: {events:#?}"))
+            .clone()
+    };
+    let ok = |k: &serde_json::Value, bytes: usize| {
+        assert_eq!(k["outcome"]["status"], "ok", "{k}");
+        assert_eq!(k["bytes"], bytes, "{k}");
+    };
+    ok(
+        &find("sftp", "write", &format!("{w}/remote.bin")),
+        payload.len(),
+    );
+    ok(
+        &find("sftp", "read", &format!("{w}/remote.bin")),
+        payload.len(),
+    );
+    ok(
+        &find("sftp", "write", &format!("{w}/scp.bin")),
+        payload.len(),
+    );
+    let rename = find("sftp", "rename", &format!("{w}/remote.bin"));
+    ok(&rename, 0);
+    assert_eq!(rename["to"], format!("{w}/renamed.bin"));
+    ok(&find("sftp", "remove", &format!("{w}/renamed.bin")), 0);
+    ok(&find("sftp", "mkdir", &format!("{w}/newdir")), 0);
+    // OpenSSH's sftp lists a directory by its name with a slash.
+    ok(&find("sftp", "list", &format!("{w}/newdir/")), 0);
+    ok(&find("sftp", "rmdir", &format!("{w}/newdir")), 0);
+    ok(&find("sftp", "setstat", &format!("{w}/back.bin")), 0);
+    let links: Vec<_> = events
+        .iter()
+        .filter(|k| k["op"] == "link" && k["path"] == format!("{w}/back.bin"))
+        .map(|k| k["to"].as_str().unwrap().to_string())
+        .collect();
+    assert!(links.contains(&format!("{w}/symlink.bin")), "{links:?}");
+    assert!(links.contains(&format!("{w}/hardlink.bin")), "{links:?}");
+    for (via, op, path, rule) in [
+        ("sftp", "read", "secret.txt", "no-secrets"),
+        ("sftp", "write", "drop/up.bin", "read-only-drop"),
+        ("scp", "write", "drop/legacy.bin", "read-only-drop"),
+        ("scp", "read", "secret.txt", "no-secrets"),
+    ] {
+        let k = find(via, op, &format!("{w}/{path}"));
+        assert_eq!(k["outcome"]["status"], "denied", "{k}");
+        assert_eq!(k["outcome"]["rule"], rule, "{k}");
+        assert_eq!(k["bytes"], 0, "{k}");
+        let told = k["outcome"]["error"]["message"].as_str().unwrap();
+        assert!(told.starts_with("tollgate: blocked by rule"), "{k}");
+    }
+    let secret = find("sftp", "read", &format!("{w}/secret.txt"));
+    assert!(
+        secret["outcome"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secrets stay on the host"),
+        "{secret}"
+    );
+}
+
 /// The real `ssh` client through the gateway signing in with a key only.
 fn ssh_with_key(gw: &Gateway, key: &std::path::Path, user: &str, remote: &[&str]) -> Command {
     let mut cmd = Command::new("timeout");
@@ -1480,253 +1561,4 @@ fn registered_public_keys_sign_in_as_their_identity() {
                 .as_str()
                 .is_some_and(|d| d.contains(&fingerprint))
     });
-}
-
-/// The real `sftp` client in batch mode through the gateway.
-fn sftp_batch(
-    gw: &Gateway,
-    token: &str,
-    dir: &std::path::Path,
-    commands: &str,
-) -> std::process::Output {
-    let batch = dir.join("batch");
-    std::fs::write(&batch, commands).unwrap();
-    Command::new("timeout")
-        .args(["60", "sshpass", "-e", "sftp", "-F", "/dev/null", "-P"])
-        .arg(gw.ssh_port.to_string())
-        .args([
-            "-o",
-            "BatchMode=no",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PreferredAuthentications=password",
-            "-b",
-        ])
-        .arg(&batch)
-        .arg("box@127.0.0.1")
-        .env("SSHPASS", token)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// The real `scp` client through the gateway (`-O`: the legacy protocol).
-fn scp(gw: &Gateway, token: &str, opts: &[&str], from: &str, to: &str) -> std::process::Output {
-    Command::new("timeout")
-        .args(["60", "sshpass", "-e", "scp", "-F", "/dev/null", "-P"])
-        .arg(gw.ssh_port.to_string())
-        .args(opts)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PreferredAuthentications=password",
-        ])
-        .args([from, to])
-        .env("SSHPASS", token)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// Every `file_transfer` event across sessions, once there are at least `count`.
-fn file_events(gw: &Gateway, count: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut all = Vec::new();
-        for s in gw.sessions() {
-            let detail = gw.session(s["id"].as_str().unwrap());
-            for e in detail["events"].as_array().unwrap() {
-                if e["kind"]["type"] == "file_transfer" {
-                    all.push(e["kind"].clone());
-                }
-            }
-        }
-        if all.len() >= count {
-            return all;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} file events, expected {count}: {all:#?}",
-            all.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-#[test]
-fn file_operations_are_recorded_and_refused_by_rule() {
-    let sshd = Sshd::start();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path().display().to_string();
-    let rules = format!(
-        "[[rules]]\nname = \"no-secrets\"\naction = \"deny\"\nfiles = [\"{w}/secret*\"]\n\
-         message = \"secrets stay on the host\"\n\n\
-         [[rules]]\nname = \"read-only-drop\"\naction = \"deny\"\nfiles = [\"{w}/drop/*\"]\n\
-         file_ops = [\"write\"]\n\n"
-    );
-    let gw = Gateway::start(&format!(
-        "{rules}{}",
-        sshd.connection("box", &sshd.host_key())
-    ));
-    let token = gw.create_key("ssh-files", "ops", None);
-    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    std::fs::write(work.path().join("up.bin"), &payload).unwrap();
-    std::fs::write(work.path().join("secret.txt"), b"the secret").unwrap();
-    std::fs::create_dir(work.path().join("drop")).unwrap();
-
-    // Upload, download, rename, remove, mkdir: relayed and recorded.
-    let out = sftp_batch(
-        &gw,
-        &token,
-        work.path(),
-        &format!(
-            "put {w}/up.bin {w}/remote.bin\nget {w}/remote.bin {w}/back.bin\n\
-             rename {w}/remote.bin {w}/renamed.bin\nrm {w}/renamed.bin\nmkdir {w}/newdir\n\
-             ls {w}/newdir\nrmdir {w}/newdir\nchmod 600 {w}/back.bin\n\
-             ln -s {w}/back.bin {w}/symlink.bin\nln {w}/back.bin {w}/hardlink.bin\n"
-        ),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read(work.path().join("back.bin")).unwrap(), payload);
-    assert!(!work.path().join("renamed.bin").exists());
-    assert!(!work.path().join("newdir").exists());
-    assert!(work.path().join("hardlink.bin").exists());
-
-    // A denied download fails in the client and writes nothing locally.
-    let out = sftp_batch(
-        &gw,
-        &token,
-        work.path(),
-        &format!("get {w}/secret.txt {w}/stolen.txt\n"),
-    );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("Permission denied"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(!work.path().join("stolen.txt").exists());
-
-    // A denied upload: the file is not created on the target.
-    let out = sftp_batch(
-        &gw,
-        &token,
-        work.path(),
-        &format!("put {w}/up.bin {w}/drop/up.bin\n"),
-    );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("Permission denied"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(!work.path().join("drop/up.bin").exists());
-
-    // scp over SFTP (the default): recorded, and refused by the same rules.
-    let out = scp(
-        &gw,
-        &token,
-        &[],
-        &format!("{w}/up.bin"),
-        &format!("box@127.0.0.1:{w}/scp.bin"),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read(work.path().join("scp.bin")).unwrap(), payload);
-    let out = scp(
-        &gw,
-        &token,
-        &[],
-        &format!("box@127.0.0.1:{w}/secret.txt"),
-        &format!("{w}/scp-stolen.txt"),
-    );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(!work.path().join("scp-stolen.txt").exists());
-
-    // Legacy scp: the exec of `scp -t` / `scp -f` is refused with the rule on stderr.
-    let out = scp(
-        &gw,
-        &token,
-        &["-O"],
-        &format!("{w}/up.bin"),
-        &format!("box@127.0.0.1:{w}/drop/legacy.bin"),
-    );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("read-only-drop"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(!work.path().join("drop/legacy.bin").exists());
-    let out = scp(
-        &gw,
-        &token,
-        &["-O"],
-        &format!("box@127.0.0.1:{w}/secret.txt"),
-        &format!("{w}/legacy-stolen.txt"),
-    );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("no-secrets"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let events = file_events(&gw, 15);
-    let find = |via: &str, op: &str, path: &str| {
-        events
-            .iter()
-            .find(|k| k["via"] == via && k["op"] == op && k["path"] == path)
-            .unwrap_or_else(|| panic!("no {via} {op} {path}: {events:#?}"))
-            .clone()
-    };
-    let ok = |k: &serde_json::Value, bytes: usize| {
-        assert_eq!(k["outcome"]["status"], "ok", "{k}");
-        assert_eq!(k["bytes"], bytes, "{k}");
-    };
-    ok(&find("sftp", "write", &format!("{w}/remote.bin")), payload.len());
-    ok(&find("sftp", "read", &format!("{w}/remote.bin")), payload.len());
-    ok(&find("sftp", "write", &format!("{w}/scp.bin")), payload.len());
-    let rename = find("sftp", "rename", &format!("{w}/remote.bin"));
-    ok(&rename, 0);
-    assert_eq!(rename["to"], format!("{w}/renamed.bin"));
-    ok(&find("sftp", "remove", &format!("{w}/renamed.bin")), 0);
-    ok(&find("sftp", "mkdir", &format!("{w}/newdir")), 0);
-    // OpenSSH's sftp lists a directory by its name with a slash.
-    ok(&find("sftp", "list", &format!("{w}/newdir/")), 0);
-    ok(&find("sftp", "rmdir", &format!("{w}/newdir")), 0);
-    ok(&find("sftp", "setstat", &format!("{w}/back.bin")), 0);
-    let links: Vec<_> = events
-        .iter()
-        .filter(|k| k["op"] == "link" && k["path"] == format!("{w}/back.bin"))
-        .map(|k| k["to"].as_str().unwrap().to_string())
-        .collect();
-    assert!(links.contains(&format!("{w}/symlink.bin")), "{links:?}");
-    assert!(links.contains(&format!("{w}/hardlink.bin")), "{links:?}");
-    for (via, op, path, rule) in [
-        ("sftp", "read", "secret.txt", "no-secrets"),
-        ("sftp", "write", "drop/up.bin", "read-only-drop"),
-        ("scp", "write", "drop/legacy.bin", "read-only-drop"),
-        ("scp", "read", "secret.txt", "no-secrets"),
-    ] {
-        let k = find(via, op, &format!("{w}/{path}"));
-        assert_eq!(k["outcome"]["status"], "denied", "{k}");
-        assert_eq!(k["outcome"]["rule"], rule, "{k}");
-        assert_eq!(k["bytes"], 0, "{k}");
-        let told = k["outcome"]["error"]["message"].as_str().unwrap();
-        assert!(told.starts_with("tollgate: blocked by rule"), "{k}");
-    }
-    let secret = find("sftp", "read", &format!("{w}/secret.txt"));
-    assert!(
-        secret["outcome"]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("secrets stay on the host"),
-        "{secret}"
-    );
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod oidc;
+pub mod sshd;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
