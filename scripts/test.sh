@@ -17,6 +17,9 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
 command -v sshpass >/dev/null 2>&1 || need_pkgs+=(sshpass)
+# Exported terminal recordings are played with asciinema (`asciinema cat` under `script`).
+command -v asciinema >/dev/null 2>&1 || need_pkgs+=(asciinema)
+command -v script >/dev/null 2>&1 || need_pkgs+=(bsdutils)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing ${need_pkgs[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
