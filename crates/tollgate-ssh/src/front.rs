@@ -121,6 +121,7 @@ impl SshFront {
             auth_rejection_time: Duration::from_millis(500),
             auth_rejection_time_initial: Some(Duration::from_millis(0)),
             keys: vec![host_key.clone()],
+            preferred: crate::LISTENER_CIPHERS.clone(),
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 3,

@@ -29,6 +29,33 @@ pub use sftp::fuzz_sftp;
 pub use upstream::{SshTarget, TargetKey};
 pub use userkey::{UserKey, parse_user_key};
 
+/// The ciphers the listener offers: AES-GCM only. A client picks the first of its own list
+/// that the server offers, and OpenSSH lists ChaCha20-Poly1305 and AES-CTR before AES-GCM; with
+/// AES-NI, AES-GCM costs the gateway a fraction of either, and the gateway decrypts and
+/// encrypts every byte twice (client side and target side).
+static LISTENER_CIPHERS: std::sync::LazyLock<russh::Preferred> =
+    std::sync::LazyLock::new(|| russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            russh::cipher::AES_128_GCM,
+            russh::cipher::AES_256_GCM,
+        ]),
+        ..russh::Preferred::default()
+    });
+
+/// The ciphers the gateway asks targets for, in order (the client's order decides): AES-GCM
+/// first, then what OpenSSH servers without it offer.
+static TARGET_CIPHERS: std::sync::LazyLock<russh::Preferred> =
+    std::sync::LazyLock::new(|| russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            russh::cipher::AES_128_GCM,
+            russh::cipher::AES_256_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+            russh::cipher::AES_128_CTR,
+        ]),
+        ..russh::Preferred::default()
+    });
+
 /// The gateway's SSH host key.
 pub type HostKey = russh::keys::ssh_key::PrivateKey;
 

@@ -237,6 +237,7 @@ impl SshTarget {
             mismatch: Arc::clone(&mismatch),
         };
         let config = Arc::new(client::Config {
+            preferred: crate::TARGET_CIPHERS.clone(),
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 3,

@@ -1562,3 +1562,54 @@ fn registered_public_keys_sign_in_as_their_identity() {
                 .is_some_and(|d| d.contains(&fingerprint))
     });
 }
+
+#[test]
+fn a_command_the_audit_log_cannot_record_is_not_run() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-strict", "ops", None);
+    let before = run(ssh(&gw, &token, "box", &[], &["echo before"]));
+    assert_eq!(text(&before.stdout), "before\n", "{}", text(&before.stderr));
+
+    // No file of the gateway may grow any more, as on a full disk.
+    let pid = gw.pid().to_string();
+    let limit = |size: &str| {
+        let out = Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={size}:")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "prlimit: {out:?}");
+    };
+    let trace = marker("tollgate-unrecorded");
+    let line = format!("touch {}", trace.display());
+    limit("0");
+    let out = run(ssh(&gw, &token, "box", &[], &[&line]));
+    limit("unlimited");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("the audit log cannot record this command, so it was not run"),
+        "{err}"
+    );
+    assert!(!trace.exists(), "the unrecorded command ran");
+
+    // Once the store takes writes again: the refusal is on record, the command never as
+    // started, and commands run again.
+    let events = events_where(&gw, |k| {
+        k["type"] == "command" && k["command"]["text"] == line.as_str()
+    });
+    let refused = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "command")
+        .unwrap();
+    assert_eq!(refused["kind"]["outcome"]["status"], "denied");
+    assert_eq!(refused["kind"]["outcome"]["error"]["code"], "audit");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"]["type"] == "command_started"),
+        "{events:#?}"
+    );
+    let after = run(ssh(&gw, &token, "box", &[], &["echo after"]));
+    assert_eq!(text(&after.stdout), "after\n", "{}", text(&after.stderr));
+}
