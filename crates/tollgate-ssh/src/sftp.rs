@@ -1020,6 +1020,13 @@ impl SftpChannel {
     }
 }
 
+impl Drop for SftpChannel {
+    /// A relay stopped without finishing (its task aborted) still records what was open.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// The rule name recorded for a legacy scp command whose paths the gateway cannot read.
 pub(crate) const SCP_UNREADABLE_RULE: &str = "scp-paths-unreadable";
 
