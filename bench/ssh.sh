@@ -4,7 +4,9 @@
 # Starts its own sshd on a free port (own host key and user key, root login by key, UsePAM no)
 # and a release-build gateway with one ssh connection `box` pinned to that host key, then
 # measures, interleaving direct and gateway runs within each round (order alternates per round):
-#   1. throughput: `ssh host 'head -c $BYTES /dev/zero' > /dev/null`, seconds and MiB/s;
+#   1. throughput: `ssh host 'head -c $BYTES /dev/zero' > /dev/null`, seconds and MiB/s; and
+#      the same for TEXT_BYTES of `seq` output (short numeric lines: every byte goes through
+#      the masking detectors, which binary zeros mostly skip);
 #   2. keystroke echo latency in an interactive shell (`ssh -tt`): KEYS letters typed one at a
 #      time by bench/ssh_keys.py (the same driver on both sides), p50 and p99;
 #   3. the gateway's peak memory (VmHWM) and its CPU seconds per GiB relayed (utime+stime from
@@ -17,6 +19,7 @@
 # Run:  bench/ssh.sh
 #   ROUNDS=3           rounds; medians (throughput) and pooled percentiles (keystrokes)
 #   BYTES=1G           bytes per throughput run (head -c syntax: 512M, 1G…)
+#   TEXT_BYTES=256M    bytes per text throughput run (0: none)
 #   KEYS=500           keystrokes per latency run
 #   TG_API_PORT, TG_SSH_PORT, TG_PG_PORT, SSHD_PORT   ports (default: free ones)
 #   TOLLGATE_BIN=path  use this binary instead of building one
@@ -25,6 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BYTES="${BYTES:-1G}"
+TEXT_BYTES="${TEXT_BYTES:-256M}"
 KEYS="${KEYS:-500}"
 ROWS=0
 SIDES=(direct gateway)
@@ -48,6 +52,7 @@ for tool in ssh ssh-keygen sshpass numfmt python3; do
 done
 [ -x /usr/sbin/sshd ] || die "/usr/sbin/sshd not found (openssh-server)"
 NBYTES="$(numfmt --from=iec "$BYTES")" || die "BYTES: cannot read $BYTES"
+NTEXT="$(numfmt --from=iec "$TEXT_BYTES")" || die "TEXT_BYTES: cannot read $TEXT_BYTES"
 
 TMP="$(mktemp -d)"
 ssh_cleanup() {
@@ -192,6 +197,20 @@ throughput() {
   log "$(printf '  %-8s throughput %8.3f s  %8.1f MiB/s%s' "$side" "$secs" "$mibs" "$extra")"
 }
 
+# text SIDE: one run of TEXT_BYTES of `seq` output.
+text_throughput() {
+  local side="$1" t0 t1 secs mibs
+  check_gateway_alive
+  t0="$(now)"
+  on "$side" "seq 1 2000000000 | head -c $NTEXT" >/dev/null \
+    || side_failed "$side" "text throughput ($side) failed"
+  t1="$(now)"
+  secs="$(calc "$t1 - $t0" .3f)"
+  mibs="$(calc "$NTEXT / 1048576 / $secs" .1f)"
+  record text_mibs "$side" "$mibs"
+  log "$(printf '  %-8s text       %8.3f s  %8.1f MiB/s' "$side" "$secs" "$mibs")"
+}
+
 # keystrokes SIDE ROUND: KEYS typed letters, each timed until echoed.
 keystrokes() {
   local side="$1" round="$2" out p50 p99
@@ -209,6 +228,11 @@ for round in $(seq 1 "$ROUNDS"); do
   for side in $order; do
     throughput "$side"
   done
+  if [ "$NTEXT" -gt 0 ]; then
+    for side in $order; do
+      text_throughput "$side"
+    done
+  fi
   for side in $order; do
     keystrokes "$side" "$round"
   done
@@ -238,6 +262,9 @@ d, g = med("secs", "direct"), med("secs", "gateway")
 row(f"head -c {size} (s)", f"{d:.3f}", f"{g:.3f}", f"{d / g:.2f}")
 d, g = med("mibs", "direct"), med("mibs", "gateway")
 row(f"head -c {size} (MiB/s)", f"{d:.1f}", f"{g:.1f}", f"{g / d:.2f}")
+if vals[("text_mibs", "direct")]:
+    d, g = med("text_mibs", "direct"), med("text_mibs", "gateway")
+    row("seq output (MiB/s)", f"{d:.1f}", f"{g:.1f}", f"{g / d:.2f}")
 for p in (50, 99):
     (d, n), (g, _) = pct(keys_direct, p), pct(keys_gateway, p)
     row(f"keystroke echo p{p} (µs, n={n})", f"{d:.0f}", f"{g:.0f}", f"{g - d:+.0f} µs")
