@@ -207,16 +207,18 @@ async fn client_to_target(
                 None => break,
             },
         };
+        // Keys typed on a terminal (a shell, or a command run with `ssh -t`): their echo skips
+        // the output hold, and they are recorded.
+        if pty && let ChannelMsg::Data { data } = &msg {
+            let mut s = lock(&shared);
+            s.echo.typed(data);
+            if let Some(r) = s.recording.as_mut() {
+                r.input(data);
+            }
+        }
         let sent = match msg {
             ChannelMsg::Data { data } => match editor.as_mut() {
                 Some(ed) => {
-                    if pty {
-                        let mut s = lock(&shared);
-                        s.echo.typed(&data);
-                        if let Some(r) = s.recording.as_mut() {
-                            r.input(&data);
-                        }
-                    }
                     let mut client = Client {
                         down_r: &mut down_r,
                         backlog: &mut backlog,
