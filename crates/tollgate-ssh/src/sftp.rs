@@ -930,6 +930,19 @@ impl SftpChannel {
         }
     }
 
+    /// Records that the channel was closed because `from` did not speak SFTP as expected.
+    fn refuse_stream(&self, from: &str, e: &FrameError) {
+        self.log.append(EventKind::Refusal(
+            tollgate_core::Refusal::new(
+                tollgate_core::RefusalCode::ProtocolViolation,
+                format!(
+                    "the sftp channel was closed: what {from} sent is not SFTP the gateway can read"
+                ),
+            )
+            .with_detail(e.to_string()),
+        ));
+    }
+
     fn record(&self, events: Vec<EventKind>) {
         for e in events {
             self.log.append(e);
@@ -955,6 +968,7 @@ impl SftpChannel {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(connection = %self.connection, error = %e, "sftp stream from the client refused; channel closed");
+                self.refuse_stream("the client", &e);
                 let _ = up_w.close().await;
                 let _ = handle.close(id).await;
                 return Err(russh::Error::PacketSize(MAX_PACKET));
@@ -996,6 +1010,7 @@ impl SftpChannel {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(connection = %self.connection, error = %e, "sftp stream from the target refused; channel closed");
+                self.refuse_stream("the target", &e);
                 let _ = down_w.close().await;
                 return Err(russh::Error::PacketSize(MAX_PACKET));
             }

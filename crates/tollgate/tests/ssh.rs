@@ -1613,3 +1613,35 @@ fn a_command_the_audit_log_cannot_record_is_not_run() {
     let after = run(ssh(&gw, &token, "box", &[], &["echo after"]));
     assert_eq!(text(&after.stdout), "after\n", "{}", text(&after.stderr));
 }
+
+#[test]
+fn a_stream_that_is_not_sftp_closes_the_channel_and_is_recorded() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-garbage", "ops", None);
+    // A packet length far past any SFTP packet, then noise.
+    let mut cmd = ssh(&gw, &token, "box", &["-s"], &["sftp"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x7f\xff\xff\xffnot sftp at all").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let events = events_where(&gw, |k| {
+        k["type"] == "refusal" && k["code"] == "protocol_violation"
+    });
+    let refusal = events
+        .iter()
+        .find(|e| e["kind"]["type"] == "refusal")
+        .unwrap();
+    assert!(
+        refusal["kind"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the sftp channel was closed: what the client sent is not SFTP"),
+        "{refusal}"
+    );
+}
