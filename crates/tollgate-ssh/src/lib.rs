@@ -16,6 +16,7 @@ mod front;
 mod guard;
 mod hostkey;
 mod relay;
+mod scp;
 mod sftp;
 mod terminal;
 mod upstream;

@@ -14,11 +14,12 @@ use russh::server::{self, Msg as ServerMsg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig, client};
 use tokio::sync::oneshot;
 use tollgate_core::{
-    Approvals, Command, CommandError, CommandStatus, EventKind, Identity, MaskTally, Outcome,
-    Policy, ProtocolStep, SessionLog, SessionMask, TerminalHeader,
+    Approvals, Command, CommandError, CommandStatus, EventKind, FileOp, Identity, MaskTally,
+    Outcome, Policy, ProtocolStep, SessionLog, SessionMask, TerminalHeader,
 };
 
 use crate::guard::{self, Decision, LineEditor, REFUSED_STATUS, Refused, Waiting};
+use crate::scp::ScpReader;
 use crate::terminal::{Echo, Recording, StreamMask};
 
 /// What a relayed channel needs to know of its session.
@@ -87,6 +88,9 @@ struct Shared {
     masked: MaskTally,
     /// The SFTP inspector of an `sftp` subsystem channel.
     sftp: Option<Arc<crate::sftp::SftpChannel>>,
+    /// The reader of a legacy scp transfer (`scp -t`/`-f`), whose bytes are files: recorded
+    /// file by file, never masked.
+    scp: Option<ScpReader>,
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -128,6 +132,9 @@ pub(crate) async fn run(
     let sftp = lock(&shared).sftp.take();
     if let Some(f) = sftp {
         f.finish();
+    }
+    if let Some(mut scp) = lock(&shared).scp.take() {
+        scp.close();
     }
 }
 
@@ -232,7 +239,13 @@ async fn client_to_target(
                     Ok(())
                 }
                 None => {
-                    let sftp = lock(&shared).sftp.clone();
+                    let sftp = {
+                        let mut s = lock(&shared);
+                        if let Some(scp) = s.scp.as_mut().filter(|r| r.op() == FileOp::Write) {
+                            scp.feed(&data);
+                        }
+                        s.sftp.clone()
+                    };
                     match sftp {
                         Some(f) => f.on_client(data, &up_w, &handle, id).await,
                         None => up_w.data_bytes(data).await,
@@ -317,6 +330,15 @@ async fn client_to_target(
                 if let Some(refused) = crate::sftp::check_scp(&terms, &text) {
                     refuse_exec(&terms, &shared, &up_w, &handle, id, text, refused).await;
                     return;
+                }
+                if let crate::sftp::Scp::Paths(op, paths) = crate::sftp::scp_paths(&text) {
+                    let into_dir = text
+                        .split_whitespace()
+                        .skip(1)
+                        .take_while(|w| w.starts_with('-') && *w != "--")
+                        .any(|w| w.contains('r') || w.contains('d'));
+                    lock(&shared).scp =
+                        Some(ScpReader::new(terms.log.clone(), op, paths, into_dir));
                 }
                 if !start(
                     &terms,
@@ -690,7 +712,8 @@ async fn start(
         }
     }
     let mut s = lock(shared);
-    if step != ProtocolStep::Subsystem {
+    // A legacy scp transfer is recorded as files, not as a terminal.
+    if step != ProtocolStep::Subsystem && s.scp.is_none() {
         let (term, width, height) = match &s.pty {
             Some((term, w, h)) => (Some(term.clone()), *w, *h),
             None => (None, 80, 24),
@@ -760,6 +783,13 @@ async fn target_to_client(
                     Some(f) => f.on_target(data, down_w).await.map_err(|_| ()),
                     None => Ok(()),
                 }
+            }
+            // Legacy scp: files, relayed as they are.
+            ChannelMsg::Data { data } if lock(shared).scp.is_some() => {
+                if let Some(scp) = lock(shared).scp.as_mut().filter(|r| r.op() == FileOp::Read) {
+                    scp.feed(&data);
+                }
+                down_w.data_bytes(data).await.map_err(|_| ())
             }
             ChannelMsg::Data { data } => match out.stdout.as_mut() {
                 None => {

@@ -1645,3 +1645,92 @@ fn a_stream_that_is_not_sftp_closes_the_channel_and_is_recorded() {
         "{refusal}"
     );
 }
+
+#[test]
+fn legacy_scp_transfers_are_recorded_file_by_file_and_never_masked() {
+    let sshd = Sshd::start();
+    let gw = Gateway::start(&sshd.connection("box", &sshd.host_key()));
+    let token = gw.create_key("ssh-scp-legacy", "ops", None);
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let (l, r) = (local.path(), remote.path());
+    // Files hold what the masking detectors find: they must still arrive byte for byte.
+    let mut payload = b"contact alice@example.com, card 4111 1111 1111 1111\n".to_vec();
+    payload.extend((0..200_000u32).map(|i| (i % 251) as u8));
+    std::fs::write(l.join("up.bin"), &payload).unwrap();
+    std::fs::create_dir(l.join("tree")).unwrap();
+    std::fs::write(l.join("tree/one.txt"), b"one\n").unwrap();
+
+    let up = scp(
+        &gw,
+        &token,
+        &["-O"],
+        &l.join("up.bin").display().to_string(),
+        &format!("box@127.0.0.1:{}/", r.display()),
+    );
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    assert_eq!(std::fs::read(r.join("up.bin")).unwrap(), payload);
+    let tree = scp(
+        &gw,
+        &token,
+        &["-O", "-r"],
+        &l.join("tree").display().to_string(),
+        &format!("box@127.0.0.1:{}/", r.display()),
+    );
+    assert!(tree.status.success(), "{}", text(&tree.stderr));
+    let down = scp(
+        &gw,
+        &token,
+        &["-O"],
+        &format!("box@127.0.0.1:{}/up.bin", r.display()),
+        &l.join("back.bin").display().to_string(),
+    );
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(std::fs::read(l.join("back.bin")).unwrap(), payload);
+
+    let transfers = |op: &str| -> Vec<(String, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<(String, u64)> = gw
+                .sessions()
+                .iter()
+                .flat_map(|s| {
+                    gw.session(s["id"].as_str().unwrap())["events"]
+                        .as_array()
+                        .unwrap()
+                        .clone()
+                })
+                .filter(|e| {
+                    e["kind"]["type"] == "file_transfer"
+                        && e["kind"]["via"] == "scp"
+                        && e["kind"]["op"] == op
+                        && e["kind"]["outcome"]["status"] == "ok"
+                })
+                .map(|e| {
+                    (
+                        e["kind"]["path"].as_str().unwrap().to_string(),
+                        e["kind"]["bytes"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            if !found.is_empty() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut written = transfers("write");
+    written.sort();
+    let r = r.display().to_string();
+    assert_eq!(
+        written,
+        [
+            (format!("{r}/tree/one.txt"), 4),
+            (format!("{r}/up.bin"), payload.len() as u64),
+        ]
+    );
+    assert_eq!(
+        transfers("read"),
+        [(format!("{r}/up.bin"), payload.len() as u64)]
+    );
+}
