@@ -189,13 +189,12 @@ pub async fn exec(
     as_json: bool,
     max_rows: usize,
 ) -> Result<ExitCode> {
-    let answer = api
-        .call(
-            reqwest::Method::POST,
-            "/api/exec",
-            Some(json!({"connection": connection, "input": input, "max_rows": max_rows})),
-        )
-        .await?;
+    let call = api.call(
+        reqwest::Method::POST,
+        "/api/exec",
+        Some(json!({"connection": connection, "input": input, "max_rows": max_rows})),
+    );
+    let answer = with_approval_notices(api, connection, input, call).await?;
     let v = match answer {
         Ok(v) => v,
         Err(f) => {
@@ -251,6 +250,45 @@ pub async fn exec(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Awaits an exec call; meanwhile, once a second after the first, tells the caller (on stderr)
+/// about a pending approval request for this input on this connection, once per request, as
+/// `ssh` shows a held command's notice while it waits.
+async fn with_approval_notices<T>(
+    api: &Api,
+    connection: &str,
+    input: &str,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let mut told = std::collections::HashSet::new();
+    tokio::pin!(call);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(1),
+    );
+    loop {
+        tokio::select! {
+            answer = &mut call => return answer,
+            _ = tick.tick() => {
+                let Ok(v) = api.get("/api/approvals?status=pending").await else {
+                    continue;
+                };
+                for a in v["approvals"].as_array().into_iter().flatten() {
+                    let id = s(&a["id"]);
+                    if a["connection"] == connection
+                        && a["statement"] == input
+                        && told.insert(id.clone())
+                    {
+                        eprintln!(
+                            "tollgate: held under rule \"{}\": waiting for approval {id} (an approver runs `tollgate approvals approve {id}`)",
+                            s(&a["rule"])
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Prints an SSH command's result as `ssh` would: stdout, stderr, and its exit status as ours

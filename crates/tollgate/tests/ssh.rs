@@ -863,10 +863,11 @@ fn tollgate_exec_runs_ssh_commands_through_the_front() {
     assert!(out.stdout.is_empty());
     assert!(!trace.exists(), "the refused line ran");
 
-    // A held command waits for its approval, then runs; the notice is on stderr.
+    // A held command waits for its approval, then runs; the CLI tells the caller while it
+    // waits, and the gateway's notice is on stderr at the end.
     let held = marker("held-exec");
     let touch = format!("touch {}", held.display());
-    let child = Command::new(common::BIN)
+    let mut child = Command::new(common::BIN)
         .args(["exec", "box", "-i", &touch])
         .env("TOLLGATE_URL", gw.url())
         .env("TOLLGATE_TOKEN", &token)
@@ -875,9 +876,18 @@ fn tollgate_exec_runs_ssh_commands_through_the_front() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(
+        first.starts_with("tollgate: held under rule \"hold-touch\": waiting for approval apr_"),
+        "{first}"
+    );
+    assert!(!held.exists());
     decide_when_pending(&gw, &touch, &["approve"]);
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
     let out = child.wait_with_output().unwrap();
-    let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("Waiting for approval apr_"), "{err}");
     assert!(held.exists(), "the approved command did not run");
