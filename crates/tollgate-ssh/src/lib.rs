@@ -27,6 +27,8 @@ pub use front::{Services, SshFront, SshFrontConfig};
 pub use hostkey::{generate_host_key, parse_host_key, public_line};
 #[doc(hidden)]
 pub use sftp::fuzz_sftp;
+#[doc(hidden)]
+pub use terminal::fuzz_terminal;
 pub use upstream::{SshTarget, TargetKey};
 pub use userkey::{UserKey, parse_user_key};
 
