@@ -187,8 +187,8 @@ impl Mask {
     /// Detector pass: masks every finding; false when nothing was found.
     fn scan(&self, value: &[u8], out: &mut Vec<u8>, tally: &mut MaskTally) -> bool {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => self.scan_with(value, out, tally, &mut scratch),
-            Err(_) => self.scan_with(value, out, tally, &mut Scratch::default()),
+            Ok(mut scratch) => self.scan_with(value, out, tally, &mut scratch, find),
+            Err(_) => self.scan_with(value, out, tally, &mut Scratch::default(), find),
         })
     }
 
@@ -198,6 +198,7 @@ impl Mask {
         out: &mut Vec<u8>,
         tally: &mut MaskTally,
         scratch: &mut Scratch,
+        find: FindFn,
     ) -> bool {
         let Scratch {
             found,
@@ -210,7 +211,7 @@ impl Mask {
         if !self.kinds.is_empty() {
             find(value, self.kinds, found);
             let plain = found.len();
-            encoded_findings(value, self.kinds, found, decoded, inner);
+            encoded_findings(value, self.kinds, found, decoded, inner, find);
             // (start, end, source): a kind's index, a custom detector's past the kinds, an
             // encoded finding's past ENCODED_BASE.
             for (i, f) in found.iter().enumerate() {
@@ -230,7 +231,11 @@ impl Mask {
         if spans.is_empty() {
             return false;
         }
-        spans.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        // By start, longest first; a tie between two sources on one span goes to the detector
+        // that reports first (`detect::find`'s order), then encoded findings, then custom ones.
+        spans.sort_unstable_by_key(|&(start, end, source)| {
+            (start, std::cmp::Reverse(end), source_rank(source))
+        });
         let mut pos = 0;
         let mut any = false;
         for &(start, end, source) in spans.iter() {
@@ -309,6 +314,51 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
+/// The order in which the whole-input detector pass reports the kinds, for ties.
+const KIND_RANK: [usize; Kind::ALL.len()] = {
+    let mut rank = [0; Kind::ALL.len()];
+    let order: [Kind; Kind::ALL.len()] = [
+        Kind::Email,
+        Kind::Phone,
+        Kind::Card,
+        Kind::Ssn,
+        Kind::Iban,
+        Kind::Ipv4,
+        Kind::Ipv6,
+        Kind::SecretAssignment,
+        Kind::AwsSecretKey,
+        Kind::GithubToken,
+        Kind::GitlabToken,
+        Kind::SlackToken,
+        Kind::StripeKey,
+        Kind::PrivateKey,
+        Kind::AwsAccessKey,
+        Kind::GoogleApiKey,
+        Kind::Jwt,
+        Kind::PasswordHash,
+    ];
+    let mut i = 0;
+    while i < order.len() {
+        rank[order[i] as usize] = i;
+        i += 1;
+    }
+    rank
+};
+
+/// Where spans of `source` go among spans of the same start and end: built-in detectors in
+/// the order the detector pass reports them, then encoded findings, then custom detectors in
+/// their order.
+fn source_rank(source: usize) -> usize {
+    match KIND_RANK.get(source) {
+        Some(&rank) => rank,
+        None if source >= ENCODED_BASE => Kind::ALL.len(),
+        None => source + 1,
+    }
+}
+
+/// The detector pass: [`find`] (tests compare it with the whole-input reference).
+type FindFn = fn(&[u8], KindSet, &mut Vec<Finding>);
+
 /// Span sources at or past this are encoded findings (offset by their kind).
 const ENCODED_BASE: usize = 1 << 16;
 
@@ -323,6 +373,7 @@ fn encoded_findings(
     out: &mut Vec<Finding>,
     decoded: &mut Vec<u8>,
     inner: &mut Vec<Finding>,
+    find: FindFn,
 ) {
     if value.len() < MIN_ENCODED {
         return;
@@ -615,8 +666,214 @@ mod tests {
             &mut out,
             &mut Vec::new(),
             &mut Vec::new(),
+            find,
         );
         out.iter().map(|f| (f.start, f.end)).collect()
+    }
+
+    /// xorshift64*: deterministic corpora without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % n
+        }
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    /// Lines of every sort: the test corpora's values (sensitive and ordinary), numbers, log
+    /// lines, PEM blocks, base64 (wrapped at 76 like PostgreSQL's) and hex of sensitive
+    /// values, secrets quoted across an escaped line end, binary noise.
+    fn corpus_lines() -> Vec<String> {
+        let sensitive: Vec<&str> = include_str!("../tests/sensitive_values.tsv")
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split('\t').nth(1))
+            .collect();
+        let ordinary: Vec<&str> = include_str!("../tests/ordinary_values.txt")
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let mut lines: Vec<String> = Vec::new();
+        lines.extend(sensitive.iter().map(|s| s.to_string()));
+        // The same values with their literal `\n` as real line ends (PEM blocks, wrapped text).
+        lines.extend(sensitive.iter().map(|s| s.replace("\\n", "\n")));
+        lines.extend(ordinary.iter().map(|s| s.to_string()));
+        for n in [
+            1u64,
+            7,
+            42,
+            999,
+            31337,
+            4111111,
+            12345678,
+            123456789,
+            4111111111111111,
+        ] {
+            lines.push(n.to_string());
+        }
+        lines.extend([
+            "login alice@example.com from 10.1.2.3 card 4111 1111 1111 1111".to_string(),
+            "-rw-r--r-- 1 alice staff  1048576 Nov 27 12:30 backup-2024-01-15.tar.gz".to_string(),
+            "Nov 27 12:30:45 db-01 sshd[31337]: Accepted publickey for bob from 192.168.1.10 port 52144".to_string(),
+            "2024-06-01T12:30:45Z INFO request id=550e8400-e29b-41d4-a716-446655440000 took 12ms".to_string(),
+            "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string(),
+            "password=\"first line \\".to_string(),
+            "second line of the same secret\"".to_string(),
+            "token: 'ends with a backslash \\".to_string(),
+            "-----BEGIN RSA PRIVATE KEY-----".to_string(),
+            "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun".to_string(),
+            "-----END RSA PRIVATE KEY-----".to_string(),
+            "-----BEGIN CERTIFICATE-----".to_string(),
+            "-----END CERTIFICATE-----".to_string(),
+            "-----BEGIN EC PRIVATE KEY-----".to_string(),
+            "call +1 415-555-2671 or (415) 555-2671, ssn 123-45-6789".to_string(),
+            "4222 222222 222".to_string(),
+            "eyJhbGciOi.eyJzdWIiOi.".to_string(),
+            "hooks.slack.com/services/T0/B0/XXXXXXXX".to_string(),
+            "$1$saltsalt$abcdefg".to_string(),
+            "ACCA0123456789ABCDEF".to_string(),
+            "fe80::1ff:fe23:4567:890a and 2001:db8::1".to_string(),
+            "\\".to_string(),
+            String::new(),
+            "\r".to_string(),
+            "\u{0}\u{1}\u{7f}\u{ff}é用".to_string(),
+        ]);
+        let secrets = [
+            "alice.smith@example.com",
+            "4111 1111 1111 1111",
+            "call +1 415-555-2671",
+            "password=hunter2",
+            "AKIAIOSFODNN7EXAMPLE",
+        ];
+        let mut long = String::new();
+        for s in secrets {
+            let b64 = base64(s.as_bytes());
+            lines.push(b64.clone());
+            lines.push(format!("data: {b64} end"));
+            lines.push(format!(
+                "\\x{}",
+                s.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+            ));
+            long.push_str(&format!("padding text {s} more padding text "));
+        }
+        // Wrapped base64 whose encoded secrets straddle the line ends.
+        let wrapped = base64(long.as_bytes());
+        let wrapped: Vec<String> = wrapped
+            .as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        lines.push(wrapped.join("\n"));
+        lines
+    }
+
+    /// A corpus of about `size` bytes: random lines of [`corpus_lines`] and numbers.
+    fn corpus(rng: &mut Rng, lines: &[String], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < size {
+            match rng.below(10) {
+                0..=2 => out.extend_from_slice(rng.below(100_000_000).to_string().as_bytes()),
+                _ => out.extend_from_slice(lines[rng.below(lines.len())].as_bytes()),
+            }
+            match rng.below(20) {
+                0 => out.extend_from_slice(b"\r\n"),
+                1 => out.extend_from_slice(b" "),
+                2 => out.extend_from_slice(b"\t"),
+                _ => out.push(b'\n'),
+            }
+        }
+        out
+    }
+
+    fn sorted(mut found: Vec<Finding>) -> Vec<(usize, usize, Kind)> {
+        found.sort_unstable_by_key(|f| (f.start, f.end, f.kind));
+        found.iter().map(|f| (f.start, f.end, f.kind)).collect()
+    }
+
+    /// Masks `input` with the detector pass `find`.
+    fn masked_with(m: &Mask, input: &[u8], find: FindFn) -> (bool, Vec<u8>, Vec<u64>) {
+        let mut out = Vec::new();
+        let mut tally = MaskTally::default();
+        let changed = m.scan_with(input, &mut out, &mut tally, &mut Scratch::default(), find);
+        let named = tally.take_named(m.counter_names());
+        let counts = m
+            .counter_names()
+            .iter()
+            .map(|n| named.get(n).copied().unwrap_or(0))
+            .collect();
+        (changed, out, counts)
+    }
+
+    #[test]
+    fn multi_line_inputs_mask_as_the_whole_input_reference() {
+        let lines = corpus_lines();
+        let masks: Vec<Mask> = [Strategy::Partial, Strategy::Redact, Strategy::Pseudonym]
+            .into_iter()
+            .map(|strategy| {
+                let mut s = spec();
+                s.detectors = Kind::ALL.iter().map(|&k| (k, strategy)).collect();
+                Mask::new(&s).unwrap()
+            })
+            .chain([Mask::new(&spec()).unwrap()])
+            .collect();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut total = 0;
+        for round in 0..400 {
+            let size = match round % 4 {
+                0 => 300,
+                1 => 2000,
+                2 => 8000,
+                _ => 40_000,
+            };
+            let input = corpus(&mut rng, &lines, size);
+            total += input.len();
+            let kinds = if round % 5 == 4 {
+                KindSet::none().with(Kind::ALL[rng.below(Kind::ALL.len())])
+            } else {
+                KindSet::all()
+            };
+            let mut new = Vec::new();
+            find(&input, kinds, &mut new);
+            let mut lines_only = Vec::new();
+            detect::find_lines(&input, kinds, &mut lines_only);
+            let mut reference = Vec::new();
+            detect::find_whole(&input, kinds, &mut reference);
+            let reference = sorted(reference);
+            assert_eq!(sorted(new), reference, "round {round}");
+            assert_eq!(sorted(lines_only), reference, "round {round}");
+            let m = &masks[round % masks.len()];
+            let got = masked_with(m, &input, find);
+            assert_eq!(
+                got,
+                masked_with(m, &input, detect::find_whole),
+                "round {round}"
+            );
+        }
+        assert!(total > 4_000_000, "{total}");
     }
 
     #[test]

@@ -173,12 +173,25 @@ pub fn find(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
     if kinds.is_empty() || input.len() < 5 {
         return;
     }
+    if input.len() >= LINES_MIN && memchr::memchr(b'\n', input).is_some() {
+        find_lines(input, kinds, out);
+    } else {
+        find_whole(input, kinds, out);
+    }
+}
+
+/// Inputs at least this long that hold a line end are gated line by line.
+const LINES_MIN: usize = 256;
+
+/// Profiles the whole input and runs the detectors its prerequisites allow over all of it.
+pub(crate) fn find_whole(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
+    if kinds.is_empty() || input.len() < 5 {
+        return;
+    }
     let p = Profile::of(input);
     let len = input.len();
     // Digit positions (short inputs) and run statistics, only when a digit detector may run.
-    let digit_kinds = [Kind::Phone, Kind::Card, Kind::Ssn]
-        .iter()
-        .any(|&k| kinds.contains(k));
+    let digit_kinds = has_digit_kinds(kinds);
     let want_runs = p.digits >= 9 && digit_kinds;
     let digit_mask = (len <= 64 && p.digits >= 4 && (want_runs || p.dots >= 3 || p.has(UPPER)))
         .then(|| digit_mask(input));
@@ -187,42 +200,308 @@ pub fn find(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
         Some(mask) => RunStats::of_mask(mask),
         None => RunStats::of_bytes(input),
     };
-    let runs = |lens| RunStarts::new(input, digit_mask, lens);
+    let passes = whole_passes(&p, &stats, len, kinds, || has_double_colon(input));
+    run(input, passes, kinds, digit_mask, out);
+}
 
+/// Whether a detector that needs the digit run statistics is on.
+fn has_digit_kinds(kinds: KindSet) -> bool {
+    [Kind::Phone, Kind::Card, Kind::Ssn]
+        .iter()
+        .any(|&k| kinds.contains(k))
+}
+
+/// Large multi-line inputs (terminal output, logs): each line is profiled alone and only the
+/// detectors whose prerequisites the line meets run on it, so one line's digits or letters do
+/// not send every other line through every detector. The whole input's own prerequisites are
+/// applied too (a detector [`find_whole`] would not run stays off), and a line's prerequisites
+/// are necessary conditions for a value inside it, so the findings are exactly those of
+/// [`find_whole`]. Every detector's values lie within a line except two: a PEM private key,
+/// found over the whole input, and a quoted secret whose line ends with a backslash escaping
+/// the line end, whose line is joined to the next.
+pub(crate) fn find_lines(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
+    let digit_kinds = has_digit_kinds(kinds);
+    let mut whole = Profile::default();
+    // A lower bound of the whole input's run statistics: lines with 9 digits or more.
+    let mut whole_runs = RunStats::default();
+    // Lines with something to look for: (start, end, passes).
+    let mut lines: Vec<(usize, usize, Passes)> = Vec::new();
+    let mut wanted = Passes::NONE;
+    let mut start = 0;
+    while start < input.len() {
+        let end = line_end(input, start);
+        let line = input.get(start..end).unwrap_or_default();
+        let p = Profile::of(line);
+        whole.merge(&p);
+        let mut passes = line_passes(line, &p);
+        if passes.any(Passes::DIGIT_RUNS) {
+            let stats = if digit_kinds && p.digits >= 9 {
+                let stats = if line.len() <= 64 {
+                    RunStats::of_mask(digit_mask(line))
+                } else {
+                    RunStats::of_bytes(line)
+                };
+                whole_runs.merge(&stats);
+                stats
+            } else {
+                RunStats::default()
+            };
+            passes = passes.without(line_run_passes_failing(&p, &stats));
+        }
+        if passes != Passes::NONE {
+            lines.push((start, end, passes));
+            wanted = wanted.with(passes);
+        }
+        start = end;
+    }
+    let len = input.len();
+    let want_runs = whole.digits >= 9 && digit_kinds;
+    let dcolon = || has_double_colon(input);
+    let mut allowed = if want_runs {
+        whole_passes(&whole, &whole_runs, len, kinds, dcolon)
+    } else {
+        whole_passes(&whole, &RunStats::default(), len, kinds, dcolon)
+    };
+    if want_runs && wanted.any(Passes::DIGIT_RUNS) && !allowed.has(wanted.only(Passes::DIGIT_RUNS))
+    {
+        // The lower bound was not enough to open a gate a line needs: count exactly.
+        allowed = whole_passes(&whole, &RunStats::of_bytes(input), len, kinds, dcolon);
+    }
+    for &(s, e, passes) in &lines {
+        let passes = passes.only(allowed);
+        if passes == Passes::NONE {
+            continue;
+        }
+        let Some(line) = input.get(s..e) else {
+            continue;
+        };
+        let digit_mask = (line.len() <= 64).then(|| digit_mask(line));
+        let first = out.len();
+        run(line, passes, kinds, digit_mask, out);
+        for f in out.iter_mut().skip(first) {
+            f.start += s;
+            f.end += s;
+        }
+    }
+    let spanning = allowed.only(Passes::PEM.with(Passes::HASH));
+    if spanning != Passes::NONE {
+        run(input, spanning, kinds, None, out);
+    }
+}
+
+/// End of the line starting at `start`: past its `\n`, or the end of input. A line ending in
+/// a backslash continues on the next one (a quoted secret may escape the line end).
+fn line_end(input: &[u8], start: usize) -> usize {
+    let mut from = start;
+    loop {
+        let Some(rest) = input.get(from..) else {
+            return input.len();
+        };
+        match memchr::memchr(b'\n', rest) {
+            None => return input.len(),
+            Some(i) => {
+                let end = from + i + 1;
+                if i > 0 && at(input, end - 2) == b'\\' && end < input.len() {
+                    from = end;
+                } else {
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+/// The passes that can find something inside the line `line` of profile `p` (digit run
+/// statistics aside): necessary conditions for a value within the line.
+fn line_passes(line: &[u8], p: &Profile) -> Passes {
+    let len = line.len();
+    let mut passes = Passes::NONE;
+    if p.has(AT) && p.has(DOT) {
+        passes = passes.with(Passes::EMAIL);
+    }
+    if p.has(PLUS) && p.digits >= 8 {
+        passes = passes.with(Passes::E164);
+    }
+    // NANP: 10 digits; cards 13; SSN 9 (refined by the run statistics).
+    if p.digits >= 10 {
+        passes = passes.with(Passes::NANP);
+    }
+    if p.digits >= 13 {
+        passes = passes.with(Passes::CARD);
+    }
+    if p.digits >= 9 && p.has(DASH | SPACE) {
+        passes = passes.with(Passes::SSN);
+    }
+    if p.has(UPPER) && p.digits >= 2 && len >= 15 {
+        passes = passes.with(Passes::IBAN);
+    }
+    if p.dots >= 3 && p.digits >= 4 {
+        passes = passes.with(Passes::IPV4);
+    }
+    if p.colons >= 3 && (p.colons >= 6 || has_double_colon(line)) {
+        passes = passes.with(Passes::IPV6);
+    }
+    passes.with(secrets::line_secret_passes(p, len))
+}
+
+/// The digit run passes a line's run statistics rule out: a NANP number has runs of 3, 3 and 4
+/// digits (`1-` aside), an SSN of 3, 2 and 4, a card number one run of 13 or more or at least
+/// two of four or more (`3782 822463 10005`, `4222 222222 222`).
+fn line_run_passes_failing(p: &Profile, stats: &RunStats) -> Passes {
+    let mut failing = Passes::NONE;
+    if !(stats.runs3 >= 3 && stats.runs4 >= 1) {
+        failing = failing.with(Passes::NANP);
+    }
+    if !(p.digits >= 13 && (stats.run13 || stats.runs4 >= 2)) {
+        failing = failing.with(Passes::CARD);
+    }
+    if !(stats.runs3 >= 2 && stats.runs4 >= 1) {
+        failing = failing.with(Passes::SSN);
+    }
+    failing
+}
+
+/// The passes the prerequisites of a whole input allow: `p` its profile, `stats` its digit run
+/// statistics (or the default when no digit detector is wanted or it has fewer than 9 digits),
+/// `double_colon` whether it holds `::`.
+fn whole_passes(
+    p: &Profile,
+    stats: &RunStats,
+    len: usize,
+    kinds: KindSet,
+    double_colon: impl FnOnce() -> bool,
+) -> Passes {
+    let mut passes = Passes::NONE;
     if kinds.contains(Kind::Email) && p.has(AT) && p.has(DOT) {
-        scan_email(input, out);
+        passes = passes.with(Passes::EMAIL);
     }
     if kinds.contains(Kind::Phone) {
-        let e164 = p.has(PLUS) && p.digits >= 8;
-        let nanp = p.digits >= 10 && stats.runs3 >= 3 && stats.runs4 >= 1;
-        if e164 || nanp {
-            scan_phone(input, e164, nanp.then(|| runs(RunLens::Nanp)), out);
+        if p.has(PLUS) && p.digits >= 8 {
+            passes = passes.with(Passes::E164);
+        }
+        if p.digits >= 10 && stats.runs3 >= 3 && stats.runs4 >= 1 {
+            passes = passes.with(Passes::NANP);
         }
     }
     if kinds.contains(Kind::Card) && p.digits >= 13 && (stats.run13 || stats.runs4 >= 3) {
-        scan_digit_runs(input, runs(RunLens::Card), Kind::Card, card_at, out);
+        passes = passes.with(Passes::CARD);
     }
     if kinds.contains(Kind::Ssn) && stats.runs3 >= 2 && stats.runs4 >= 1 && p.has(DASH | SPACE) {
-        scan_digit_runs(input, runs(RunLens::Three), Kind::Ssn, ssn_at, out);
+        passes = passes.with(Passes::SSN);
     }
     if kinds.contains(Kind::Iban) && p.has(UPPER) && p.digits >= 2 && len >= 15 {
-        scan_iban(input, runs(RunLens::Iban), out);
+        passes = passes.with(Passes::IBAN);
     }
     if kinds.contains(Kind::Ipv4) && p.dots >= 3 && p.digits >= 4 {
-        scan_digit_runs(input, runs(RunLens::Octet), Kind::Ipv4, ipv4_at, out);
+        passes = passes.with(Passes::IPV4);
     }
     // Three groups take 3+ colons (`a:b::c`), or 6+ without `::`; a time has two.
-    if kinds.contains(Kind::Ipv6) && p.colons >= 3 && (p.colons >= 6 || has_double_colon(input)) {
+    if kinds.contains(Kind::Ipv6) && p.colons >= 3 && (p.colons >= 6 || double_colon()) {
+        passes = passes.with(Passes::IPV6);
+    }
+    passes = passes.with(secrets::secret_passes(p, len, kinds));
+    if kinds.contains(Kind::PasswordHash) && len >= MIN_HASH {
+        passes = passes.with(Passes::HASH);
+    }
+    passes
+}
+
+/// Runs the detector `passes` over `input` (their prerequisites already checked).
+/// `digit_mask` is the input's digit position mask when it has one (at most 64 bytes).
+fn run(
+    input: &[u8],
+    passes: Passes,
+    kinds: KindSet,
+    digit_mask: Option<u64>,
+    out: &mut Vec<Finding>,
+) {
+    let runs = |lens| RunStarts::new(input, digit_mask, lens);
+    if passes.has(Passes::EMAIL) {
+        scan_email(input, out);
+    }
+    let e164 = passes.has(Passes::E164);
+    let nanp = passes.has(Passes::NANP);
+    if e164 || nanp {
+        scan_phone(input, e164, nanp.then(|| runs(RunLens::Nanp)), out);
+    }
+    if passes.has(Passes::CARD) {
+        scan_digit_runs(input, runs(RunLens::Card), Kind::Card, card_at, out);
+    }
+    if passes.has(Passes::SSN) {
+        scan_digit_runs(input, runs(RunLens::Three), Kind::Ssn, ssn_at, out);
+    }
+    if passes.has(Passes::IBAN) {
+        scan_iban(input, runs(RunLens::Iban), out);
+    }
+    if passes.has(Passes::IPV4) {
+        scan_digit_runs(input, runs(RunLens::Octet), Kind::Ipv4, ipv4_at, out);
+    }
+    if passes.has(Passes::IPV6) {
         scan_ipv6(input, out);
     }
-    // Every keyword and token prefix holds a letter outside `a`–`f`, so hex, numbers and dates
-    // never reach the secret detectors. (The one gap: an `ACCA…` AWS key id whose 16 other
-    // characters are all hex digits, alone in a value without any other letter `g`–`z`.)
-    if p.has(NON_HEX) {
-        scan_secrets(input, &p, kinds, out);
+    if passes.any(Passes::SECRETS) {
+        scan_secrets(input, passes, kinds, out);
     }
-    if kinds.contains(Kind::PasswordHash) && len >= MIN_HASH {
+    if passes.has(Passes::HASH) {
         scan_password_hashes(input, out);
+    }
+}
+
+/// A set of detector passes: a detector, or one of the two ways a detector finds values
+/// (E.164 and NANP phones; Slack tokens and webhooks; PEM keys apart from the other
+/// punctuated tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Passes(u32);
+
+impl Passes {
+    const NONE: Passes = Passes(0);
+    const EMAIL: Passes = Passes(1);
+    const E164: Passes = Passes(1 << 1);
+    const NANP: Passes = Passes(1 << 2);
+    const CARD: Passes = Passes(1 << 3);
+    const SSN: Passes = Passes(1 << 4);
+    const IBAN: Passes = Passes(1 << 5);
+    const IPV4: Passes = Passes(1 << 6);
+    const IPV6: Passes = Passes(1 << 7);
+    const ASSIGN: Passes = Passes(1 << 8);
+    const AWS_SECRET: Passes = Passes(1 << 9);
+    /// GitHub, GitLab, Slack and Stripe tokens.
+    const PUNCT: Passes = Passes(1 << 10);
+    const PEM: Passes = Passes(1 << 11);
+    /// AWS access key ids and Google API keys.
+    const CAPITAL_A: Passes = Passes(1 << 12);
+    const JWT: Passes = Passes(1 << 13);
+    const SLACK_HOOK: Passes = Passes(1 << 14);
+    const HASH: Passes = Passes(1 << 15);
+    /// The passes gated by digit run statistics.
+    const DIGIT_RUNS: Passes = Passes(Self::NANP.0 | Self::CARD.0 | Self::SSN.0);
+    /// The passes of [`scan_secrets`].
+    const SECRETS: Passes = Passes(
+        Self::ASSIGN.0
+            | Self::AWS_SECRET.0
+            | Self::PUNCT.0
+            | Self::PEM.0
+            | Self::CAPITAL_A.0
+            | Self::JWT.0
+            | Self::SLACK_HOOK.0,
+    );
+
+    const fn with(self, other: Passes) -> Passes {
+        Passes(self.0 | other.0)
+    }
+    const fn without(self, other: Passes) -> Passes {
+        Passes(self.0 & !other.0)
+    }
+    const fn only(self, other: Passes) -> Passes {
+        Passes(self.0 & other.0)
+    }
+    /// Whether every pass of `other` is in the set.
+    const fn has(self, other: Passes) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether some pass of `other` is in the set.
+    const fn any(self, other: Passes) -> bool {
+        self.0 & other.0 != 0
     }
 }
 
@@ -347,6 +626,7 @@ static BYTE_PROFILE: [u64; 256] = {
 };
 
 /// What kinds of bytes an input holds.
+#[derive(Default)]
 struct Profile {
     /// Union of the class bits of every byte.
     classes: u16,
@@ -387,6 +667,14 @@ impl Profile {
         self.digits += (sum & LANE_MASK) as usize;
         self.dots += ((sum >> DOTS_AT) & LANE_MASK) as usize;
         self.colons += ((sum >> COLONS_AT) & LANE_MASK) as usize;
+    }
+
+    /// Adds the profile of the bytes that follow.
+    fn merge(&mut self, other: &Profile) {
+        self.classes |= other.classes;
+        self.digits += other.digits;
+        self.dots += other.dots;
+        self.colons += other.colons;
     }
 
     /// Whether some byte has one of the `bits` classes.
@@ -434,6 +722,15 @@ impl RunStats {
             stats.run13 |= run >= 13;
         }
         stats
+    }
+}
+
+impl RunStats {
+    /// Adds the statistics of bytes that follow after a non-digit.
+    fn merge(&mut self, other: &RunStats) {
+        self.run13 |= other.run13;
+        self.runs3 = self.runs3.saturating_add(other.runs3).min(3);
+        self.runs4 = self.runs4.saturating_add(other.runs4).min(3);
     }
 }
 
@@ -877,6 +1174,45 @@ mod tests {
         }
     }
 
+    /// The line-by-line pass finds exactly what the whole-input pass finds.
+    fn assert_lines_match_whole(input: &[u8], kinds: KindSet) {
+        let sorted = |mut v: Vec<Finding>| {
+            v.sort_unstable_by_key(|f| (f.start, f.end, f.kind));
+            v
+        };
+        let mut lines = Vec::new();
+        find_lines(input, kinds, &mut lines);
+        let mut whole = Vec::new();
+        find_whole(input, kinds, &mut whole);
+        assert_eq!(
+            sorted(lines),
+            sorted(whole),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    #[test]
+    fn lines_match_whole_on_values_spanning_lines() {
+        let rsa = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAAAA\n-----END RSA PRIVATE KEY-----";
+        for input in [
+            format!("a\n{rsa}\nb"),
+            format!(
+                "x\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n{}",
+                "1\n".repeat(200)
+            ),
+            "password=\"first \\\nsecond\" 4111111111111111\n".repeat(20),
+            "token: 'a \\\n b \\\n\nc'\n".repeat(30),
+            "4222 222222 222\n".repeat(30),
+            format!("{}\n4222 222222 222\n", "1 22 333 4444 55555".repeat(30)),
+        ] {
+            for kind in Kind::ALL {
+                assert_lines_match_whole(input.as_bytes(), KindSet::none().with(kind));
+            }
+            assert_lines_match_whole(input.as_bytes(), KindSet::all());
+        }
+    }
+
     #[test]
     fn past_property_failures() {
         // A 14-digit "octet" once overflowed the IPv4 parser.
@@ -896,6 +1232,32 @@ mod tests {
         #[test]
         fn never_panics_on_fragment_soup(input in fragments()) {
             assert_sane(&input);
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn lines_find_what_the_whole_input_finds(
+            lines in proptest::collection::vec(fragments(), 1..12),
+            kind in proptest::sample::select(Kind::ALL.to_vec()),
+        ) {
+            let input = lines.join(&b"\n"[..]);
+            for kinds in [KindSet::all(), KindSet::none().with(kind)] {
+                assert_lines_match_whole(&input, kinds);
+            }
+        }
+
+        #[test]
+        fn lines_find_what_the_whole_input_finds_in_bytes(
+            input in proptest::collection::vec(
+                prop_oneof![any::<u8>(), Just(b'\n'), Just(b'\\'), Just(b'-'), Just(b'4')],
+                0..600,
+            ),
+        ) {
+            assert_lines_match_whole(&input, KindSet::all());
         }
     }
 }

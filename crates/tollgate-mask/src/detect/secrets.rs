@@ -8,39 +8,42 @@ use std::sync::LazyLock;
 use memchr::memmem;
 
 use super::{
-    COLON, DASH, EQUALS, Finding, Kind, KindSet, LOWER, Profile, SLASH, UNDERSCORE, UPPER, at,
-    before, is_alnum, is_digit, is_word, push, run_upto, run_while,
+    COLON, DASH, EQUALS, Finding, Kind, KindSet, LOWER, NON_HEX, Passes, Profile, SLASH,
+    UNDERSCORE, UPPER, at, before, is_alnum, is_digit, is_word, push, run_upto, run_while,
 };
 
-/// Runs the secret and token detectors whose prerequisites `p` meets.
-pub(super) fn scan_secrets(input: &[u8], p: &Profile, kinds: KindSet, out: &mut Vec<Finding>) {
-    let len = input.len();
-    if kinds.contains(Kind::SecretAssignment) && p.has(EQUALS | COLON) {
+/// Runs the secret and token detector passes in `passes` (their prerequisites were checked by
+/// the caller).
+pub(super) fn scan_secrets(input: &[u8], passes: Passes, kinds: KindSet, out: &mut Vec<Finding>) {
+    if passes.has(Passes::ASSIGN) {
         scan_assignments(input, out);
     }
-    if kinds.contains(Kind::AwsSecretKey) && len >= 46 {
+    if passes.has(Passes::AWS_SECRET) {
         scan_aws_secrets(input, out);
     }
-    // Lowercase prefixes: `xoxb-` + 10 (15 bytes), `sk_live_` + 16 (24); `-----BEGIN ` is
-    // uppercase and a whole BEGIN line takes 27.
-    let punctuated = [
-        Kind::GithubToken,
-        Kind::GitlabToken,
-        Kind::SlackToken,
-        Kind::StripeKey,
-        Kind::PrivateKey,
-    ];
-    let lower_token =
-        p.has(LOWER) && ((len >= 15 && p.has(DASH)) || (len >= 24 && p.has(UNDERSCORE)));
-    let pem = len >= 27 && p.has(UPPER) && p.has(DASH);
-    if (lower_token || pem) && punctuated.iter().any(|&k| kinds.contains(k)) {
-        scan_punctuated_tokens(input, kinds, out);
+    if passes.has(Passes::PUNCT) {
+        let mut punctuated = KindSet::none();
+        for kind in [
+            Kind::GithubToken,
+            Kind::GitlabToken,
+            Kind::SlackToken,
+            Kind::StripeKey,
+        ] {
+            if kinds.contains(kind) {
+                punctuated = punctuated.with(kind);
+            }
+        }
+        if passes.has(Passes::PEM) {
+            punctuated = punctuated.with(Kind::PrivateKey);
+        }
+        scan_punctuated_tokens(input, punctuated, out);
+    } else if passes.has(Passes::PEM) {
+        scan_private_keys(input, out);
     }
-    let aws_or_google = kinds.contains(Kind::AwsAccessKey) || kinds.contains(Kind::GoogleApiKey);
-    if len >= 20 && p.has(UPPER) && aws_or_google {
+    if passes.has(Passes::CAPITAL_A) {
         scan_capital_a_tokens(input, kinds, out);
     }
-    if kinds.contains(Kind::Jwt) && len >= 30 && p.dots >= 2 {
+    if passes.has(Passes::JWT) {
         let mut resume = 0;
         for s in JWT_FINDER.find_iter(input) {
             if s >= resume
@@ -51,7 +54,7 @@ pub(super) fn scan_secrets(input: &[u8], p: &Profile, kinds: KindSet, out: &mut 
             }
         }
     }
-    if kinds.contains(Kind::SlackToken) && len >= 40 && p.has(SLASH) {
+    if passes.has(Passes::SLACK_HOOK) {
         for ks in SLACK_HOOK_FINDER.find_iter(input) {
             if let Some((s, e)) = slack_webhook(input, ks, ks + SLACK_HOOK.len()) {
                 push(out, Kind::SlackToken, s, e);
@@ -60,7 +63,90 @@ pub(super) fn scan_secrets(input: &[u8], p: &Profile, kinds: KindSet, out: &mut 
     }
 }
 
+/// The secret passes the prerequisites of a whole input allow (`p` its profile, `len` its
+/// length). Every keyword and token prefix holds a letter outside `a`–`f`, so hex, numbers and
+/// dates never reach the secret detectors. (The one gap: an `ACCA…` AWS key id whose 16 other
+/// characters are all hex digits, alone in a value without any other letter `g`–`z`.)
+pub(super) fn secret_passes(p: &Profile, len: usize, kinds: KindSet) -> Passes {
+    let mut passes = Passes::NONE;
+    if !p.has(NON_HEX) {
+        return passes;
+    }
+    if kinds.contains(Kind::SecretAssignment) && p.has(EQUALS | COLON) {
+        passes = passes.with(Passes::ASSIGN);
+    }
+    if kinds.contains(Kind::AwsSecretKey) && len >= 46 {
+        passes = passes.with(Passes::AWS_SECRET);
+    }
+    // Lowercase prefixes: `xoxb-` + 10 (15 bytes), `sk_live_` + 16 (24); `-----BEGIN ` is
+    // uppercase and a whole BEGIN line takes 27.
+    let lower_token =
+        p.has(LOWER) && ((len >= 15 && p.has(DASH)) || (len >= 24 && p.has(UNDERSCORE)));
+    let pem = len >= 27 && p.has(UPPER) && p.has(DASH);
+    if lower_token || pem {
+        let others = [
+            Kind::GithubToken,
+            Kind::GitlabToken,
+            Kind::SlackToken,
+            Kind::StripeKey,
+        ];
+        if others.iter().any(|&k| kinds.contains(k)) {
+            passes = passes.with(Passes::PUNCT);
+        }
+        if kinds.contains(Kind::PrivateKey) {
+            passes = passes.with(Passes::PEM);
+        }
+    }
+    let aws_or_google = kinds.contains(Kind::AwsAccessKey) || kinds.contains(Kind::GoogleApiKey);
+    if len >= 20 && p.has(UPPER) && aws_or_google {
+        passes = passes.with(Passes::CAPITAL_A);
+    }
+    if kinds.contains(Kind::Jwt) && len >= 30 && p.dots >= 2 {
+        passes = passes.with(Passes::JWT);
+    }
+    if kinds.contains(Kind::SlackToken) && len >= 40 && p.has(SLASH) {
+        passes = passes.with(Passes::SLACK_HOOK);
+    }
+    passes
+}
+
+/// The secret passes that can find something inside one line of length `len` and profile `p`:
+/// necessary conditions only (unlike [`secret_passes`], whose length limits are rounded up and
+/// which leaves the all-hex `ACCA…` key out). Private keys span lines and are not included.
+pub(super) fn line_secret_passes(p: &Profile, len: usize) -> Passes {
+    let mut passes = Passes::NONE;
+    // `AKIA` / `AIza` and 16 or 35 more: no letter `g`–`z` needed.
+    if len >= 20 && p.has(UPPER) {
+        passes = passes.with(Passes::CAPITAL_A);
+    }
+    if !p.has(NON_HEX) {
+        return passes;
+    }
+    if p.has(EQUALS | COLON) {
+        passes = passes.with(Passes::ASSIGN);
+    }
+    // `aws_secret` / `secret_access_key` and 40 characters.
+    if len >= 46 {
+        passes = passes.with(Passes::AWS_SECRET);
+    }
+    if p.has(LOWER) && ((len >= 15 && p.has(DASH)) || (len >= 24 && p.has(UNDERSCORE))) {
+        passes = passes.with(Passes::PUNCT);
+    }
+    // Header and payload of 10 or more, two dots, the signature may be empty.
+    if len >= 22 && p.dots >= 2 {
+        passes = passes.with(Passes::JWT);
+    }
+    // `hooks.slack.com/services/T0/B0/` and a key of 8.
+    if len >= 39 && p.has(SLASH) {
+        passes = passes.with(Passes::SLACK_HOOK);
+    }
+    passes
+}
+
 const SLACK_HOOK: &[u8] = b"hooks.slack.com/services/";
+const PEM_BEGIN: &[u8] = b"-----BEGIN ";
+static PEM_BEGIN_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(PEM_BEGIN));
 static JWT_FINDER: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"eyJ"));
 static SLACK_HOOK_FINDER: LazyLock<memmem::Finder<'static>> =
@@ -252,7 +338,7 @@ fn punctuated_prefix(input: &[u8], i: usize) -> Option<(Kind, usize)> {
             .filter(|_| starts_with(input, i, b"_pat_"))
             .map(|s| (Kind::GithubToken, s));
     }
-    if starts_with(input, i, b"-----BEGIN ") {
+    if starts_with(input, i, PEM_BEGIN) {
         return Some((Kind::PrivateKey, i));
     }
     if let Some(s) = back(5, b"glpat") {
@@ -286,6 +372,20 @@ fn punctuated_token_end(
     }
     let e = bodies.end(body, input, body_start);
     (lens.contains(&(e - body_start)) && !is_alnum(at(input, e))).then_some(e)
+}
+
+/// PEM private key blocks alone, anchored on `-----BEGIN `: the same blocks
+/// [`scan_punctuated_tokens`] reports for [`Kind::PrivateKey`].
+fn scan_private_keys(input: &[u8], out: &mut Vec<Finding>) {
+    let mut resume = 0;
+    for s in PEM_BEGIN_FINDER.find_iter(input) {
+        if s >= resume
+            && let Some(e) = private_key_at(input, s + PEM_BEGIN.len())
+        {
+            push(out, Kind::PrivateKey, s, e);
+            resume = e;
+        }
+    }
 }
 
 /// The characters a token body is made of.
