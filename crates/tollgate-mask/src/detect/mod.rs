@@ -194,7 +194,7 @@ pub(crate) fn find_whole(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
     let digit_kinds = has_digit_kinds(kinds);
     let want_runs = p.digits >= 9 && digit_kinds;
     let digit_mask = (len <= 64 && p.digits >= 4 && (want_runs || p.dots >= 3 || p.has(UPPER)))
-        .then(|| digit_mask(input));
+        .then(|| u128::from(digit_mask(input)));
     let stats = match digit_mask {
         _ if !want_runs => RunStats::default(),
         Some(mask) => RunStats::of_mask(mask),
@@ -221,39 +221,56 @@ fn has_digit_kinds(kinds: KindSet) -> bool {
 /// the line end, whose line is joined to the next.
 pub(crate) fn find_lines(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
     let digit_kinds = has_digit_kinds(kinds);
-    let mut whole = Profile::default();
-    // A lower bound of the whole input's run statistics: lines with 9 digits or more.
-    let mut whole_runs = RunStats::default();
-    // Lines with something to look for: (start, end, passes).
-    let mut lines: Vec<(usize, usize, Passes)> = Vec::new();
-    let mut wanted = Passes::NONE;
+    let mut scan = LineScan {
+        digit_kinds,
+        whole: Profile::default(),
+        whole_runs: RunStats::default(),
+        lines: Vec::new(),
+        wanted: Passes::NONE,
+    };
+    // One pass over the bytes: each line's profile is summed as for a whole input and looked
+    // at when its line end is reached.
+    let mut line = Profile::default();
     let mut start = 0;
-    while start < input.len() {
-        let end = line_end(input, start);
-        let line = input.get(start..end).unwrap_or_default();
-        let p = Profile::of(line);
-        whole.merge(&p);
-        let mut passes = line_passes(line, &p);
-        if passes.any(Passes::DIGIT_RUNS) {
-            let stats = if digit_kinds && p.digits >= 9 {
-                let stats = if line.len() <= 64 {
-                    RunStats::of_mask(digit_mask(line))
-                } else {
-                    RunStats::of_bytes(line)
-                };
-                whole_runs.merge(&stats);
-                stats
-            } else {
-                RunStats::default()
-            };
-            passes = passes.without(line_run_passes_failing(&p, &stats));
+    for (c, chunk) in input.chunks(CHUNK).enumerate() {
+        let base = c * CHUNK;
+        // This line's sums since the chunk or the line started, and the chunk's before it.
+        let (mut or, mut sum) = (0u64, 0u64);
+        let (mut chunk_or, mut chunk_sum) = (0u64, 0u64);
+        for (k, &b) in chunk.iter().enumerate() {
+            let t = BYTE_PROFILE[usize::from(b)];
+            or |= t;
+            sum = sum.wrapping_add(t);
+            if b != b'\n' {
+                continue;
+            }
+            let i = base + k;
+            // A line ending in a backslash continues on the next one (a quoted secret may
+            // escape the line end).
+            if i > 0 && at(input, i - 1) == b'\\' && i + 1 < input.len() {
+                continue;
+            }
+            line.fold(or, sum);
+            chunk_or |= or;
+            chunk_sum = chunk_sum.wrapping_add(sum);
+            (or, sum) = (0, 0);
+            scan.line(input, start, i + 1, &line);
+            line = Profile::default();
+            start = i + 1;
         }
-        if passes != Passes::NONE {
-            lines.push((start, end, passes));
-            wanted = wanted.with(passes);
-        }
-        start = end;
+        line.fold(or, sum);
+        scan.whole.fold(chunk_or | or, chunk_sum.wrapping_add(sum));
     }
+    if start < input.len() {
+        scan.line(input, start, input.len(), &line);
+    }
+    let LineScan {
+        whole,
+        whole_runs,
+        lines,
+        wanted,
+        ..
+    } = scan;
     let len = input.len();
     let want_runs = whole.digits >= 9 && digit_kinds;
     let dcolon = || has_double_colon(input);
@@ -267,20 +284,40 @@ pub(crate) fn find_lines(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
         // The lower bound was not enough to open a gate a line needs: count exactly.
         allowed = whole_passes(&whole, &RunStats::of_bytes(input), len, kinds, dcolon);
     }
-    for &(s, e, passes) in &lines {
+    // Passes anchored on a digit run or `+` run line by line (with the line's digit mask);
+    // the others, anchored on a byte search, over stretches of lines that want them (what lies
+    // between holds nothing for them: the line gates are necessary conditions).
+    let mut stretches = [(0usize, 0usize); STRETCH_PASSES.len()];
+    for &(s, e, passes, digit_mask) in &lines {
         let passes = passes.only(allowed);
-        if passes == Passes::NONE {
-            continue;
+        let per_line = passes.only(Passes::PER_LINE);
+        if per_line != Passes::NONE
+            && let Some(line) = input.get(s..e)
+        {
+            let first = out.len();
+            run(line, per_line, kinds, digit_mask, out);
+            for f in out.iter_mut().skip(first) {
+                f.start += s;
+                f.end += s;
+            }
         }
-        let Some(line) = input.get(s..e) else {
-            continue;
-        };
-        let digit_mask = (line.len() <= 64).then(|| digit_mask(line));
-        let first = out.len();
-        run(line, passes, kinds, digit_mask, out);
-        for f in out.iter_mut().skip(first) {
-            f.start += s;
-            f.end += s;
+        for (&pass, stretch) in STRETCH_PASSES.iter().zip(stretches.iter_mut()) {
+            if !passes.has(pass) {
+                continue;
+            }
+            if stretch.1 == 0 {
+                *stretch = (s, e);
+            } else if s - stretch.1 <= STRETCH_GAP {
+                stretch.1 = e;
+            } else {
+                run_at(input, *stretch, pass, kinds, out);
+                *stretch = (s, e);
+            }
+        }
+    }
+    for (&pass, &stretch) in STRETCH_PASSES.iter().zip(stretches.iter()) {
+        if stretch.1 != 0 {
+            run_at(input, stretch, pass, kinds, out);
         }
     }
     let spanning = allowed.only(Passes::PEM.with(Passes::HASH));
@@ -289,30 +326,99 @@ pub(crate) fn find_lines(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
     }
 }
 
-/// End of the line starting at `start`: past its `\n`, or the end of input. A line ending in
-/// a backslash continues on the next one (a quoted secret may escape the line end).
-fn line_end(input: &[u8], start: usize) -> usize {
-    let mut from = start;
-    loop {
-        let Some(rest) = input.get(from..) else {
-            return input.len();
+/// The passes [`find_lines`] runs over stretches of lines.
+const STRETCH_PASSES: [Passes; 8] = [
+    Passes::EMAIL,
+    Passes::IPV6,
+    Passes::ASSIGN,
+    Passes::AWS_SECRET,
+    Passes::PUNCT,
+    Passes::CAPITAL_A,
+    Passes::JWT,
+    Passes::SLACK_HOOK,
+];
+
+/// Lines that do not want a pass but lie within this many bytes of the last one that does are
+/// included in its stretch rather than starting a new one.
+const STRETCH_GAP: usize = 512;
+
+/// Runs `passes` over `input[start..end]`, reporting offsets into `input`.
+fn run_at(
+    input: &[u8],
+    (start, end): (usize, usize),
+    passes: Passes,
+    kinds: KindSet,
+    out: &mut Vec<Finding>,
+) {
+    let Some(part) = input.get(start..end) else {
+        return;
+    };
+    let first = out.len();
+    run(part, passes, kinds, None, out);
+    for f in out.iter_mut().skip(first) {
+        f.start += start;
+        f.end += start;
+    }
+}
+
+/// What [`find_lines`] learns from its pass over the lines.
+struct LineScan {
+    /// Whether a detector using digit run statistics is on.
+    digit_kinds: bool,
+    /// The whole input's profile.
+    whole: Profile,
+    /// A lower bound of the whole input's run statistics (from lines with 9 digits or more).
+    whole_runs: RunStats,
+    /// Lines with something to look for: start, end, passes and digit mask.
+    lines: Vec<(usize, usize, Passes, Option<u128>)>,
+    /// Every pass some line wants.
+    wanted: Passes,
+}
+
+impl LineScan {
+    /// Takes in the line `input[start..end]` of profile `p` (the whole profile is summed by
+    /// the caller).
+    #[inline]
+    fn line(&mut self, input: &[u8], start: usize, end: usize, p: &Profile) {
+        // Digits alone, fewer than a phone number's: nothing to look for.
+        if p.classes & !DIGIT == 0 && p.digits < 10 {
+            return;
+        }
+        let Some(line) = input.get(start..end) else {
+            return;
         };
-        match memchr::memchr(b'\n', rest) {
-            None => return input.len(),
-            Some(i) => {
-                let end = from + i + 1;
-                if i > 0 && at(input, end - 2) == b'\\' && end < input.len() {
-                    from = end;
-                } else {
-                    return end;
-                }
-            }
+        let mut passes = line_passes(line, p);
+        if passes == Passes::NONE {
+            return;
+        }
+        let mask = if passes.any(Passes::PER_LINE) {
+            digit_mask128(line)
+        } else {
+            None
+        };
+        if passes.any(Passes::DIGIT_RUNS) {
+            let stats = if self.digit_kinds && p.digits >= 9 {
+                let stats = match mask {
+                    Some(mask) => RunStats::of_mask(mask),
+                    None => RunStats::of_bytes(line),
+                };
+                self.whole_runs.merge(&stats);
+                stats
+            } else {
+                RunStats::default()
+            };
+            passes = passes.without(line_run_passes_failing(p, &stats));
+        }
+        if passes != Passes::NONE {
+            self.lines.push((start, end, passes, mask));
+            self.wanted = self.wanted.with(passes);
         }
     }
 }
 
 /// The passes that can find something inside the line `line` of profile `p` (digit run
 /// statistics aside): necessary conditions for a value within the line.
+#[inline]
 fn line_passes(line: &[u8], p: &Profile) -> Passes {
     let len = line.len();
     let mut passes = Passes::NONE;
@@ -407,12 +513,12 @@ fn whole_passes(
 }
 
 /// Runs the detector `passes` over `input` (their prerequisites already checked).
-/// `digit_mask` is the input's digit position mask when it has one (at most 64 bytes).
+/// `digit_mask` is the input's digit position mask when it has one (at most 128 bytes).
 fn run(
     input: &[u8],
     passes: Passes,
     kinds: KindSet,
-    digit_mask: Option<u64>,
+    digit_mask: Option<u128>,
     out: &mut Vec<Finding>,
 ) {
     let runs = |lens| RunStarts::new(input, digit_mask, lens);
@@ -473,6 +579,10 @@ impl Passes {
     const JWT: Passes = Passes(1 << 13);
     const SLACK_HOOK: Passes = Passes(1 << 14);
     const HASH: Passes = Passes(1 << 15);
+    /// The passes [`find_lines`] runs line by line.
+    const PER_LINE: Passes = Passes(
+        Self::E164.0 | Self::NANP.0 | Self::CARD.0 | Self::SSN.0 | Self::IBAN.0 | Self::IPV4.0,
+    );
     /// The passes gated by digit run statistics.
     const DIGIT_RUNS: Passes = Passes(Self::NANP.0 | Self::CARD.0 | Self::SSN.0);
     /// The passes of [`scan_secrets`].
@@ -663,18 +773,16 @@ impl Profile {
             or |= t;
             sum = sum.wrapping_add(t);
         }
+        self.fold(or, sum);
+    }
+
+    /// Folds in the lane sums and class bits of at most [`CHUNK`] bytes.
+    #[inline]
+    fn fold(&mut self, or: u64, sum: u64) {
         self.classes |= (or >> CLASSES_AT) as u16;
         self.digits += (sum & LANE_MASK) as usize;
         self.dots += ((sum >> DOTS_AT) & LANE_MASK) as usize;
         self.colons += ((sum >> COLONS_AT) & LANE_MASK) as usize;
-    }
-
-    /// Adds the profile of the bytes that follow.
-    fn merge(&mut self, other: &Profile) {
-        self.classes |= other.classes;
-        self.digits += other.digits;
-        self.dots += other.dots;
-        self.colons += other.colons;
     }
 
     /// Whether some byte has one of the `bits` classes.
@@ -695,8 +803,8 @@ struct RunStats {
 }
 
 impl RunStats {
-    /// From the digit position mask `d` of an input of at most 64 bytes.
-    fn of_mask(d: u64) -> Self {
+    /// From the digit position mask `d` of an input of at most 128 bytes.
+    fn of_mask(d: u128) -> Self {
         // Bit i of `mN` is set when digits occupy positions i..i+N; a run of N+ digits is a
         // block of set bits in `mN`.
         let m2 = d & (d >> 1);
@@ -735,7 +843,7 @@ impl RunStats {
 }
 
 /// The number of blocks of consecutive set bits in `m`, counted up to 3.
-fn blocks_upto3(m: u64) -> u8 {
+fn blocks_upto3(m: u128) -> u8 {
     let mut firsts = m & !(m << 1);
     let mut n = 0;
     while firsts != 0 && n < 3 {
@@ -780,10 +888,22 @@ fn digit_mask(input: &[u8]) -> u64 {
     mask
 }
 
+/// [`digit_mask`] of inputs of at most 128 bytes.
+fn digit_mask128(input: &[u8]) -> Option<u128> {
+    match input.len() {
+        0..=64 => Some(u128::from(digit_mask(input))),
+        65..=128 => {
+            let (low, high) = input.split_at(64);
+            Some(u128::from(digit_mask(low)) | (u128::from(digit_mask(high)) << 64))
+        }
+        _ => None,
+    }
+}
+
 /// Start offsets of the maximal digit runs of an input, in increasing order.
 enum RunStarts<'a> {
     /// Remaining run starts as a bit mask (short inputs).
-    Mask(u64),
+    Mask(u128),
     /// Byte-by-byte scan from `i` (long inputs).
     Scan { input: &'a [u8], i: usize },
 }
@@ -806,7 +926,7 @@ enum RunLens {
 
 impl<'a> RunStarts<'a> {
     /// `digit_mask` is the input's digit position mask when it has one (short inputs).
-    fn new(input: &'a [u8], digit_mask: Option<u64>, lens: RunLens) -> Self {
+    fn new(input: &'a [u8], digit_mask: Option<u128>, lens: RunLens) -> Self {
         let Some(d) = digit_mask else {
             return RunStarts::Scan { input, i: 0 };
         };

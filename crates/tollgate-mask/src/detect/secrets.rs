@@ -224,6 +224,13 @@ fn keyword_before(input: &[u8], q: usize) -> Option<&'static [u8]> {
     if matches!(before(input, j), b'"' | b'\'') {
         j -= 1;
     }
+    // Every keyword ends in one of these letters.
+    if !matches!(
+        before(input, j).to_ascii_lowercase(),
+        b'd' | b'e' | b'n' | b's' | b't' | b'y'
+    ) {
+        return None;
+    }
     SECRET_KEYWORDS.into_iter().find(|kw| {
         j.checked_sub(kw.len())
             .is_some_and(|ks| starts_with_ci(input, ks, kw) && keyword_starts(input, ks))
