@@ -233,7 +233,10 @@ impl Mask {
         }
         // By start, longest first; a tie between two sources on one span goes to the detector
         // that reports first (`detect::find`'s order), then encoded findings, then custom ones.
-        spans.sort_unstable_by_key(|&(start, end, source)| {
+        // A stable sort merges the sorted runs `find` reports (line by line, then each
+        // detector over stretches of lines) instead of sorting from scratch; no two spans
+        // have the same key.
+        spans.sort_by_key(|&(start, end, source)| {
             (start, std::cmp::Reverse(end), source_rank(source))
         });
         let mut pos = 0;
