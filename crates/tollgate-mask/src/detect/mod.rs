@@ -672,7 +672,7 @@ fn is_word(b: u8) -> bool {
 }
 
 /// Whether `i` starts a maximal run of ASCII digits.
-#[inline]
+#[cfg(test)]
 fn starts_digit_run(s: &[u8], i: usize) -> bool {
     is_digit(at(s, i)) && !is_digit(before(s, i))
 }
@@ -938,7 +938,13 @@ enum RunStarts<'a> {
     /// Remaining run starts as a bit mask (short inputs).
     Mask(u128),
     /// Byte-by-byte scan from `i` (long inputs).
-    Scan { input: &'a [u8], i: usize },
+    Scan {
+        input: &'a [u8],
+        /// Start of the next block of 64 bytes to read.
+        next: usize,
+        /// Run starts left in the block before `next`, as a bit mask.
+        starts: u64,
+    },
 }
 
 /// The digit run lengths a detector can start at; with a digit mask, other runs are skipped
@@ -961,7 +967,11 @@ impl<'a> RunStarts<'a> {
     /// `digit_mask` is the input's digit position mask when it has one (short inputs).
     fn new(input: &'a [u8], digit_mask: Option<u128>, lens: RunLens) -> Self {
         let Some(d) = digit_mask else {
-            return RunStarts::Scan { input, i: 0 };
+            return RunStarts::Scan {
+                input,
+                next: 0,
+                starts: 0,
+            };
         };
         // Bit i of `mN` is set when digits occupy positions i..i+N.
         let m2 = d & (d >> 1);
@@ -983,6 +993,7 @@ impl<'a> RunStarts<'a> {
 impl Iterator for RunStarts<'_> {
     type Item = usize;
 
+    #[inline]
     fn next(&mut self) -> Option<usize> {
         match self {
             RunStarts::Mask(m) => {
@@ -993,16 +1004,26 @@ impl Iterator for RunStarts<'_> {
                 *m &= *m - 1;
                 Some(i)
             }
-            RunStarts::Scan { input, i } => {
-                while *i < input.len() {
-                    let j = *i;
-                    *i += 1;
-                    if starts_digit_run(input, j) {
-                        return Some(j);
-                    }
+            RunStarts::Scan {
+                input,
+                next,
+                starts,
+            } => loop {
+                if *starts != 0 {
+                    let i = *next - 64 + starts.trailing_zeros() as usize;
+                    *starts &= *starts - 1;
+                    return Some(i);
                 }
-                None
-            }
+                let block = input.get(*next..)?;
+                if block.is_empty() {
+                    return None;
+                }
+                let block = block.get(..64).unwrap_or(block);
+                let d = digit_mask(block);
+                let digit_before = is_digit(before(input, *next));
+                *starts = d & !((d << 1) | u64::from(digit_before));
+                *next += 64;
+            },
         }
     }
 }
@@ -1428,6 +1449,19 @@ mod tests {
                 (stats.run13, stats.runs3, stats.runs4),
                 run_stats_reference(&input)
             );
+        }
+
+        #[test]
+        fn run_starts_are_every_digit_run_start(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'1'), Just(b'1'), Just(b'x')],
+                0..300,
+            ),
+        ) {
+            let expected: Vec<usize> =
+                (0..input.len()).filter(|&i| starts_digit_run(&input, i)).collect();
+            let got: Vec<usize> = RunStarts::new(&input, None, RunLens::Card).collect();
+            prop_assert_eq!(got, expected);
         }
 
         #[test]
