@@ -184,6 +184,7 @@ pub fn find(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
 const LINES_MIN: usize = 256;
 
 /// Profiles the whole input and runs the detectors its prerequisites allow over all of it.
+#[inline]
 pub(crate) fn find_whole(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
     if kinds.is_empty() || input.len() < 5 {
         return;
@@ -194,17 +195,19 @@ pub(crate) fn find_whole(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
     let digit_kinds = has_digit_kinds(kinds);
     let want_runs = p.digits >= 9 && digit_kinds;
     let digit_mask = (len <= 64 && p.digits >= 4 && (want_runs || p.dots >= 3 || p.has(UPPER)))
-        .then(|| u128::from(digit_mask(input)));
+        .then(|| digit_mask(input));
     let stats = match digit_mask {
         _ if !want_runs => RunStats::default(),
         Some(mask) => RunStats::of_mask(mask),
         None => RunStats::of_bytes(input),
     };
+    let digit_mask = digit_mask.map(DigitMask::Narrow);
     let passes = whole_passes(&p, &stats, len, kinds, || has_double_colon(input));
     run(input, passes, kinds, digit_mask, out);
 }
 
 /// Whether a detector that needs the digit run statistics is on.
+#[inline]
 fn has_digit_kinds(kinds: KindSet) -> bool {
     [Kind::Phone, Kind::Card, Kind::Ssn]
         .iter()
@@ -219,6 +222,7 @@ fn has_digit_kinds(kinds: KindSet) -> bool {
 /// [`find_whole`]. Every detector's values lie within a line except two: a PEM private key,
 /// found over the whole input, and a quoted secret whose line ends with a backslash escaping
 /// the line end, whose line is joined to the next.
+#[inline(never)]
 pub(crate) fn find_lines(input: &[u8], kinds: KindSet, out: &mut Vec<Finding>) {
     let digit_kinds = has_digit_kinds(kinds);
     let mut scan = LineScan {
@@ -377,7 +381,7 @@ struct LineScan {
     /// A lower bound of the whole input's run statistics (from lines with 9 digits or more).
     whole_runs: RunStats,
     /// Lines with something to look for: start, end, passes and digit mask.
-    lines: Vec<(usize, usize, Passes, Option<u128>)>,
+    lines: Vec<(usize, usize, Passes, Option<DigitMask>)>,
     /// Every pass some line wants.
     wanted: Passes,
 }
@@ -399,14 +403,14 @@ impl LineScan {
             return;
         }
         let mask = if passes.any(Passes::PER_LINE) {
-            digit_mask128(line)
+            DigitMask::of(line)
         } else {
             None
         };
         if passes.any(Passes::DIGIT_RUNS) {
             let stats = if self.digit_kinds && p.digits >= 9 {
                 let stats = match mask {
-                    Some(mask) => RunStats::of_mask(mask),
+                    Some(mask) => mask.stats(),
                     None => RunStats::of_bytes(line),
                 };
                 self.whole_runs.merge(&stats);
@@ -477,6 +481,7 @@ fn line_run_passes_failing(p: &Profile, stats: &RunStats) -> Passes {
 /// The passes the prerequisites of a whole input allow: `p` its profile, `stats` its digit run
 /// statistics (or the default when no digit detector is wanted or it has fewer than 9 digits),
 /// `double_colon` whether it holds `::`.
+#[inline]
 fn whole_passes(
     p: &Profile,
     stats: &RunStats,
@@ -520,12 +525,13 @@ fn whole_passes(
 }
 
 /// Runs the detector `passes` over `input` (their prerequisites already checked).
+#[inline(always)]
 /// `digit_mask` is the input's digit position mask when it has one (at most 128 bytes).
 fn run(
     input: &[u8],
     passes: Passes,
     kinds: KindSet,
-    digit_mask: Option<u128>,
+    digit_mask: Option<DigitMask>,
     out: &mut Vec<Finding>,
 ) {
     let runs = |lens| RunStarts::new(input, digit_mask, lens);
@@ -810,8 +816,8 @@ struct RunStats {
 }
 
 impl RunStats {
-    /// From the digit position mask `d` of an input of at most 128 bytes.
-    fn of_mask(d: u128) -> Self {
+    /// From the digit position mask `d` of an input of at most 64 or 128 bytes.
+    fn of_mask<M: Bits>(d: M) -> Self {
         // Bit i of `mN` is set when digits occupy positions i..i+N; a run of N+ digits is a
         // block of set bits in `mN`.
         let m2 = d & (d >> 1);
@@ -820,7 +826,7 @@ impl RunStats {
         let m8 = m4 & (m4 >> 4);
         let m13 = m8 & (m4 >> 8) & (d >> 12);
         RunStats {
-            run13: m13 != 0,
+            run13: m13 != M::ZERO,
             runs3: blocks_upto3(m3),
             runs4: blocks_upto3(m4),
         }
@@ -851,7 +857,7 @@ impl RunStats {
             };
             // Runs wholly inside the block.
             if d != 0 {
-                stats.merge(&RunStats::of_mask(u128::from(d)));
+                stats.merge(&RunStats::of_mask(d));
             }
         }
         stats.count_run(carry);
@@ -876,14 +882,78 @@ impl RunStats {
 }
 
 /// The number of blocks of consecutive set bits in `m`, counted up to 3.
-fn blocks_upto3(m: u128) -> u8 {
+fn blocks_upto3<M: Bits>(m: M) -> u8 {
     let mut firsts = m & !(m << 1);
     let mut n = 0;
-    while firsts != 0 && n < 3 {
-        firsts &= firsts - 1;
+    while firsts != M::ZERO && n < 3 {
+        firsts = firsts.clear_lowest();
         n += 1;
     }
     n
+}
+
+/// The bit masks digit positions are kept in: `u64` for inputs of at most 64 bytes, `u128`
+/// for lines of at most 128.
+trait Bits:
+    Copy
+    + PartialEq
+    + std::ops::BitAnd<Output = Self>
+    + std::ops::BitOr<Output = Self>
+    + std::ops::Not<Output = Self>
+    + std::ops::Shr<u32, Output = Self>
+    + std::ops::Shl<u32, Output = Self>
+{
+    const ZERO: Self;
+    /// Without its lowest set bit.
+    fn clear_lowest(self) -> Self;
+}
+
+impl Bits for u64 {
+    const ZERO: Self = 0;
+    #[inline]
+    fn clear_lowest(self) -> Self {
+        self & self.wrapping_sub(1)
+    }
+}
+
+impl Bits for u128 {
+    const ZERO: Self = 0;
+    #[inline]
+    fn clear_lowest(self) -> Self {
+        self & self.wrapping_sub(1)
+    }
+}
+
+/// The digit position mask of an input, when it is short enough to have one.
+#[derive(Clone, Copy)]
+enum DigitMask {
+    /// At most 64 bytes.
+    Narrow(u64),
+    /// At most 128 bytes.
+    Wide(u128),
+}
+
+impl DigitMask {
+    /// The mask of `input`, if it is at most 128 bytes long.
+    fn of(input: &[u8]) -> Option<Self> {
+        match input.len() {
+            0..=64 => Some(DigitMask::Narrow(digit_mask(input))),
+            65..=128 => {
+                let (low, high) = input.split_at(64);
+                Some(DigitMask::Wide(
+                    u128::from(digit_mask(low)) | (u128::from(digit_mask(high)) << 64),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    fn stats(self) -> RunStats {
+        match self {
+            DigitMask::Narrow(d) => RunStats::of_mask(d),
+            DigitMask::Wide(d) => RunStats::of_mask(d),
+        }
+    }
 }
 
 /// Bit `i` set when `input[i]` is an ASCII digit, for inputs of at most 64 bytes: eight bytes
@@ -921,22 +991,12 @@ fn digit_mask(input: &[u8]) -> u64 {
     mask
 }
 
-/// [`digit_mask`] of inputs of at most 128 bytes.
-fn digit_mask128(input: &[u8]) -> Option<u128> {
-    match input.len() {
-        0..=64 => Some(u128::from(digit_mask(input))),
-        65..=128 => {
-            let (low, high) = input.split_at(64);
-            Some(u128::from(digit_mask(low)) | (u128::from(digit_mask(high)) << 64))
-        }
-        _ => None,
-    }
-}
-
 /// Start offsets of the maximal digit runs of an input, in increasing order.
 enum RunStarts<'a> {
-    /// Remaining run starts as a bit mask (short inputs).
-    Mask(u128),
+    /// Remaining run starts as a bit mask (inputs of at most 64 bytes).
+    Mask(u64),
+    /// The same for lines of at most 128 bytes.
+    Wide(u128),
     /// Byte-by-byte scan from `i` (long inputs).
     Scan {
         input: &'a [u8],
@@ -965,14 +1025,23 @@ enum RunLens {
 
 impl<'a> RunStarts<'a> {
     /// `digit_mask` is the input's digit position mask when it has one (short inputs).
-    fn new(input: &'a [u8], digit_mask: Option<u128>, lens: RunLens) -> Self {
-        let Some(d) = digit_mask else {
-            return RunStarts::Scan {
+    fn new(input: &'a [u8], digit_mask: Option<DigitMask>, lens: RunLens) -> Self {
+        match digit_mask {
+            Some(DigitMask::Narrow(d)) => RunStarts::Mask(run_starts(d, lens)),
+            Some(DigitMask::Wide(d)) => RunStarts::Wide(run_starts(d, lens)),
+            None => RunStarts::Scan {
                 input,
                 next: 0,
                 starts: 0,
-            };
-        };
+            },
+        }
+    }
+}
+
+/// The starts of the digit runs in the digit position mask `d` that `lens` admits.
+#[inline]
+fn run_starts<M: Bits>(d: M, lens: RunLens) -> M {
+    {
         // Bit i of `mN` is set when digits occupy positions i..i+N.
         let m2 = d & (d >> 1);
         let m3 = m2 & (d >> 2);
@@ -986,7 +1055,7 @@ impl<'a> RunStarts<'a> {
             RunLens::Octet => !m4,
             RunLens::Iban => m2,
         };
-        RunStarts::Mask(d & !(d << 1) & keep)
+        d & !(d << 1) & keep
     }
 }
 
@@ -997,6 +1066,14 @@ impl Iterator for RunStarts<'_> {
     fn next(&mut self) -> Option<usize> {
         match self {
             RunStarts::Mask(m) => {
+                if *m == 0 {
+                    return None;
+                }
+                let i = m.trailing_zeros() as usize;
+                *m &= *m - 1;
+                Some(i)
+            }
+            RunStarts::Wide(m) => {
                 if *m == 0 {
                     return None;
                 }

@@ -67,6 +67,7 @@ pub(super) fn scan_secrets(input: &[u8], passes: Passes, kinds: KindSet, out: &m
 /// length). Every keyword and token prefix holds a letter outside `a`–`f`, so hex, numbers and
 /// dates never reach the secret detectors. (The one gap: an `ACCA…` AWS key id whose 16 other
 /// characters are all hex digits, alone in a value without any other letter `g`–`z`.)
+#[inline]
 pub(super) fn secret_passes(p: &Profile, len: usize, kinds: KindSet) -> Passes {
     let mut passes = Passes::NONE;
     if !p.has(NON_HEX) {
