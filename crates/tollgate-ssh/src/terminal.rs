@@ -708,7 +708,7 @@ pub fn fuzz_terminal(data: &[u8]) -> Result<(), String> {
         at += size;
         i += 1;
         mask.push(chunk, &mut out);
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             mask.flush(&mut out);
         }
         echo.typed(chunk);
