@@ -465,6 +465,86 @@ fn take_text(partial: &mut Vec<u8>, data: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// For the fuzz target `terminal`: the input, cut into chunks of varying sizes, goes through a
+/// stream mask that changes nothing, a recording and a legacy scp reader (both ways). None may
+/// panic, and the mask must hand on every byte once, in order.
+#[doc(hidden)]
+pub fn fuzz_terminal(data: &[u8]) -> Result<(), String> {
+    struct Unchanged;
+    impl SessionMask for Unchanged {
+        fn table_columns(&self) -> &[tollgate_core::TableColumn] {
+            &[]
+        }
+        fn column(&self, _: &str, _: Option<usize>) -> ColumnMask {
+            ColumnMask::Scan
+        }
+        fn mask(&self, _: ColumnMask, _: &[u8], _: &mut Vec<u8>, _: &mut MaskTally) -> bool {
+            false
+        }
+        fn counter_names(&self) -> &[String] {
+            &[]
+        }
+    }
+    struct Discard;
+    impl tollgate_core::Recorder for Discard {
+        fn record(&self, _: tollgate_core::Event) {}
+    }
+    let Some((&seed, rest)) = data.split_first() else {
+        return Ok(());
+    };
+    let log = SessionLog::new("fuzz".into(), Arc::new(Discard));
+    let mut mask = StreamMask::new(Arc::new(Unchanged));
+    let header = TerminalHeader {
+        width: 80,
+        height: 24,
+        term: None,
+        started: 0,
+        command: String::new(),
+    };
+    let mut recording = Recording::new(log.clone(), Some(Arc::new(Unchanged)), 0, header, 4096);
+    let mut up = crate::scp::ScpReader::new(
+        log.clone(),
+        tollgate_core::FileOp::Write,
+        vec!["/d/".into()],
+        true,
+    );
+    let mut down =
+        crate::scp::ScpReader::new(log, tollgate_core::FileOp::Read, vec!["/a".into()], false);
+    let mut echo = Echo::default();
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut i = 0usize;
+    while at < rest.len() {
+        let size = (usize::from(seed.rotate_left(i as u32 % 8)) % 97 + 1).min(rest.len() - at);
+        let chunk = &rest[at..at + size];
+        at += size;
+        i += 1;
+        mask.push(chunk, &mut out);
+        if i.is_multiple_of(3) {
+            mask.flush(&mut out);
+        }
+        echo.typed(chunk);
+        let _ = echo.is_echo(chunk);
+        recording.output(chunk);
+        recording.input(chunk);
+        recording.echo(chunk);
+        up.feed(chunk);
+        down.feed(chunk);
+    }
+    mask.flush(&mut out);
+    recording.finish();
+    up.close();
+    down.close();
+    if out != rest {
+        return Err(format!(
+            "the stream mask handed on {} bytes for {} (or changed their order)",
+            out.len(),
+            rest.len()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -651,84 +731,4 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(take_text(&mut p, &[0xff, b'c']), "\u{fffd}c");
     }
-}
-
-/// For the fuzz target `terminal`: the input, cut into chunks of varying sizes, goes through a
-/// stream mask that changes nothing, a recording and a legacy scp reader (both ways). None may
-/// panic, and the mask must hand on every byte once, in order.
-#[doc(hidden)]
-pub fn fuzz_terminal(data: &[u8]) -> Result<(), String> {
-    struct Unchanged;
-    impl SessionMask for Unchanged {
-        fn table_columns(&self) -> &[tollgate_core::TableColumn] {
-            &[]
-        }
-        fn column(&self, _: &str, _: Option<usize>) -> ColumnMask {
-            ColumnMask::Scan
-        }
-        fn mask(&self, _: ColumnMask, _: &[u8], _: &mut Vec<u8>, _: &mut MaskTally) -> bool {
-            false
-        }
-        fn counter_names(&self) -> &[String] {
-            &[]
-        }
-    }
-    struct Discard;
-    impl tollgate_core::Recorder for Discard {
-        fn record(&self, _: tollgate_core::Event) {}
-    }
-    let Some((&seed, rest)) = data.split_first() else {
-        return Ok(());
-    };
-    let log = SessionLog::new("fuzz".into(), Arc::new(Discard));
-    let mut mask = StreamMask::new(Arc::new(Unchanged));
-    let header = TerminalHeader {
-        width: 80,
-        height: 24,
-        term: None,
-        started: 0,
-        command: String::new(),
-    };
-    let mut recording = Recording::new(log.clone(), Some(Arc::new(Unchanged)), 0, header, 4096);
-    let mut up = crate::scp::ScpReader::new(
-        log.clone(),
-        tollgate_core::FileOp::Write,
-        vec!["/d/".into()],
-        true,
-    );
-    let mut down =
-        crate::scp::ScpReader::new(log, tollgate_core::FileOp::Read, vec!["/a".into()], false);
-    let mut echo = Echo::default();
-    let mut out = Vec::new();
-    let mut at = 0;
-    let mut i = 0usize;
-    while at < rest.len() {
-        let size = (usize::from(seed.rotate_left(i as u32 % 8)) % 97 + 1).min(rest.len() - at);
-        let chunk = &rest[at..at + size];
-        at += size;
-        i += 1;
-        mask.push(chunk, &mut out);
-        if i.is_multiple_of(3) {
-            mask.flush(&mut out);
-        }
-        echo.typed(chunk);
-        let _ = echo.is_echo(chunk);
-        recording.output(chunk);
-        recording.input(chunk);
-        recording.echo(chunk);
-        up.feed(chunk);
-        down.feed(chunk);
-    }
-    mask.flush(&mut out);
-    recording.finish();
-    up.close();
-    down.close();
-    if out != rest {
-        return Err(format!(
-            "the stream mask handed on {} bytes for {} (or changed their order)",
-            out.len(),
-            rest.len()
-        ));
-    }
-    Ok(())
 }
