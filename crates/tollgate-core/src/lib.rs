@@ -793,6 +793,11 @@ pub trait Recorder: Send + Sync {
         self.record(event);
         done(Ok(()));
     }
+    /// Whether the events handed over and not yet stored take so much memory that a producer
+    /// which can wait (a relay recording bulk output) should, before it records more.
+    fn pressure(&self) -> bool {
+        false
+    }
 }
 
 /// Writes a session's events in order, numbering them. Clones share the numbering, so both
@@ -816,6 +821,11 @@ impl SessionLog {
     /// The session id.
     pub fn session(&self) -> &str {
         &self.session
+    }
+    /// Whether the recorder asks producers that can wait to slow down (see
+    /// [`Recorder::pressure`]).
+    pub fn pressure(&self) -> bool {
+        self.recorder.pressure()
     }
     /// Appends an event stamped now.
     pub fn append(&self, kind: EventKind) {

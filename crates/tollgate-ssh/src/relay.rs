@@ -756,6 +756,7 @@ async fn target_to_client(
         stderr: terms.mask.clone().map(StreamMask::new),
     };
     loop {
+        wait_for_the_store(terms, shared).await;
         let due = out.deadline(shared);
         let msg = tokio::select! {
             msg = up_r.wait() => msg,
@@ -860,6 +861,26 @@ async fn target_to_client(
     }
     let _ = out.flush_all(down_w, shared).await;
     let _ = down_w.close().await;
+}
+
+/// Longest a channel waits for the audit store before reading more output it would record.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// While the channel's output is being recorded and the store holds too much not yet written,
+/// reading from the target pauses (its window then slows it), up to [`STORE_WAIT`]: memory
+/// stays bounded when output comes faster than the store takes it.
+async fn wait_for_the_store(terms: &Terms, shared: &Mutex<Shared>) {
+    let recording = lock(shared)
+        .recording
+        .as_ref()
+        .is_some_and(Recording::takes_output);
+    if !recording || !terms.log.pressure() {
+        return;
+    }
+    let until = Instant::now() + STORE_WAIT;
+    while terms.log.pressure() && Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// The masks of a channel's two output streams.

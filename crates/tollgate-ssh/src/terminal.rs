@@ -263,6 +263,11 @@ impl Recording {
         recording
     }
 
+    /// Whether more output would be recorded (the limit is not reached).
+    pub(crate) fn takes_output(&self) -> bool {
+        self.recorded < self.limit
+    }
+
     /// Output the client received.
     pub(crate) fn output(&mut self, data: &[u8]) {
         if data.is_empty() {

@@ -926,3 +926,38 @@ fn master_key_rotation_rewraps_data_keys_and_leaves_records_alone() {
         3
     );
 }
+
+#[test]
+fn a_store_behind_by_more_than_its_share_of_memory_asks_producers_to_wait() {
+    use tollgate_core::Recorder;
+    let (dir, store) = store();
+    let writer = store.event_writer(test_signer()).unwrap();
+    assert!(!writer.pressure());
+    // The database is locked: what is recorded stays in memory until it is free again.
+    let blocker = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let piece = "x".repeat(1024 * 1024);
+    for seq in 0..40u64 {
+        writer.record(Event {
+            session: "bulk".into(),
+            seq,
+            at: 1_000 + seq as i64,
+            kind: EventKind::Terminal {
+                channel: 0,
+                header: None,
+                events: vec![(0.0, "o".into(), piece.clone())],
+                unrecorded: 0,
+            },
+        });
+    }
+    assert!(
+        writer.pressure(),
+        "40 MiB held: producers are asked to wait"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    drop(blocker);
+    writer.flush().unwrap();
+    assert!(!writer.pressure(), "written: no more pressure");
+    assert_eq!(store.events("bulk").unwrap().len(), 40);
+    writer.close();
+}

@@ -68,6 +68,8 @@ struct Front {
     pending: Vec<Entry>,
     /// Taken by the writer, not yet committed.
     in_flight: usize,
+    /// Bytes of the records chained and not yet committed (pending and in flight).
+    queued_bytes: usize,
     requests: Vec<Request>,
     /// Best-effort events dropped since the writer last recorded the fact.
     dropped: u64,
@@ -110,6 +112,7 @@ impl Front {
             .append(event.at, &event.session, event.seq, payload, &mut bytes)
             .map_err(|e| e.to_string())?;
         self.journal.unwritten.extend_from_slice(&bytes);
+        self.queued_bytes += bytes.len();
         self.pending.push(Entry { event, gseq, bytes });
         Ok(())
     }
@@ -300,6 +303,7 @@ impl EventWriter {
                 journal,
                 pending: Vec::with_capacity(BATCH),
                 in_flight: 0,
+                queued_bytes: 0,
                 requests: Vec::new(),
                 dropped: 0,
                 writer_idle: false,
@@ -396,7 +400,17 @@ impl EventWriter {
     }
 }
 
+/// Records held in memory beyond which [`Recorder::pressure`] asks producers that can wait to
+/// slow down.
+const PRESSURE_BYTES: usize = 8 * 1024 * 1024;
+
 impl Recorder for EventWriter {
+    fn pressure(&self) -> bool {
+        self.shared
+            .lock()
+            .is_some_and(|f| f.queued_bytes > PRESSURE_BYTES)
+    }
+
     fn record_durable(&self, event: Event, done: tollgate_core::Durable) {
         let Some(mut front) = self.shared.lock() else {
             return done(Err("the audit log is unavailable".into()));
@@ -434,6 +448,8 @@ impl Recorder for EventWriter {
                 // refused and never runs). What queued before it stays queued.
                 front.chain = saved.0;
                 front.journal.unwritten.truncate(saved.1);
+                let taken: usize = front.pending[saved.2..].iter().map(|e| e.bytes.len()).sum();
+                front.queued_bytes -= taken;
                 front.pending.truncate(saved.2);
                 drop(front);
                 done(Err(format!("the audit log cannot be written: {e}")));
@@ -577,7 +593,12 @@ fn write_loop(
         if !round.entries.is_empty() {
             let ok = commit(&mut db, path, &round.entries, &mut committed, round.closing);
             left_in_journal |= !ok;
-            settle(shared, &committed, !left_in_journal);
+            settle(
+                shared,
+                &committed,
+                !left_in_journal,
+                bytes_of(&round.entries),
+            );
         }
         if round.wants_key
             && let Some(sealing) = &sealing
@@ -639,11 +660,16 @@ fn write_loop(
     }
 }
 
+fn bytes_of(entries: &[Entry]) -> usize {
+    entries.iter().map(|e| e.bytes.len()).sum()
+}
+
 /// After a commit: nothing is in flight any more, and the journal lets go of what the database
 /// now holds (when `release`).
-fn settle(shared: &Shared, committed: &Committed, release: bool) {
+fn settle(shared: &Shared, committed: &Committed, release: bool, done_bytes: usize) {
     if let Some(mut front) = shared.lock() {
         front.in_flight = 0;
+        front.queued_bytes = front.queued_bytes.saturating_sub(done_bytes);
         if release && let Some((gseq, _)) = committed.head {
             let caught_up = front.pending.is_empty();
             front.journal.release(gseq, caught_up);
@@ -725,7 +751,7 @@ impl Purge<'_> {
             entries
         };
         let ok = commit(self.db, self.path, &entries, self.committed, false);
-        settle(self.shared, self.committed, ok);
+        settle(self.shared, self.committed, ok, bytes_of(&entries));
         Ok(count)
     }
 }
