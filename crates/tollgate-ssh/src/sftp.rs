@@ -268,6 +268,9 @@ pub(crate) struct Inspector {
     writing: bool,
     /// Events to record.
     events: Vec<EventKind>,
+    /// Operations allowed since the last call, to record as started before they are forwarded
+    /// (strict audit): the operation, its paths and the rule.
+    starts: Vec<(FileOp, String, Option<String>, Option<String>)>,
     broken: bool,
 }
 
@@ -388,6 +391,7 @@ impl Inspector {
             replies: VecDeque::new(),
             writing: false,
             events: Vec::new(),
+            starts: Vec::new(),
             broken: false,
         }
     }
@@ -431,6 +435,11 @@ impl Inspector {
     /// The events to record since the last call.
     pub(crate) fn take_events(&mut self) -> Vec<EventKind> {
         std::mem::take(&mut self.events)
+    }
+
+    /// The operations allowed since the last call (path, second path, rule).
+    pub(crate) fn take_starts(&mut self) -> Vec<(FileOp, String, Option<String>, Option<String>)> {
+        std::mem::take(&mut self.starts)
     }
 
     /// The channel ended: files still open and operations not answered are recorded as
@@ -595,7 +604,11 @@ impl Inspector {
         verdict: Result<Option<String>, Refused>,
     ) -> Result<Option<String>, ()> {
         match verdict {
-            Ok(rule) => Ok(rule),
+            Ok(rule) => {
+                self.starts
+                    .push((op, path.to_string(), to.map(str::to_string), rule.clone()));
+                Ok(rule)
+            }
             Err(refused) => {
                 tracing::info!(connection = %self.connection, rule = %refused.rule, op = op.name(), "sftp operation refused");
                 self.replies
@@ -906,6 +919,8 @@ pub(crate) struct SftpChannel {
     writer: tokio::sync::Mutex<()>,
     log: SessionLog,
     connection: String,
+    /// Strict audit: each allowed operation is durable as started before it is forwarded.
+    strict: bool,
 }
 
 impl SftpChannel {
@@ -920,6 +935,7 @@ impl SftpChannel {
             writer: tokio::sync::Mutex::new(()),
             log: terms.log.clone(),
             connection: terms.connection.clone(),
+            strict: terms.strict_audit,
         })
     }
 
@@ -928,6 +944,40 @@ impl SftpChannel {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    /// Makes each allowed operation durable as started (`command_started`, step `subsystem`,
+    /// text `sftp <op> <path>`), in order; the first that cannot be recorded stops the rest.
+    async fn record_starts(
+        &self,
+        starts: Vec<(FileOp, String, Option<String>, Option<String>)>,
+    ) -> Result<(), String> {
+        for (op, path, to, rule) in starts {
+            let mut text = format!("sftp {} {path}", op.name());
+            if let Some(to) = to {
+                text.push_str(" -> ");
+                text.push_str(&to);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.log.append_durable(
+                EventKind::CommandStarted {
+                    command: tollgate_core::Command {
+                        step: tollgate_core::ProtocolStep::Subsystem,
+                        text: text.into(),
+                        params: Vec::new(),
+                        statement: None,
+                    },
+                    rule,
+                    approval: None,
+                },
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            );
+            rx.await
+                .unwrap_or_else(|_| Err("the audit log stopped".into()))?;
+        }
+        Ok(())
     }
 
     /// Records that the channel was closed because `from` did not speak SFTP as expected.
@@ -958,12 +1008,28 @@ impl SftpChannel {
         handle: &server::Handle,
         id: ChannelId,
     ) -> Result<(), russh::Error> {
-        let (pieces, events) = {
+        let (pieces, events, starts) = {
             let mut i = self.lock();
             let pieces = i.on_client(data);
-            (pieces, i.take_events())
+            (pieces, i.take_events(), i.take_starts())
         };
         self.record(events);
+        if self.strict
+            && let Err(reason) = self.record_starts(starts).await
+        {
+            // Fail closed: nothing of this chunk reaches the target.
+            tracing::error!(connection = %self.connection, error = %reason, "sftp operation not recorded; channel closed");
+            self.log.append(EventKind::Refusal(
+                tollgate_core::Refusal::new(
+                    tollgate_core::RefusalCode::ProtocolViolation,
+                    "the sftp channel was closed: the audit log cannot record its operations",
+                )
+                .with_detail(reason),
+            ));
+            let _ = up_w.close().await;
+            let _ = handle.close(id).await;
+            return Err(russh::Error::WrongChannel);
+        }
         let pieces = match pieces {
             Ok(p) => p,
             Err(e) => {

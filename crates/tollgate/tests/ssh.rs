@@ -1622,6 +1622,79 @@ fn a_command_the_audit_log_cannot_record_is_not_run() {
     );
     let after = run(ssh(&gw, &token, "box", &[], &["echo after"]));
     assert_eq!(text(&after.stdout), "after\n", "{}", text(&after.stderr));
+
+    // SFTP: each operation is durable as started before it reaches the target; one that cannot
+    // be recorded closes the channel and never runs.
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().display().to_string();
+    std::fs::write(work.path().join("up.txt"), b"payload\n").unwrap();
+    let out = sftp_batch(
+        &gw,
+        &token,
+        work.path(),
+        &format!("put {w}/up.txt {w}/first.txt\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = events_where(&gw, |k| {
+        k["type"] == "file_transfer" && k["path"] == format!("{w}/first.txt").as_str()
+    });
+    let started = events
+        .iter()
+        .position(|e| {
+            e["kind"]["type"] == "command_started"
+                && e["kind"]["command"]["text"] == format!("sftp write {w}/first.txt").as_str()
+        })
+        .expect("the upload is on record as started");
+    let done = events
+        .iter()
+        .position(|e| e["kind"]["type"] == "file_transfer")
+        .unwrap();
+    assert!(started < done, "{events:#?}");
+    // (The client signs in and starts sftp first, then the store stops taking writes.)
+    let mut child = Command::new("timeout")
+        .args(["60", "sshpass", "-e", "sftp", "-F", "/dev/null", "-P"])
+        .arg(gw.ssh_port.to_string())
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+            "box@127.0.0.1",
+        ])
+        .env("SSHPASS", &token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"pwd\n").unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Remote working directory") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0);
+    }
+    limit("0");
+    stdin
+        .write_all(format!("put {w}/up.txt {w}/second.txt\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    limit("unlimited");
+    assert!(!status.success());
+    assert!(
+        !work.path().join("second.txt").exists(),
+        "an unrecorded upload ran"
+    );
+    events_where(&gw, |k| {
+        k["type"] == "refusal"
+            && k["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the audit log cannot record its operations"))
+    });
 }
 
 #[test]
