@@ -1652,17 +1652,11 @@ fn a_command_the_audit_log_cannot_record_is_not_run() {
     assert!(started < done, "{events:#?}");
     // (The client signs in and starts sftp first, then the store stops taking writes.)
     let mut child = Command::new("timeout")
-        .args(["60", "sshpass", "-e", "sftp", "-F", "/dev/null", "-P"])
+        .args(["60", "sshpass", "-e", "sftp"])
+        .args(common::sshd::SSH_OPTIONS)
+        .arg("-P")
         .arg(gw.ssh_port.to_string())
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "PreferredAuthentications=password",
-            "box@127.0.0.1",
-        ])
+        .arg("box@127.0.0.1")
         .env("SSHPASS", &token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
