@@ -10,8 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod live;
 mod mask;
 mod time_fmt;
+pub use live::{LiveSession, LiveSessions};
 pub use mask::{ColumnMask, MaskDecision, MaskTally, Masker, NoMasking, SessionMask, TableColumn};
 pub use time_fmt::{format_rfc3339, now_micros, parse_duration, parse_rfc3339};
 
@@ -507,6 +509,21 @@ pub struct PolicyContext<'a> {
     pub connection: &'a str,
     /// The protocol.
     pub protocol: Protocol,
+}
+
+/// The gateway's deciders a protocol front calls: who is calling, what may run, who approves,
+/// what is masked, and where events go.
+pub struct Services {
+    /// Authentication and access.
+    pub gatekeeper: std::sync::Arc<dyn Gatekeeper>,
+    /// Event sink.
+    pub recorder: std::sync::Arc<dyn Recorder>,
+    /// Guardrails: statements, shell commands, file operations and forwards are checked.
+    pub policy: std::sync::Arc<dyn Policy>,
+    /// Approvals for what a rule holds.
+    pub approvals: std::sync::Arc<dyn Approvals>,
+    /// Decides whether a caller's results and terminal output are masked.
+    pub masker: std::sync::Arc<dyn Masker>,
 }
 
 /// Decides what happens to each command. Implemented by the gateway; protocol crates call it.

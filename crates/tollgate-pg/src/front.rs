@@ -3,17 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tollgate_core::{
-    Approvals, Channel, EventKind, Gatekeeper, Identity, MaskDecision, Masker, Policy, Protocol,
-    Recorder, Refusal, RefusalCode, SessionInfo, SessionLog, TableColumn, new_session_id,
+    Approvals, Channel, EventKind, Gatekeeper, Identity, LiveSessions, MaskDecision, Masker,
+    Policy, Protocol, Recorder, Refusal, RefusalCode, Services, SessionInfo, SessionLog,
+    TableColumn, new_session_id,
 };
 
 use crate::cancel::{CancelRegistry, CancelTarget};
@@ -46,21 +46,6 @@ impl Default for PgFrontConfig {
     }
 }
 
-/// The gateway's deciders a front calls: who is calling, what may run, who approves, what is
-/// masked, and where events go.
-pub struct Services {
-    /// Authentication and access.
-    pub gatekeeper: Arc<dyn Gatekeeper>,
-    /// Event sink.
-    pub recorder: Arc<dyn Recorder>,
-    /// Guardrails.
-    pub policy: Arc<dyn Policy>,
-    /// Approvals.
-    pub approvals: Arc<dyn Approvals>,
-    /// Masking.
-    pub masker: Arc<dyn Masker>,
-}
-
 /// The PostgreSQL front: shared by every session of the listener.
 pub struct PgFront {
     pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
@@ -72,19 +57,7 @@ pub struct PgFront {
     pub(crate) config: PgFrontConfig,
     cancels: CancelRegistry,
     pub(crate) shutdown: watch::Receiver<bool>,
-    active: AtomicUsize,
-    idle: Notify,
-}
-
-/// Counts a live session; wakes shutdown waiters when the last one ends.
-struct ActiveGuard<'a>(&'a PgFront);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
+    live: LiveSessions,
 }
 
 /// How a session came to the front.
@@ -120,33 +93,18 @@ impl PgFront {
             config,
             cancels: CancelRegistry::default(),
             shutdown,
-            active: AtomicUsize::new(0),
-            idle: Notify::new(),
+            live: LiveSessions::default(),
         })
     }
 
     /// Sessions in progress.
     pub fn active_sessions(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.live.count()
     }
 
     /// Waits until no session is left, or the timeout passes.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.idle.notified();
-            if self.active_sessions() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.active_sessions() == 0;
-            }
-        }
-    }
-
-    fn enter(&self) -> ActiveGuard<'_> {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        ActiveGuard(self)
+        self.live.wait_idle(timeout).await
     }
 
     /// Accepts clients until shutdown.
@@ -170,7 +128,7 @@ impl PgFront {
     }
 
     async fn handle_tcp(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
-        let _guard = self.enter();
+        let _guard = self.live.enter();
         let _ = tcp.set_nodelay(true);
         let mut log = SessionLog::new(new_session_id(random_u64()), Arc::clone(&self.recorder));
         let mut info = SessionInfo {
@@ -326,7 +284,7 @@ impl PgFront {
         peer: String,
         identity: Identity,
     ) {
-        let _guard = self.enter();
+        let _guard = self.live.enter();
         let mut log = SessionLog::new(new_session_id(random_u64()), Arc::clone(&self.recorder));
         let info = SessionInfo {
             identity: None,

@@ -14,7 +14,8 @@ pub mod upstream;
 
 pub use cancel::CancelRegistry;
 pub use exec::{ExecResult, exec_simple};
-pub use front::{PgFront, PgFrontConfig, Services};
+pub use front::{PgFront, PgFrontConfig};
+pub use tollgate_core::Services;
 pub use upstream::PgTarget;
 
 use tollgate_core::{Refusal, RefusalCode};

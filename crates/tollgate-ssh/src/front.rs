@@ -2,7 +2,6 @@
 //! then one relay per session channel.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,14 +10,16 @@ use russh::server::{self, Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tollgate_core::{
     Approvals, Channel as Via, Connection, EventKind, Gatekeeper, Identity, Policy, PolicyContext,
     Protocol, Recorder, Refusal, RefusalCode, SessionInfo, SessionLog, SshSettings, Verdict,
     new_session_id,
 };
 
-use tollgate_core::{DEFAULT_SSH_RECORD_LIMIT, MaskDecision, Masker, SessionMask};
+use tollgate_core::{
+    DEFAULT_SSH_RECORD_LIMIT, LiveSessions, MaskDecision, Masker, Services, SessionMask,
+};
 
 use crate::upstream::{SshTarget, Upstream};
 use crate::{SshError, forward, relay};
@@ -44,20 +45,6 @@ impl Default for SshFrontConfig {
     }
 }
 
-/// The gateway's deciders the SSH front calls.
-pub struct Services {
-    /// Authentication and access.
-    pub gatekeeper: Arc<dyn Gatekeeper>,
-    /// Event sink.
-    pub recorder: Arc<dyn Recorder>,
-    /// Guardrails: exec commands and lines typed in shells are checked before they run.
-    pub policy: Arc<dyn Policy>,
-    /// Approvals for the commands a rule holds.
-    pub approvals: Arc<dyn Approvals>,
-    /// Decides whether a caller's terminal output is masked.
-    pub masker: Arc<dyn Masker>,
-}
-
 /// The SSH front: shared by every session of the listener.
 pub struct SshFront {
     pub(crate) gatekeeper: Arc<dyn Gatekeeper>,
@@ -71,18 +58,7 @@ pub struct SshFront {
     inproc: Arc<server::Config>,
     config: SshFrontConfig,
     shutdown: watch::Receiver<bool>,
-    active: AtomicUsize,
-    idle: Notify,
-}
-
-struct ActiveGuard<'a>(&'a SshFront);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
+    live: LiveSessions,
 }
 
 /// What a connection has come to, shared by its handler and its task.
@@ -149,28 +125,18 @@ impl SshFront {
             inproc: Arc::new(inproc),
             config,
             shutdown,
-            active: AtomicUsize::new(0),
-            idle: Notify::new(),
+            live: LiveSessions::default(),
         })
     }
 
     /// Sessions in progress.
     pub fn active_sessions(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.live.count()
     }
 
     /// Waits until no session is left, or the timeout passes.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.idle.notified();
-            if self.active_sessions() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.active_sessions() == 0;
-            }
-        }
+        self.live.wait_idle(timeout).await
     }
 
     /// Accepts clients until shutdown.
@@ -211,8 +177,7 @@ impl SshFront {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        let _guard = ActiveGuard(&self);
+        let _guard = self.live.enter();
         let (config, via) = match preset {
             Some(_) => (Arc::clone(&self.inproc), Via::Api),
             None => (Arc::clone(&self.server), Via::Native),

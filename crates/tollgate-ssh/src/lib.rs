@@ -23,12 +23,13 @@ mod upstream;
 mod userkey;
 
 pub use exec::{SshExecLimits, SshExecResult, exec_command};
-pub use front::{Services, SshFront, SshFrontConfig};
+pub use front::{SshFront, SshFrontConfig};
 pub use hostkey::{generate_host_key, parse_host_key, public_line};
 #[doc(hidden)]
 pub use sftp::fuzz_sftp;
 #[doc(hidden)]
 pub use terminal::fuzz_terminal;
+pub use tollgate_core::Services;
 pub use upstream::{SshTarget, TargetKey};
 pub use userkey::{UserKey, parse_user_key};
 

@@ -1291,12 +1291,7 @@ fn file_operations_are_recorded_and_refused_by_rule() {
         work.path(),
         &format!("get {w}/secret.txt {w}/stolen.txt\n"),
     );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("Permission denied"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_permission_denied(&out);
     assert!(!work.path().join("stolen.txt").exists());
 
     // A denied upload: the file is not created on the target.
@@ -1306,12 +1301,7 @@ fn file_operations_are_recorded_and_refused_by_rule() {
         work.path(),
         &format!("put {w}/up.bin {w}/drop/up.bin\n"),
     );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stderr).contains("Permission denied"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_permission_denied(&out);
     assert!(!work.path().join("drop/up.bin").exists());
 
     // scp over SFTP (the default): recorded, and refused by the same rules.
@@ -1809,5 +1799,15 @@ fn legacy_scp_transfers_are_recorded_file_by_file_and_never_masked() {
     assert_eq!(
         transfers("read"),
         [(format!("{r}/up.bin"), payload.len() as u64)]
+    );
+}
+
+/// An sftp batch the gateway refused: it failed, and the client said why.
+fn assert_permission_denied(out: &std::process::Output) {
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
     );
 }
